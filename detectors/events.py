@@ -1,0 +1,225 @@
+"""The usage event: parsing and validation exactly as DESIGN.md specifies.
+
+Parsing is pure: the caller passes the current time so that "absurd timestamps" can be judged
+without this module reading a clock.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+MAX_EVENT_BYTES = 256 * 1024
+MAX_ID_CHARS = 128
+MAX_USER_AGENT_CHARS = 1024
+MAX_ENDPOINT_CHARS = 1024
+MAX_PROMPT_BYTES = 64 * 1024
+# Nothing this API ever served predates 2015; a timestamp before that is a unit or parsing bug.
+EARLIEST_EVENT_MS = 1_420_070_400_000
+DEFAULT_MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
+
+KNOWN_FIELDS = frozenset(
+    {
+        "event_id", "ts", "account_id", "org_id", "api_key_id", "ip", "user_agent", "endpoint",
+        "model", "status", "prompt", "prompt_tokens", "completion_tokens", "latency_ms",
+        "moderation",
+    }
+)
+
+
+class InvalidEventError(ValueError):
+    """The event breaks the schema; the message says how, for a person reading the dead letters."""
+
+
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    flagged: bool
+    categories: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    event_id: str
+    ts_ms: int
+    account_id: str | None
+    api_key_id: str
+    ip: str
+    endpoint: str
+    status: int
+    org_id: str | None = None
+    user_agent: str | None = None
+    model: str | None = None
+    prompt: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_ms: float | None = None
+    moderation: Moderation | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_auth_failure(self) -> bool:
+        return self.status == 401
+
+    def to_dict(self) -> dict[str, Any]:
+        """The canonical JSON form, as forwarded between stages (ts in epoch millis)."""
+        out: dict[str, Any] = dict(self.extra)
+        out |= {
+            "event_id": self.event_id, "ts": self.ts_ms, "account_id": self.account_id,
+            "api_key_id": self.api_key_id, "ip": self.ip, "endpoint": self.endpoint,
+            "status": self.status,
+        }
+        for name in ("org_id", "user_agent", "model", "prompt", "prompt_tokens",
+                     "completion_tokens", "latency_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.moderation is not None:
+            out["moderation"] = {"flagged": self.moderation.flagged,
+                                 "categories": self.moderation.categories}
+        return out
+
+
+def parse_usage_event(raw: bytes, now_ms: int,
+                      max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS) -> UsageEvent:
+    """Decode and validate one message value; raise InvalidEventError with a readable reason."""
+    if raw is None:
+        raise InvalidEventError("empty message (null value)")
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEventError(f"event is {len(raw)} bytes, over the {MAX_EVENT_BYTES} byte limit")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEventError(f"not valid UTF-8 at byte {exc.start}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise InvalidEventError(f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidEventError(f"event must be a JSON object, got {type(data).__name__}")
+    return event_from_dict(data, now_ms, max_future_skew_ms)
+
+
+def event_from_dict(data: dict[str, Any], now_ms: int,
+                    max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS) -> UsageEvent:
+    status = _int(data, "status", required=True, low=100, high=599)
+    assert status is not None
+    account_id = _string(data, "account_id", MAX_ID_CHARS)
+    if account_id is None and status != 401:
+        raise InvalidEventError("missing required field 'account_id' (only 401 events may omit it)")
+    prompt = _string(data, "prompt", None)
+    if prompt is not None and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
+        raise InvalidEventError(f"field 'prompt' is over the {MAX_PROMPT_BYTES} byte limit")
+    latency = data.get("latency_ms")
+    if latency is not None and (not _is_number(latency) or latency < 0):
+        raise InvalidEventError("field 'latency_ms' must be a number >= 0")
+    return UsageEvent(
+        event_id=_required_string(data, "event_id", MAX_ID_CHARS),
+        ts_ms=_timestamp(data.get("ts"), now_ms, max_future_skew_ms),
+        account_id=account_id,
+        org_id=_string(data, "org_id", MAX_ID_CHARS),
+        api_key_id=_required_string(data, "api_key_id", MAX_ID_CHARS),
+        ip=_ip(data.get("ip")),
+        user_agent=_string(data, "user_agent", MAX_USER_AGENT_CHARS),
+        endpoint=_required_string(data, "endpoint", MAX_ENDPOINT_CHARS),
+        model=_string(data, "model", MAX_ID_CHARS),
+        status=status,
+        prompt=prompt,
+        prompt_tokens=_int(data, "prompt_tokens", low=0),
+        completion_tokens=_int(data, "completion_tokens", low=0),
+        latency_ms=float(latency) if latency is not None else None,
+        moderation=_moderation(data.get("moderation")),
+        extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _string(data: dict[str, Any], name: str, max_chars: int | None) -> str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidEventError(f"field '{name}' must be a string, got {type(value).__name__}")
+    if max_chars is not None and len(value) > max_chars:
+        raise InvalidEventError(f"field '{name}' is over the {max_chars} character limit")
+    return value
+
+
+def _required_string(data: dict[str, Any], name: str, max_chars: int) -> str:
+    value = _string(data, name, max_chars)
+    if not value:
+        raise InvalidEventError(f"missing required field '{name}'")
+    return value
+
+
+def _int(data: dict[str, Any], name: str, *, required: bool = False,
+         low: int | None = None, high: int | None = None) -> int | None:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise InvalidEventError(f"missing required field '{name}'")
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise InvalidEventError(f"field '{name}' must be an integer, got {type(value).__name__}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"{low if low is not None else ''}..{high if high is not None else ''}"
+        raise InvalidEventError(f"field '{name}' = {value} is outside {bounds}")
+    return value
+
+
+def _timestamp(value: Any, now_ms: int, max_future_skew_ms: int) -> int:
+    if value is None:
+        raise InvalidEventError("missing required field 'ts'")
+    if _is_number(value):
+        ts_ms = int(value)
+    elif isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise InvalidEventError(f"field 'ts' is not RFC 3339 or epoch millis: {value[:64]!r}")\
+                from None
+        if parsed.tzinfo is None:
+            raise InvalidEventError("field 'ts' has no time zone offset (RFC 3339 requires one)")
+        ts_ms = int(parsed.astimezone(UTC).timestamp() * 1000)
+    else:
+        raise InvalidEventError(
+            f"field 'ts' must be a string or a number, got {type(value).__name__}")
+    if ts_ms < EARLIEST_EVENT_MS:
+        raise InvalidEventError(f"field 'ts' = {ts_ms} ms is before 2015 (seconds instead of ms?)")
+    if ts_ms > now_ms + max_future_skew_ms:
+        raise InvalidEventError(f"field 'ts' = {ts_ms} ms is more than "
+                                f"{max_future_skew_ms // 1000} s in the future")
+    return ts_ms
+
+
+def _ip(value: Any) -> str:
+    if value is None or value == "":
+        raise InvalidEventError("missing required field 'ip'")
+    if not isinstance(value, str):
+        raise InvalidEventError(f"field 'ip' must be a string, got {type(value).__name__}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise InvalidEventError(f"field 'ip' is not an IPv4 or IPv6 address: {value[:64]!r}")\
+            from None
+
+
+def _moderation(value: Any) -> Moderation | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise InvalidEventError("field 'moderation' must be an object")
+    flagged = value.get("flagged", False)
+    if not isinstance(flagged, bool):
+        raise InvalidEventError("field 'moderation.flagged' must be a boolean")
+    categories = value.get("categories") or {}
+    if not isinstance(categories, dict) or not all(
+        isinstance(k, str) and _is_number(v) for k, v in categories.items()
+    ):
+        raise InvalidEventError("field 'moderation.categories' must map names to numbers")
+    return Moderation(flagged=flagged, categories={k: float(v) for k, v in categories.items()})

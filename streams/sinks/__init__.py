@@ -1,0 +1,1 @@
+"""Sinks own their batching, retries and failures (Quix Streams style: setup / write)."""

@@ -1,0 +1,126 @@
+"""Bulk writes into Elasticsearch that retry until accepted, and the index templates."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import ApiError, AsyncElasticsearch, Elasticsearch, TransportError
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_NAMES = ("alerts", "accounts", "campaigns", "actions")
+_RETRYABLE_STATUSES = {408, 429, 500, 502, 503, 504}
+
+
+class TemplatesMissingError(RuntimeError):
+    """The index templates are not installed: run `misuse setup`."""
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    index: str
+    id: str
+    source: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    document: Document
+    reason: str
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {"hosts": [settings.elasticsearch_url], "request_timeout": 30}
+    if settings.elasticsearch_api_key is not None:
+        options["api_key"] = settings.elasticsearch_api_key.get_secret_value()
+    elif settings.elasticsearch_username and settings.elasticsearch_password is not None:
+        options["basic_auth"] = (settings.elasticsearch_username,
+                                 settings.elasticsearch_password.get_secret_value())
+    if settings.elasticsearch_ca_certs is not None:
+        options["ca_certs"] = str(settings.elasticsearch_ca_certs)
+    return options
+
+
+def index_templates(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The composable templates from ops/elasticsearch, with the configured index prefix."""
+    templates = {}
+    for name in TEMPLATE_NAMES:
+        text = Path(settings.templates_dir, f"{name}.json").read_text(encoding="utf-8")
+        templates[settings.index(name)] = json.loads(text.replace("{prefix}",
+                                                                   settings.index_prefix))
+    return templates
+
+
+def install_templates(client: Elasticsearch, settings: Settings) -> list[str]:
+    """Idempotent: putting a template again replaces it with the same content."""
+    installed = []
+    for name, body in index_templates(settings).items():
+        client.indices.put_index_template(name=name, **body)
+        installed.append(name)
+    return installed
+
+
+def check_templates(client: Elasticsearch, settings: Settings) -> None:
+    for name in index_templates(settings):
+        if not client.indices.exists_index_template(name=name):
+            raise TemplatesMissingError(
+                f"index template {name!r} is missing in {settings.elasticsearch_url}: "
+                "run `misuse setup` first")
+
+
+class ElasticsearchSink:
+    """Writes documents with their deterministic ids; a replay overwrites instead of adding.
+
+    `write` returns only when every document was accepted or rejected for good (a mapping
+    error, say): transient failures (connection, 429, 5xx) are retried with capped backoff,
+    so the caller does not acknowledge its Kafka batch before Elasticsearch has it.
+    """
+
+    def __init__(self, client: AsyncElasticsearch, max_backoff_seconds: float = 30.0) -> None:
+        self.client = client
+        self.max_backoff_seconds = max_backoff_seconds
+
+    async def write(self, documents: list[Document]) -> list[Rejected]:
+        pending = list(documents)
+        rejected: list[Rejected] = []
+        backoff = 0.5
+        while pending:
+            try:
+                response = await self.client.bulk(operations=self._operations(pending))
+            except (TransportError, ApiError) as exc:
+                log.warning("es_bulk_failed documents=%d error=%r retry_in=%.1fs",
+                            len(pending), str(exc)[:200], backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_seconds)
+                continue
+            retry = []
+            for document, item in zip(pending, response["items"], strict=True):
+                result = item["index"]
+                status = result.get("status", 500)
+                if status < 300:
+                    continue
+                if status in _RETRYABLE_STATUSES:
+                    retry.append(document)
+                else:
+                    rejected.append(Rejected(document, json.dumps(result.get("error"))[:1000]))
+            if retry:
+                log.warning("es_bulk_partial retrying=%d retry_in=%.1fs", len(retry), backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_seconds)
+            pending = retry
+        return rejected
+
+    @staticmethod
+    def _operations(documents: list[Document]) -> list[dict[str, Any]]:
+        operations: list[dict[str, Any]] = []
+        for document in documents:
+            operations.append({"index": {"_index": document.index, "_id": document.id}})
+            operations.append(document.source)
+        return operations
