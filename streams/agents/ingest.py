@@ -43,7 +43,8 @@ def without_prompt(event: UsageEvent) -> bytes:
 @app.agent(usage_topic)
 async def ingest(stream: StreamT) -> None:
     skew_ms = _settings.max_future_skew_seconds * 1000
-    async for batch in stream.take_events(500, within=0.2):
+    # take_events (not take): the dead-letter path needs each message's partition and offset.
+    async for batch in stream.take_events(500, within=0.2):  # type: ignore[attr-defined]
         now = clock.now_ms()
         for event in batch:
             try:

@@ -1,0 +1,47 @@
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detectors.policy import PolicyError, policy_from_dict
+from streams.policy import PolicyFile, load_policy
+from streams.settings import REPO_ROOT
+
+
+def test_shipped_policy_is_valid_and_keeps_suspension_off():
+    policy = load_policy(REPO_ROOT / "ops" / "policy.yaml")
+    assert policy.automation.suspension_enabled is False
+    assert policy.rules.credential_stuffing.window_seconds > 0
+
+
+@pytest.mark.parametrize(("data", "field"), [
+    ({"rules": {"credential_stuffing": {"window_seconds": -5}}}, "window_seconds"),
+    ({"rules": {"credential_stuffing": {"severity": "apocalyptic"}}}, "severity"),
+    ({"rules": {"no_such_rule": {}}}, "no_such_rule"),
+    ({"automation": {"max_suspensions_per_hour": -1}}, "max_suspensions_per_hour"),
+])
+def test_invalid_policy_names_the_field(data, field):
+    with pytest.raises(PolicyError, match=field):
+        policy_from_dict(data)
+
+
+def test_reload_takes_a_valid_change_and_refuses_an_invalid_one(tmp_path: Path, monkeypatch):
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump({"rules": {"credential_stuffing": {"min_distinct_keys": 20}}}))
+    policy_file = PolicyFile(path)
+    monkeypatch.setattr("streams.policy._CHECK_EVERY_SECONDS", 0.0)
+
+    path.write_text(yaml.safe_dump({"rules": {"credential_stuffing": {"min_distinct_keys": 7}}}))
+    bump_mtime(path)
+    assert policy_file.current().rules.credential_stuffing.min_distinct_keys == 7
+
+    path.write_text("rules: {credential_stuffing: {min_distinct_keys: many}}")
+    bump_mtime(path, 2)
+    assert policy_file.current().rules.credential_stuffing.min_distinct_keys == 7
+
+
+def bump_mtime(path: Path, seconds: int = 1) -> None:
+    stamp = time.time() + seconds
+    os.utime(path, (stamp, stamp))
