@@ -1,0 +1,382 @@
+"""Jailbreak spraying: an account firing known jailbreak preambles and harmful requests at the
+model, and one jailbreak pattern spreading across many accounts.
+
+Embedding is the caller's job: it embeds each prompt, asks `PatternBank.best_match` and passes
+the result to the detectors, so nothing here needs the model.
+
+There are two detectors because there are two partitionings. `JailbreakSprayDetector` is per
+account (the usage stream's own key). `PatternSpreadDetector` is per pattern id: a distributed
+spray, where each of many accounts sends one or two prompts and stays under any per-account
+threshold, is only visible when the matching events are re-keyed by pattern. Folding that view
+into the per-account alerts would need every partition to see every other account's matches;
+a separate, low-volume stream of matches keyed by pattern id keeps each state on one worker.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import Counter, deque
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+
+from detectors.alerts import Alert, Entity
+from detectors.events import UsageEvent
+from detectors.redaction import redacted_sample
+from detectors.windows import SlidingWindow
+
+ACCOUNT_RULE_ID = "jailbreak.spray"
+PATTERN_RULE_ID = "jailbreak.pattern_spread"
+DEFAULT_SEVERITY = "high"
+_PATTERN_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """A known jailbreak preamble or harmful-request archetype, as written in the bank."""
+
+    id: str
+    category: str
+    text: str
+
+
+Match = tuple[Pattern, float]
+
+
+class PatternBankError(ValueError):
+    """The pattern bank is not valid; the message names the offending entry."""
+
+
+def patterns_from_dict(data: Any) -> list[Pattern]:
+    """Validate a parsed pattern file (`{"patterns": [{id, category, text}, ...]}`)."""
+    if not isinstance(data, Mapping):
+        raise PatternBankError("the pattern file must be a mapping with a 'patterns' list")
+    unknown_top = sorted(set(data) - {"version", "patterns"})
+    if unknown_top:
+        raise PatternBankError(f"unknown top-level field(s) {', '.join(map(str, unknown_top))}")
+    if data.get("version", 1) != 1:
+        raise PatternBankError(f"unsupported version {data.get('version')!r} (expected 1)")
+    entries = data.get("patterns")
+    if not isinstance(entries, list) or not entries:
+        raise PatternBankError("'patterns' must be a non-empty list")
+    patterns: list[Pattern] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(entries):
+        where = f"patterns[{index}]"
+        if not isinstance(entry, Mapping):
+            raise PatternBankError(f"{where}: must be a mapping with id, category and text")
+        if isinstance(entry.get("id"), str):
+            where += f" (id {entry['id']!r})"
+        unknown = sorted(set(entry) - {"id", "category", "text"})
+        if unknown:
+            raise PatternBankError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}")
+        for name in ("id", "category", "text"):
+            value = entry.get(name)
+            if not isinstance(value, str) or not value.strip():
+                raise PatternBankError(f"{where}: '{name}' must be a non-empty string")
+        if not _PATTERN_ID.match(entry["id"]):
+            raise PatternBankError(f"{where}: 'id' must be lower-case letters, digits, '_', "
+                                   "'-' or '.', at most 64 characters")
+        if entry["id"] in seen:
+            raise PatternBankError(f"{where}: duplicate id")
+        seen.add(entry["id"])
+        patterns.append(Pattern(entry["id"], entry["category"].strip(),
+                                " ".join(entry["text"].split())))
+    return patterns
+
+
+class PatternBank:
+    """Patterns and their embeddings (one unit-norm row per pattern); matching by cosine."""
+
+    def __init__(self, patterns: Sequence[Pattern], vectors: np.ndarray) -> None:
+        matrix = np.asarray(vectors, dtype=np.float32)
+        if matrix.ndim != 2 or matrix.shape[0] != len(patterns):
+            raise ValueError(f"need one vector row per pattern: {len(patterns)} patterns, "
+                             f"vectors of shape {matrix.shape}")
+        norms = np.linalg.norm(matrix, axis=1)
+        if np.any(norms == 0):
+            raise ValueError("a pattern vector is all zeros")
+        # Normalised again: a bank whose embedder forgot to normalise must still give cosines.
+        self.vectors = matrix / norms[:, None]
+        self.patterns = tuple(patterns)
+
+    def __len__(self) -> int:
+        return len(self.patterns)
+
+    def best_match(self, vector: np.ndarray) -> Match | None:
+        """The most similar pattern and its cosine similarity; None for an empty bank or a
+        zero vector."""
+        matches = self.best_matches(np.asarray(vector, dtype=np.float32).reshape(1, -1))
+        return matches[0]
+
+    def best_matches(self, vectors: np.ndarray) -> list[Match | None]:
+        """`best_match` for each row, in one matrix product (the embed stage works in batches)."""
+        queries = np.asarray(vectors, dtype=np.float32)
+        if not self.patterns or queries.shape[0] == 0:
+            return [None] * queries.shape[0]
+        if queries.shape[1] != self.vectors.shape[1]:
+            raise ValueError(f"vectors have dimension {queries.shape[1]}, the bank "
+                             f"{self.vectors.shape[1]}")
+        norms = np.linalg.norm(queries, axis=1)
+        similarities = self.vectors @ queries.T  # patterns x queries
+        best = np.argmax(similarities, axis=0)
+        out: list[Match | None] = []
+        for column, row in enumerate(best):
+            if norms[column] == 0:
+                out.append(None)
+            else:
+                cosine = float(similarities[row, column] / norms[column])
+                out.append((self.patterns[int(row)], min(1.0, max(-1.0, cosine))))
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    ts_ms: int
+    pattern_id: str | None
+    category: str | None
+    similarity: float
+    flagged: bool
+    moderation_categories: tuple[str, ...]
+
+
+def _interval_cv(timestamps: Sequence[int]) -> float | None:
+    """Coefficient of variation of the gaps between sorted timestamps: near 0 for a script
+    on a timer, around 1 for a person (Poisson-like arrivals)."""
+    if len(timestamps) < 3:
+        return None
+    ordered = sorted(timestamps)
+    gaps = [b - a for a, b in pairwise(ordered)]
+    mean = statistics.fmean(gaps)
+    if mean == 0:
+        return 0.0  # all at once: no person types that fast
+    return statistics.pstdev(gaps) / mean
+
+
+@dataclass
+class AccountJailbreakState:
+    window: SlidingWindow[_Hit]
+    latest_ms: int = 0
+    samples: deque[str] = field(default_factory=lambda: deque(maxlen=3))
+    incident_start_ms: int | None = None
+    incident_last_ms: int = 0
+    reported_hits: int = 0
+
+
+class JailbreakSprayDetector:
+    """Fires when an account sends at least `min_matches` prompts in the window that resemble
+    a known jailbreak (similarity >= threshold) or that upstream moderation flagged, at least
+    `min_pattern_matches` of them pattern matches, and either they arrive machine-regularly
+    (interval CV <= max_interval_cv) or most of them were flagged by moderation.
+
+    Regularity separates a script from a person who tried a famous prompt a few times by hand;
+    the moderation share separates an attack that lands on harmful content from someone asking
+    about jailbreaks. State is per account (`self.accounts`, replaceable by a Faust table);
+    only the hits are stored, so ordinary traffic costs no state.
+    """
+
+    def __init__(self, window_ms: int = 600_000, similarity_threshold: float = 0.75,
+                 min_matches: int = 5, max_interval_cv: float = 0.35,
+                 min_flag_share: float = 0.6, min_pattern_matches: int = 1,
+                 severity: str = DEFAULT_SEVERITY, max_samples: int = 3) -> None:
+        self.window_ms = window_ms
+        self.similarity_threshold = similarity_threshold
+        self.min_matches = min_matches
+        self.max_interval_cv = max_interval_cv
+        self.min_flag_share = min_flag_share
+        self.min_pattern_matches = min_pattern_matches
+        self.severity = severity
+        self.max_samples = max_samples
+        self.accounts: MutableMapping[str, AccountJailbreakState] = {}
+
+    def observe(self, event: UsageEvent, match: Match | None) -> list[Alert]:
+        """Learn from one event (with the caller's best pattern match for its prompt)."""
+        if event.account_id is None:
+            return []
+        pattern, similarity = match if match is not None else (None, 0.0)
+        if similarity < self.similarity_threshold:
+            pattern, similarity = None, 0.0
+        moderation = event.moderation
+        flagged = moderation is not None and moderation.flagged
+        if pattern is None and not flagged:
+            return []
+        state = self.accounts.get(event.account_id)
+        if state is None:
+            state = AccountJailbreakState(SlidingWindow(self.window_ms),
+                                          samples=deque(maxlen=self.max_samples))
+        categories = () if moderation is None else tuple(
+            sorted(name for name, score in moderation.categories.items() if score >= 0.5))
+        hit = _Hit(event.ts_ms, pattern.id if pattern else None,
+                   pattern.category if pattern else None, similarity, flagged, categories)
+        if not state.window.add(event.ts_ms, event.event_id, hit):
+            return []
+        state.latest_ms = state.window.latest_ms
+        if event.prompt:
+            state.samples.append(redacted_sample(event.prompt, 160))
+        alerts = self._check(event.account_id, state)
+        self.accounts[event.account_id] = state
+        return alerts
+
+    def forget_idle(self, now_ms: int) -> int:
+        """Drop accounts with no hit for a whole window; return how many."""
+        # After a whole quiet window the next hit would start a new incident anyway.
+        idle = [a for a, s in self.accounts.items() if s.latest_ms < now_ms - self.window_ms]
+        for account in idle:
+            del self.accounts[account]
+        return len(idle)
+
+    def _check(self, account_id: str, state: AccountJailbreakState) -> list[Alert]:
+        if state.incident_start_ms is not None and \
+                state.latest_ms - state.incident_last_ms > self.window_ms:
+            state.incident_start_ms = None
+        hits = list(state.window)
+        pattern_hits = sum(1 for h in hits if h.pattern_id is not None)
+        if len(hits) < self.min_matches or pattern_hits < self.min_pattern_matches:
+            return []
+        if state.incident_start_ms is not None and len(hits) < 2 * state.reported_hits:
+            state.incident_last_ms = state.latest_ms  # still spraying: keep the incident open
+            return []
+        cv = _interval_cv([h.ts_ms for h in hits])
+        flag_share = sum(1 for h in hits if h.flagged) / len(hits)
+        regular = cv is not None and cv <= self.max_interval_cv
+        if not (regular or flag_share >= self.min_flag_share):
+            return []
+        state.incident_last_ms = state.latest_ms
+        if state.incident_start_ms is None:
+            state.incident_start_ms = state.window.start_ms
+        state.reported_hits = len(hits)
+        return [self._alert(account_id, state, hits, pattern_hits, cv, flag_share, regular)]
+
+    def _alert(self, account_id: str, state: AccountJailbreakState, hits: list[_Hit],
+               pattern_hits: int, cv: float | None, flag_share: float,
+               regular: bool) -> Alert:
+        assert state.incident_start_ms is not None
+        patterns = Counter(h.pattern_id for h in hits if h.pattern_id)
+        categories = Counter(h.category for h in hits if h.category)
+        moderation = Counter(c for h in hits for c in h.moderation_categories)
+        reasons = [f"{len(hits)} prompts within {self.window_ms // 1000} s matched known "
+                   f"jailbreak patterns ({pattern_hits}) or were flagged by moderation"]
+        if regular:
+            reasons.append(f"machine-regular timing: interval CV {cv:.2f} "
+                           f"<= {self.max_interval_cv}")
+        if flag_share >= self.min_flag_share:
+            reasons.append(f"{flag_share:.0%} of them flagged by upstream moderation")
+        span_s = max(1, (state.window.latest_ms - state.window.start_ms) // 1000)
+        return Alert(
+            rule_id=ACCOUNT_RULE_ID, severity=self.severity,
+            score=min(1.0, 0.5 * len(hits) / self.min_matches
+                      * (1.0 if regular and flag_share >= self.min_flag_share else 0.7)),
+            entity=Entity("account", account_id), incident_start_ms=state.incident_start_ms,
+            window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
+            reasons=tuple(reasons),
+            evidence={
+                "hits": len(hits), "pattern_matches": pattern_hits,
+                "moderation_flagged": sum(1 for h in hits if h.flagged),
+                "flag_share": round(flag_share, 3),
+                "interval_cv": None if cv is None else round(cv, 3),
+                "mean_interval_s": round(span_s / max(1, len(hits) - 1), 1),
+                "max_similarity": round(max(h.similarity for h in hits), 3),
+                "top_patterns": [p for p, _ in patterns.most_common(5)],
+                "categories": dict(categories.most_common(5)),
+                "moderation_categories": dict(moderation.most_common(5)),
+                "sample_prompts": list(state.samples),
+            },
+            accounts=(account_id,),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Use:
+    account_id: str
+    similarity: float
+
+
+@dataclass
+class PatternState:
+    window: SlidingWindow[_Use]
+    accounts: Counter[str] = field(default_factory=Counter)
+    latest_ms: int = 0
+    incident_start_ms: int | None = None
+    incident_last_ms: int = 0
+    reported_accounts: int = 0
+
+    def forget(self, use: _Use) -> None:
+        self.accounts[use.account_id] -= 1
+        if self.accounts[use.account_id] <= 0:
+            del self.accounts[use.account_id]
+
+
+class PatternSpreadDetector:
+    """Fires once per incident when one pattern is matched by at least `min_accounts` distinct
+    accounts within the window, listing the accounts; re-sent when the accounts double.
+
+    State is per pattern id (`self.patterns`); feed it only the matching events, re-keyed by
+    pattern id.
+    """
+
+    def __init__(self, window_ms: int = 3_600_000, similarity_threshold: float = 0.75,
+                 min_accounts: int = 5, severity: str = DEFAULT_SEVERITY,
+                 max_listed_accounts: int = 500) -> None:
+        self.window_ms = window_ms
+        self.similarity_threshold = similarity_threshold
+        self.min_accounts = min_accounts
+        self.severity = severity
+        self.max_listed_accounts = max_listed_accounts
+        self.patterns: MutableMapping[str, PatternState] = {}
+
+    def observe(self, event: UsageEvent, match: Match | None) -> list[Alert]:
+        if event.account_id is None or match is None or match[1] < self.similarity_threshold:
+            return []
+        pattern = match[0]
+        state = self.patterns.get(pattern.id) or PatternState(SlidingWindow(self.window_ms))
+        if state.incident_start_ms is not None and \
+                event.ts_ms - state.incident_last_ms > self.window_ms:
+            state.incident_start_ms = None
+        if not state.window.add(event.ts_ms, event.event_id, _Use(event.account_id, match[1]),
+                                state.forget):
+            return []
+        state.accounts[event.account_id] += 1
+        state.latest_ms = state.window.latest_ms
+        alerts = self._check(pattern, state)
+        self.patterns[pattern.id] = state
+        return alerts
+
+    def forget_idle(self, now_ms: int) -> int:
+        idle = [p for p, s in self.patterns.items() if s.latest_ms < now_ms - self.window_ms]
+        for pattern_id in idle:
+            del self.patterns[pattern_id]
+        return len(idle)
+
+    def _check(self, pattern: Pattern, state: PatternState) -> list[Alert]:
+        distinct = len(state.accounts)
+        if distinct < self.min_accounts:
+            return []
+        state.incident_last_ms = state.latest_ms
+        if state.incident_start_ms is None:
+            state.incident_start_ms = state.window.start_ms
+            state.reported_accounts = 0
+        elif distinct < 2 * state.reported_accounts:
+            return []
+        state.reported_accounts = distinct
+        accounts = sorted(state.accounts, key=lambda a: (-state.accounts[a], a))
+        listed = tuple(accounts[: self.max_listed_accounts])
+        return [Alert(
+            rule_id=PATTERN_RULE_ID, severity=self.severity,
+            score=min(1.0, distinct / (2 * self.min_accounts)),
+            entity=Entity("pattern", pattern.id), incident_start_ms=state.incident_start_ms,
+            window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
+            reasons=(f"jailbreak pattern {pattern.id} ({pattern.category}) sent by {distinct} "
+                     f"accounts within {self.window_ms // 1000} s",),
+            evidence={
+                "pattern_id": pattern.id, "category": pattern.category,
+                "pattern_text": pattern.text, "distinct_accounts": distinct,
+                "matches": len(state.window),
+                "max_similarity": round(max(u.similarity for u in state.window), 3),
+                "accounts": list(listed),
+            },
+            accounts=listed,
+        )]
