@@ -4,6 +4,7 @@ that the API does not recognise (status 401, so the event carries no account).""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 
 from detectors.alerts import Alert, Entity
@@ -55,14 +56,13 @@ class CredentialStuffingDetector:
         self.min_failure_ratio = min_failure_ratio
         self.severity = severity
         self.single_ip_share = single_ip_share
-        self.ranges: dict[str, _RangeState] = {}
+        # Replaceable by any mutable mapping (a Faust table): every changed state is written back.
+        self.ranges: MutableMapping[str, _RangeState] = {}
 
     def observe(self, event: UsageEvent) -> list[Alert]:
         """Learn from one event and return the alerts it completes (usually none)."""
         cidr = network_range(event.ip)
-        state = self.ranges.get(cidr)
-        if state is None:
-            state = self.ranges[cidr] = _RangeState(SlidingWindow(self.window_ms))
+        state = self.ranges.get(cidr) or _RangeState(SlidingWindow(self.window_ms))
         if state.incident_start_ms is not None and \
                 event.ts_ms - state.window.latest_ms > self.window_ms:
             state.incident_start_ms = None  # quiet for a whole window: the incident is over
@@ -73,7 +73,17 @@ class CredentialStuffingDetector:
         if attempt.failed:
             state.failed_keys[attempt.api_key_id] += 1
             state.failures += 1
-        return self._check(cidr, state)
+        alerts = self._check(cidr, state)
+        self.ranges[cidr] = state
+        return alerts
+
+    def forget_idle(self, now_ms: int) -> int:
+        """Drop ranges with nothing in their window any more; returns how many."""
+        idle = [cidr for cidr, state in self.ranges.items()
+                if now_ms - state.window.latest_ms > self.window_ms]
+        for cidr in idle:
+            del self.ranges[cidr]
+        return len(idle)
 
     def _check(self, cidr: str, state: _RangeState) -> list[Alert]:
         distinct = len(state.failed_keys)

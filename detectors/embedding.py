@@ -28,11 +28,13 @@ from detectors.text import normalise, shingles, text_key, truncate_words
 
 PlanKind = Literal["exact", "near", "full", "static"]
 
+# Words of a request for content to publish. Not "review": classifying reviews is the commonest
+# batch job there is, and it is no narrative.
 DEFAULT_GENERATION_MARKERS = frozenset({
     "write", "compose", "draft", "rewrite", "generate", "create", "paraphrase", "reword",
     "tweet", "tweets", "post", "posts", "article", "articles", "caption", "captions",
-    "comment", "comments", "letter", "essay", "headline", "headlines", "slogan", "review",
-    "reviews", "reply", "replies", "thread", "blog", "story", "speech", "message", "messages",
+    "comment", "comments", "letter", "essay", "headline", "headlines", "slogan", "reply",
+    "replies", "thread", "blog", "story", "speech", "message", "messages",
 })
 
 
@@ -179,7 +181,11 @@ class StaticEmbedder:
 
     def embed(self, text: str) -> np.ndarray:
         """The unit vector of a text; the zero vector when no token is known."""
-        ids = np.fromiter(self.tokenize(text), dtype=np.int64)
+        return self.embed_ids(self.tokenize(text))
+
+    def embed_ids(self, token_ids: Sequence[int]) -> np.ndarray:
+        """As `embed`, from token ids: a caller with a batch tokenizer saves a call per text."""
+        ids = np.asarray(token_ids, dtype=np.int64)
         ids = ids[(ids >= 0) & (ids < len(self.weights))]
         weights = self.weights[ids]
         total = float(weights.sum())

@@ -27,7 +27,17 @@ class RulePolicy(_Strict):
     # Shadow mode: alerts are written, no action is taken.
     shadow: bool = False
     severity: Severity = "medium"
-    action: Action = "none"
+    action: Action = "flag"
+
+    def detector_params(self) -> dict[str, Any]:
+        """The detector's constructor arguments: the policy says seconds, detectors take ms."""
+        params: dict[str, Any] = {}
+        for name, value in self.model_dump(exclude={"enabled", "shadow", "action"}).items():
+            if name.endswith("_seconds"):
+                params[name.removesuffix("_seconds") + "_ms"] = int(value * 1000)
+            else:
+                params[name] = value
+        return params
 
 
 class CredentialStuffingPolicy(RulePolicy):
@@ -37,8 +47,100 @@ class CredentialStuffingPolicy(RulePolicy):
     min_failure_ratio: float = Field(0.8, ge=0, le=1)
 
 
+class LeakedKeyPolicy(RulePolicy):
+    severity: Severity = "high"
+    window_seconds: int = Field(600, gt=0)
+    min_networks: int = Field(8, ge=2)
+    factor: float = Field(4.0, ge=1)
+    min_user_agents: int = Field(3, ge=1)
+    many_networks: int = Field(40, ge=2)
+
+
+class JailbreakPolicy(RulePolicy):
+    severity: Severity = "high"
+    window_seconds: int = Field(600, gt=0)
+    similarity_threshold: float = Field(0.75, gt=0, le=1)
+    min_matches: int = Field(5, ge=1)
+    max_interval_cv: float = Field(0.35, ge=0)
+    min_flag_share: float = Field(0.6, ge=0, le=1)
+
+
+class JailbreakSpreadPolicy(RulePolicy):
+    severity: Severity = "high"
+    window_seconds: int = Field(3600, gt=0)
+    similarity_threshold: float = Field(0.75, gt=0, le=1)
+    min_accounts: int = Field(5, ge=2)
+
+
+class ScrapingPolicy(RulePolicy):
+    window_seconds: int = Field(600, gt=0)
+    min_rate_per_minute: int = Field(20, ge=1)
+    min_active_minutes: int = Field(8, ge=1)
+    min_shape_diversity: float = Field(0.7, ge=0, le=1)
+    min_mean_completion_tokens: int = Field(600, ge=0)
+
+
+class SybilPolicy(RulePolicy):
+    window_seconds: int = Field(600, gt=0)
+    min_accounts: int = Field(20, ge=2)
+    max_account_rate_per_minute: int = Field(10, ge=1)
+    min_agent_share: float = Field(0.6, ge=0, le=1)
+
+
+class CampaignPolicy(RulePolicy):
+    severity: Severity = "high"
+    min_accounts: int = Field(8, ge=2)
+    min_narrowness: float = Field(0.8, ge=0, le=1)
+    min_concentration: float = Field(0.5, ge=0, le=1)
+    min_coordination: float = Field(0.5, ge=0, le=1)
+    min_score: float = Field(0.6, ge=0, le=1)
+
+
+class AnomalyPolicy(RulePolicy):
+    # A supporting signal only: it adds to an account's risk and never flags on its own.
+    severity: Severity = "low"
+    action: Action = "none"
+    refit_every_seconds: int = Field(900, gt=0)
+    min_accounts: int = Field(50, ge=10)
+    contamination: float = Field(0.01, gt=0, le=0.5)
+
+
 class Rules(_Strict):
     credential_stuffing: CredentialStuffingPolicy = CredentialStuffingPolicy()
+    leaked_key: LeakedKeyPolicy = LeakedKeyPolicy()
+    jailbreak: JailbreakPolicy = JailbreakPolicy()
+    jailbreak_spread: JailbreakSpreadPolicy = JailbreakSpreadPolicy()
+    scraping: ScrapingPolicy = ScrapingPolicy()
+    sybil: SybilPolicy = SybilPolicy()
+    campaign: CampaignPolicy = CampaignPolicy()
+    anomaly: AnomalyPolicy = AnomalyPolicy()
+
+
+class CampaignWindows(_Strict):
+    """The campaign stage: its sliding window, clustering thresholds per vector space, and how
+    often clusters are refined and judged (event time)."""
+
+    window_seconds: int = Field(6 * 3600, gt=0)
+    full_similarity: float = Field(0.75, gt=0, le=1)
+    static_similarity: float = Field(0.6, gt=0, le=1)
+    static_min_narrowness: float = Field(0.6, ge=0, le=1)
+    judge_every_seconds: int = Field(60, gt=0)
+
+
+class Embedding(_Strict):
+    sample_every_n: int = Field(20, ge=1)
+    max_words: int = Field(64, ge=8)
+    lsh_bits: int = Field(3, ge=1, le=8)
+
+
+class Risk(_Strict):
+    half_life_seconds: int = Field(12 * 3600, gt=0)
+    flag_threshold: float = Field(0.5, gt=0, lt=1)
+    suspend_threshold: float = Field(0.85, gt=0, lt=1)
+    suspend_min_detectors: int = Field(2, ge=1)
+    weights: dict[str, float] = Field(default_factory=lambda: {
+        "credential_stuffing": 1.0, "leaked_key": 1.0, "jailbreak": 1.2, "scraping": 0.8,
+        "sybil": 0.8, "campaign": 1.0, "anomaly": 0.5})
 
 
 class Automation(_Strict):
@@ -51,6 +153,9 @@ class Automation(_Strict):
 class Policy(_Strict):
     version: Literal[1] = 1
     rules: Rules = Rules()
+    campaigns: CampaignWindows = CampaignWindows()
+    embedding: Embedding = Embedding()
+    risk: Risk = Risk()
     automation: Automation = Automation()
 
 

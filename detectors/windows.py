@@ -49,3 +49,30 @@ class SlidingWindow(Generic[T]):
 
     def __iter__(self) -> Iterator[T]:
         return (item for _, _, item in self.items)
+
+
+@dataclass
+class ActivityCounter:
+    """How many events each entity sent in the last `length_ms` of event time, counted in bins
+    so a busy entity costs one counter per bin, not one entry per event."""
+
+    length_ms: int
+    bin_ms: int = 60_000
+    bins: dict[str, dict[int, int]] = field(default_factory=dict)
+
+    def observe(self, entity: str, ts_ms: int) -> int:
+        """Count one event and return the entity's count in the window that ends at ts_ms."""
+        bins = self.bins.setdefault(entity, {})
+        current = ts_ms // self.bin_ms
+        bins[current] = bins.get(current, 0) + 1
+        oldest = (ts_ms - self.length_ms) // self.bin_ms
+        for stale in [b for b in bins if b < oldest]:
+            del bins[stale]
+        return sum(bins.values())
+
+    def forget_idle(self, now_ms: int) -> int:
+        oldest = (now_ms - self.length_ms) // self.bin_ms
+        idle = [entity for entity, bins in self.bins.items() if max(bins, default=0) < oldest]
+        for entity in idle:
+            del self.bins[entity]
+        return len(idle)

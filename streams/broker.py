@@ -11,10 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 from tqdm import tqdm
 
-from streams.settings import Settings
-
-TOPIC_NAMES = ("api.usage", "misuse.deadletter", "misuse.events.by-network", "misuse.alerts",
-               "misuse.signals", "misuse.account-actions")
+from streams.settings import TOPIC_NAMES, Settings
 
 
 def connection_options(settings: Settings) -> dict[str, Any]:

@@ -7,3 +7,18 @@ import time
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+class Every:
+    """Gates periodic housekeeping (pruning idle state) to once per `seconds` of wall time."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last = time.monotonic()
+
+    def due(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.seconds:
+            return False
+        self._last = now
+        return True

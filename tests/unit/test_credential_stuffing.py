@@ -68,3 +68,19 @@ def test_a_quiet_window_ends_the_incident():
                            for i in range(6)])
     assert len(first) == 1 and len(later) == 1
     assert first[0].alert_id != later[0].alert_id
+
+
+def test_idle_ranges_are_forgotten_and_state_is_written_back():
+    writes = []
+
+    class Recording(dict):
+        def __setitem__(self, key, value):
+            writes.append(key)
+            super().__setitem__(key, value)
+
+    detector = CredentialStuffingDetector(window_ms=60_000, min_distinct_keys=5)
+    detector.ranges = Recording()
+    run(detector, [attempt(i) for i in range(3)])
+    assert writes == ["198.51.100.0/24"] * 3
+    assert detector.forget_idle(T0 + 10_000) == 0
+    assert detector.forget_idle(T0 + 200_000) == 1 and not detector.ranges

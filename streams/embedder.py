@@ -1,0 +1,114 @@
+"""Vectors for a batch of prompts within the model's budget.
+
+The full model encodes only ~90 prompts/s on two cores, so each prompt is covered by the
+cheapest representation that serves: an exact or near duplicate reuses a vector; a novel
+prompt gets the model when it asks for content to publish (campaigns are made of those), when
+its account is under suspicion, or as a per-account sample; every other prompt gets the static
+embedding distilled from the same model (~100x cheaper). Static and model vectors live in
+different spaces, so each vector carries its space and is clustered with its own kind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from detectors.embedding import EmbeddingPlanner, HyperplaneLSH, Plan, StaticEmbedder
+from detectors.jailbreak import Match, PatternBank, patterns_from_dict
+from detectors.policy import Embedding
+from streams.embedding_model import load_model, static_embedder, tokenize_batch
+
+FULL, STATIC = "full", "static"
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddedPrompt:
+    vector: np.ndarray
+    space: str
+    plan: Plan
+    bucket: int
+    jailbreak_match: Match | None
+
+    @property
+    def partition_key(self) -> str:
+        return f"{self.space}:{self.bucket}"
+
+
+class PromptEmbedder:
+    def __init__(self, model_name: str, cache_dir: Path, patterns_file: Path,
+                 policy: Embedding, batch_size: int = 64,
+                 jailbreak_tripwire: float = 0.6) -> None:
+        self.model = load_model(model_name)
+        self.static: StaticEmbedder = static_embedder(self.model, model_name, cache_dir)
+        self.batch_size = batch_size
+        self.jailbreak_tripwire = jailbreak_tripwire
+        self.planner = EmbeddingPlanner(sample_every_n=policy.sample_every_n,
+                                        max_words=policy.max_words)
+        dim = self.static.dim
+        self.lsh = {FULL: HyperplaneLSH(dim, policy.lsh_bits, seed=1),
+                    STATIC: HyperplaneLSH(dim, policy.lsh_bits, seed=2)}
+        self.patterns_file = patterns_file
+        self.banks: dict[str, PatternBank] = {}
+        self._patterns_mtime = -1.0
+        self.reload_patterns()
+
+    def reload_patterns(self) -> bool:
+        """The jailbreak bank is re-read and re-embedded when its file changes."""
+        mtime = self.patterns_file.stat().st_mtime
+        if mtime == self._patterns_mtime:
+            return False
+        patterns = patterns_from_dict(yaml.safe_load(self.patterns_file.read_text()))
+        texts = [pattern.text for pattern in patterns]
+        self.banks = {FULL: PatternBank(patterns, self.encode_full(texts)),
+                      STATIC: PatternBank(patterns, self.encode_static(texts))}
+        self._patterns_mtime = mtime
+        return True
+
+    def encode_full(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.static.dim), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size,
+                                    normalize_embeddings=True, convert_to_numpy=True)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def encode_static(self, texts: list[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.static.dim), dtype=np.float32)
+        for row, ids in enumerate(tokenize_batch(self.model.tokenizer, texts) if texts else []):
+            out[row] = self.static.embed_ids(ids)
+        return out
+
+    def _encode(self, plans: list[Plan], full: bool) -> tuple[list[Plan], np.ndarray]:
+        """Encode each distinct text once and remember its vector; returns what was encoded."""
+        todo = list({plan.key: plan for plan in plans}.values())
+        encode = self.encode_full if full else self.encode_static
+        vectors = encode([plan.normalised for plan in todo])
+        for plan, vector in zip(todo, vectors, strict=True):
+            self.planner.remember(plan.key, plan.signature, vector, full=full)
+        return todo, vectors
+
+    def embed(self, prompts: list[str], accounts: list[str],
+              suspicious: list[bool]) -> list[EmbeddedPrompt]:
+        """Blocking (the model runs here): call it off the event loop."""
+        plans = [self.planner.plan(p, a, s) for p, a, s in zip(prompts, accounts, suspicious,
+                                                                strict=True)]
+        static_plans, static_vectors = self._encode(
+            [plan for plan in plans if plan.kind == "static"], full=False)
+        # The static vector is a tripwire: a prompt that already resembles a known jailbreak
+        # in the cheap space is confirmed with the model, whatever the planner said.
+        matches = self.banks[STATIC].best_matches(static_vectors)
+        escalated = [plan for plan, match in zip(static_plans, matches, strict=True)
+                     if match is not None and match[1] >= self.jailbreak_tripwire]
+        self._encode([plan for plan in plans if plan.kind == "full"] + escalated, full=True)
+        out = []
+        for plan in plans:
+            entry = self.planner.cache.lookup(plan.reuse_key or plan.key)
+            if entry is None:  # evicted between plan and lookup: embed it statically now
+                vector, space = self.encode_static([plan.normalised])[0], STATIC
+            else:
+                vector, space = entry[0], FULL if entry[1] else STATIC
+            out.append(EmbeddedPrompt(vector, space, plan, self.lsh[space].bucket(vector),
+                                      self.banks[space].best_match(vector)))
+        return out

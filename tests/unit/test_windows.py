@@ -1,0 +1,21 @@
+from detectors.windows import ActivityCounter, SlidingWindow
+
+
+def test_sliding_window_refuses_duplicates_and_late_events_and_evicts():
+    window: SlidingWindow[int] = SlidingWindow(length_ms=1000)
+    evicted: list[int] = []
+    assert window.add(0, "a", 1, evicted.append)
+    assert not window.add(0, "a", 1, evicted.append)  # redelivered
+    assert window.add(900, "b", 2, evicted.append)
+    assert window.add(1500, "c", 3, evicted.append)
+    assert evicted == [1] and list(window) == [2, 3]
+    assert not window.add(100, "d", 4)  # older than the window
+    assert window.start_ms == 900
+
+
+def test_activity_counter_counts_within_the_window_only():
+    counter = ActivityCounter(length_ms=120_000, bin_ms=60_000)
+    assert [counter.observe("a", t) for t in (0, 10_000, 70_000)] == [1, 2, 3]
+    assert counter.observe("a", 250_000) == 1  # the first minutes fell out of the window
+    assert counter.observe("b", 250_000) == 1
+    assert counter.forget_idle(600_000) == 2 and not counter.bins
