@@ -1,154 +1,285 @@
-"""Simulated usage traffic: benign accounts with human pacing, plus labelled misuse.
+"""Simulated usage traffic: benign crowds with human pacing, plus labelled misuse.
 
-Deterministic for a seed and a start time, so tests, the demo and `misuse eval` can replay the
-same traffic. The labels name the misusing entities (see README, "Labels file").
+Deterministic for a seed and a start time (no clock, no I/O), so tests, the demo and
+`misuse eval` can replay the same traffic. Events are dicts in the DESIGN.md usage-event
+schema (`ts` in epoch millis, extra fields such as `max_tokens` kept as they are), in event-time
+order, all within [start_ms, start_ms + duration_s * 1000).
+
+Scenarios (`SCENARIOS`; benign accounts always run):
+
+- credential_stuffing: one IP or a rotating /24 failing authentication with guessed keys.
+- campaign: throwaway accounts posting paraphrases of one invented claim in synchronised
+  bursts, from 2-3 /24s, with 1-2 shared user agents and fresh keys.
+- template_crowd (benign): two crowds of independent accounts filling one public template
+  each (review sentiment, cover letters) among their other prompts.
+- batch_customer (benign): one account classifying tickets every 1.0-1.2 s, short answers.
+- office (benign): one organisation's staff on one /24 with one internal client.
+- leaked_key: a service key with history on one server, then used from >= 16 networks.
+- jailbreak: accounts spraying jailbreak preambles at a machine-regular interval.
+- scraping: one account harvesting long answers to diverse questions at 30-45 a minute.
+- sybil: a farm of >= 25 accounts on one /24 with one unusual client, each under the limits.
+
+Labels: one `Label` per misusing entity, written by `misuse simulate` as JSON lines
+(`Label.to_dict()`):
+
+    {"scenario": "campaign:fluoride-plot", "rule": "campaign", "entity_kind": "account",
+     "entity_id": "acct-3f09a1c2", "start_ms": 1790000123456}
+
+- `rule` is the detector family that should catch it: credential_stuffing, leaked_key,
+  jailbreak, scraping, sybil or campaign.
+- `scenario` is the rule's name, except for campaigns: `campaign:<claim id>`, one label per
+  member account, so members of one operation share a scenario.
+- `entity_kind` is account, api_key, ip or network (a /24 as CIDR text); a sybil farm is
+  labelled by each account and by its network.
+- `start_ms` is when that entity's misuse started, in event time (a campaign member's first
+  narrative post, a leaked key's first use from outside).
+
+Benign accounts, template crowds, the batch customer and the office carry no label: any alert
+on them is a false positive.
+
+Presets (`PRESETS`, scaled by `preset_options(name, scale)`): "stuffing" (the original mix),
+"campaign" (benign + template crowds + one campaign), "attacks" (benign + batch customer +
+office + every automated attack) and "full" (everything). `iter_simulate` yields the events
+lazily, merging per-scenario generators, so millions of events need not sit in memory.
 """
 
 from __future__ import annotations
 
 import heapq
+import itertools
+import math
 import random
-import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-ENDPOINTS = ("/v1/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
-MODELS = ("gpt-large", "gpt-small", "gpt-small", "gpt-mini")
-USER_AGENTS = (
-    "python-sdk/1.42.0", "python-sdk/1.40.2", "node-sdk/4.71.0", "curl/8.5.0",
-    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 Safari/605.1.15",
-    "langchain/0.3.1 python-sdk/1.42.0", "go-client/0.9.1",
-)
-TASKS = (
-    "Summarize this article about {topic} in three bullet points.",
-    "Explain {topic} to a ten-year-old.",
-    "Write a short poem about {topic}.",
-    "What are the pros and cons of {topic}?",
-    "Draft a polite email to my landlord about {topic}.",
-    "Give me a study plan to learn {topic} in four weeks.",
-    "Translate into French: 'I would like to know more about {topic}.'",
-    "Write a Python function that helps with {topic}.",
-    "Compare {topic} with its main alternatives in a table.",
-    "List five interview questions about {topic}.",
-    "Fix the grammar: 'me and him has been thinking about {topic} alot'",
-    "What is the history of {topic}?",
-    "Suggest a name for a startup working on {topic}.",
-    "Outline a blog post on {topic} for beginners.",
-)
-TOPICS = (
-    "sourdough baking", "kubernetes autoscaling", "the french revolution", "tax deductions",
-    "marathon training", "quantum computing", "urban gardening", "rust lifetimes",
-    "renewable energy storage", "the stock market", "sleep hygiene", "jazz improvisation",
-    "machine learning ethics", "home espresso", "climate adaptation", "medieval castles",
-    "SQL window functions", "remote team management", "bird migration", "electric bikes",
-    "personal budgeting", "react hooks", "volcanoes", "chess openings", "dog training",
+from streams.simulation import attacks, benign, customers, prompt_attacks
+from streams.simulation.benign import TASKS, TOPICS
+from streams.simulation.campaigns import CLAIMS, Claim
+from streams.simulation.campaigns import campaign as campaign_scenario
+from streams.simulation.common import (
+    ENDPOINTS,
+    MINUTE_MS,
+    MODELS,
+    USER_AGENTS,
+    Event,
+    Label,
+    Traffic,
+    event_ts,
 )
 
+__all__ = [
+    "CLAIMS", "ENDPOINTS", "MODELS", "PRESETS", "SCENARIOS", "TASKS", "TOPICS", "USER_AGENTS",
+    "Claim", "Label", "Simulation", "Traffic", "TrafficSimulator", "iter_simulate",
+    "plan_simulation", "preset_options", "simulate",
+]
 
-@dataclass(frozen=True, slots=True)
-class Label:
-    """One misusing entity: the scenario, what it is (account, api_key, ip, network, campaign
-    member) and when its misuse started, in event time."""
+SCENARIOS = ("credential_stuffing", "campaign", "template_crowd", "batch_customer", "office",
+             "leaked_key", "jailbreak", "scraping", "sybil")
+TEMPLATE_CROWDS = (("sentiment", "acct-r"), ("cover_letter", "acct-l"))
 
-    scenario: str
-    rule: str
-    entity_kind: str
-    entity_id: str
-    start_ms: int
+PRESETS: dict[str, dict[str, Any]] = {
+    "stuffing": {"duration_s": 1800, "benign_accounts": 300, "stuffing_attacks": 1,
+                 "scenarios": ("credential_stuffing",)},
+    "campaign": {"duration_s": 3600, "benign_accounts": 300, "stuffing_attacks": 0,
+                 "scenarios": ("template_crowd", "campaign"), "campaigns": 1,
+                 "campaign_accounts": 12, "template_crowd_accounts": 120},
+    "attacks": {"duration_s": 3600, "benign_accounts": 300, "stuffing_attacks": 2,
+                "scenarios": ("batch_customer", "office", "credential_stuffing", "leaked_key",
+                              "jailbreak", "scraping", "sybil")},
+    "full": {"duration_s": 3600, "benign_accounts": 300, "stuffing_attacks": 2,
+             "scenarios": SCENARIOS, "campaigns": 1, "campaign_accounts": 12,
+             "template_crowd_accounts": 120},
+}
+# Counts of attacks and special customers, multiplied by round(sqrt(scale)) in a scaled preset.
+_COUNTED = ("stuffing_attacks", "campaigns", "batch_customers", "leaked_keys",
+            "jailbreak_accounts", "scraping_accounts", "sybil_farms")
+_DEFAULT_COUNTS = {"stuffing_attacks": 1, "campaigns": 1, "batch_customers": 1, "leaked_keys": 1,
+                   "jailbreak_accounts": 2, "scraping_accounts": 1, "sybil_farms": 1}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"scenario": self.scenario, "rule": self.rule, "entity_kind": self.entity_kind,
-                "entity_id": self.entity_id, "start_ms": self.start_ms}
+
+def preset_options(name: str, scale: float = 1.0) -> dict[str, Any]:
+    """Keyword arguments for `simulate` / `iter_simulate`: the preset, scaled.
+
+    Benign accounts grow with `scale` (template crowds too, never below 100 accounts), the
+    duration by one preset duration per factor 10 (x3 at scale 100, never below the preset's),
+    and the number of attacks of each kind with round(sqrt(scale)). "stuffing" gives about 4
+    thousand events at scale 1; "full" about 24 thousand at scale 1, 360 thousand at 10 and
+    5 million at 100.
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    if scale <= 0:
+        raise ValueError("scale must be > 0")
+    options = dict(PRESETS[name])
+    multiple = max(1, round(math.sqrt(scale)))
+    options["duration_s"] = round(options["duration_s"] * (1 + math.log10(max(1.0, scale))))
+    options["benign_accounts"] = max(1, round(options["benign_accounts"] * scale))
+    if "template_crowd_accounts" in options:
+        options["template_crowd_accounts"] = max(
+            100, round(options["template_crowd_accounts"] * scale))
+    for count in _COUNTED:
+        options[count] = options.get(count, _DEFAULT_COUNTS[count]) * multiple
+    return options
 
 
 @dataclass
-class Traffic:
-    events: list[dict[str, Any]] = field(default_factory=list)
-    labels: list[Label] = field(default_factory=list)
+class Simulation:
+    """The labels (known up front) and the events, a single-use iterator in time order."""
+
+    labels: list[Label]
+    events: Iterator[Event]
 
 
-def _ip(rng: random.Random, network: tuple[int, int, int] | None = None) -> str:
-    a, b, c = network or (rng.randint(11, 199), rng.randint(0, 255), rng.randint(0, 255))
-    return f"{a}.{b}.{c}.{rng.randint(1, 254)}"
+def _rng(seed: int, scenario: str, index: int = 0) -> random.Random:
+    # One generator per scenario instance, seeded by name: adding a scenario to a mix leaves
+    # every other scenario's traffic as it was, and lazily merged streams stay deterministic.
+    return random.Random(f"{seed}/{scenario}/{index}")
 
 
-def _event_id(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+def plan_simulation(seed: int, start_ms: int, duration_s: int, benign_accounts: int,
+                    stuffing_attacks: int = 1, *,
+                    scenarios: Sequence[str] = ("credential_stuffing",), campaigns: int = 1,
+                    campaign_accounts: int = 12, template_crowd_accounts: int = 120,
+                    batch_customers: int = 1, office_accounts: int = 25, leaked_keys: int = 1,
+                    jailbreak_accounts: int = 2, scraping_accounts: int = 1,
+                    sybil_farms: int = 1, sybil_accounts: int = 30) -> Simulation:
+    """Decide every scenario's entities and labels; the events come lazily from the result."""
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        raise ValueError(f"unknown scenario(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(SCENARIOS)}")
+    if campaign_accounts < 2 or sybil_accounts < 1:
+        raise ValueError("a campaign needs at least 2 accounts and a farm at least 1")
+    end_ms = start_ms + duration_s * 1000
+    span = end_ms - start_ms
+    streams: list[Iterable[Event]] = [
+        benign.crowd(_rng(seed, "benign"), start_ms, end_ms, benign_accounts)]
+    labels: list[Label] = []
+
+    def add(result: tuple[list[Event], list[Label]]) -> None:
+        streams.append(result[0])
+        labels.extend(result[1])
+
+    wanted = set(scenarios)
+    if "credential_stuffing" in wanted:
+        for n in range(stuffing_attacks):
+            rng = _rng(seed, "credential_stuffing", n)
+            add(attacks.credential_stuffing(rng, start_ms + rng.randint(0, max(1, span // 2)),
+                                            attempts=300, rotate_ips=n % 2 == 1))
+    if "campaign" in wanted:
+        for n in range(campaigns):
+            claim = CLAIMS[n % len(CLAIMS)]
+            claim_id = claim.id if n < len(CLAIMS) else f"{claim.id}-{n // len(CLAIMS) + 1}"
+            add(campaign_scenario(_rng(seed, "campaign", n), start_ms, end_ms, claim,
+                                          campaign_accounts, claim_id))
+    if "template_crowd" in wanted:
+        for template, prefix in TEMPLATE_CROWDS:
+            streams.append(benign.crowd(
+                _rng(seed, f"template_crowd/{template}"), start_ms, end_ms,
+                template_crowd_accounts, prefix=prefix, org_size=1, template=template,
+                human_share=0.5))
+    if "batch_customer" in wanted:
+        for n in range(batch_customers):
+            streams.append(customers.batch_customer(_rng(seed, "batch_customer", n), start_ms,
+                                                    end_ms, n))
+    if "office" in wanted:
+        streams.append(customers.office(_rng(seed, "office"), start_ms, end_ms,
+                                        office_accounts))
+    if "leaked_key" in wanted:
+        for n in range(leaked_keys):
+            add(attacks.leaked_key(_rng(seed, "leaked_key", n), start_ms, end_ms, n))
+    if "jailbreak" in wanted and jailbreak_accounts > 0:
+        add(prompt_attacks.jailbreak_spray(_rng(seed, "jailbreak"), start_ms, end_ms,
+                                           jailbreak_accounts))
+    if "scraping" in wanted:
+        for n in range(scraping_accounts):
+            add(prompt_attacks.scraping(_rng(seed, "scraping", n), start_ms, end_ms))
+    if "sybil" in wanted:
+        for n in range(sybil_farms):
+            rng = _rng(seed, "sybil", n)
+            run = min(rng.randint(25, 40) * MINUTE_MS, span)
+            farm_start = start_ms + rng.randint(0, max(1, span - run))
+            add(attacks.sybil_farm(rng, farm_start, farm_start + run, sybil_accounts, n))
+    merged = heapq.merge(*streams, key=event_ts)
+    return Simulation(labels, itertools.takewhile(lambda e: e["ts"] < end_ms, merged))
+
+
+
+def iter_simulate(seed: int, start_ms: int, duration_s: int, benign_accounts: int,
+                  stuffing_attacks: int = 1, **options: Any) -> Iterator[Event]:
+    """The events of `simulate`, lazily and in time order (options as `plan_simulation`)."""
+    return plan_simulation(seed, start_ms, duration_s, benign_accounts, stuffing_attacks,
+                           **options).events
+
+
+def simulate(seed: int, start_ms: int, duration_s: int, benign_accounts: int,
+             stuffing_attacks: int = 1, **options: Any) -> Traffic:
+    """The whole mix as lists: e.g. `simulate(7, start, **preset_options("full"))`, or the
+    original `simulate(seed, start, duration_s, benign_accounts, stuffing_attacks=1)`."""
+    plan = plan_simulation(seed, start_ms, duration_s, benign_accounts, stuffing_attacks,
+                           **options)
+    return Traffic(list(plan.events), plan.labels)
 
 
 class TrafficSimulator:
+    """The scenarios one at a time, for tests and experiments: each method returns its events
+    (sorted by time) and labels. Every call draws from the simulator's own seeded generator."""
+
     def __init__(self, seed: int, start_ms: int) -> None:
         self.rng = random.Random(seed)
         self.start_ms = start_ms
 
-    def benign_accounts(self, count: int, duration_ms: int) -> Iterator[dict[str, Any]]:
-        """Humans: sessions of a few prompts, exponential pauses, the odd mistyped key."""
-        rng = self.rng
-        for index in range(count):
-            account = f"acct-{index:05d}"
-            keys = [f"key-{account}-{k}" for k in range(rng.randint(1, 2))]
-            ip = _ip(rng)
-            agent = rng.choice(USER_AGENTS)
-            ts = self.start_ms + rng.randint(0, duration_ms // 3)
-            mean_gap_ms = rng.uniform(20_000, 120_000)
-            while ts < self.start_ms + duration_ms:
-                status = 200 if rng.random() > 0.01 else rng.choice((400, 429, 401))
-                event: dict[str, Any] = {
-                    "event_id": _event_id(rng), "ts": ts, "account_id": account,
-                    "org_id": f"org-{index // 5:04d}", "api_key_id": rng.choice(keys),
-                    "ip": ip, "user_agent": agent, "endpoint": rng.choice(ENDPOINTS),
-                    "model": rng.choice(MODELS), "status": status,
-                    "prompt": rng.choice(TASKS).format(topic=rng.choice(TOPICS)),
-                    "prompt_tokens": rng.randint(12, 400),
-                    "completion_tokens": rng.randint(20, 800),
-                    "latency_ms": round(rng.uniform(200, 4000), 1),
-                }
-                if status == 401:
-                    event["account_id"] = None
-                yield event
-                ts += int(rng.expovariate(1 / mean_gap_ms)) + 1_000
+    def _fork(self) -> random.Random:
+        return random.Random(self.rng.getrandbits(64))
+
+    def _span(self, offset_ms: int, duration_ms: int) -> tuple[int, int]:
+        return self.start_ms + offset_ms, self.start_ms + offset_ms + duration_ms
+
+    def benign_accounts(self, count: int, duration_ms: int) -> Iterator[Event]:
+        """People and apps at their own pace, the odd error and mistyped key; time order."""
+        return benign.crowd(self._fork(), *self._span(0, duration_ms), count)
 
     def credential_stuffing(self, attempts: int, offset_ms: int, rotate_ips: bool = False,
-                            ) -> tuple[list[dict[str, Any]], list[Label]]:
+                            ) -> tuple[list[Event], list[Label]]:
         """One IP (or a /24 of them) trying leaked or guessed keys, a few of which work."""
-        rng = self.rng
-        network = (rng.randint(11, 199), rng.randint(0, 255), rng.randint(0, 255))
-        fixed_ip = _ip(rng, network)
-        start = self.start_ms + offset_ms
-        ts = start
-        events = []
-        for _ in range(attempts):
-            ip = _ip(rng, network) if rotate_ips else fixed_ip
-            works = rng.random() < 0.03
-            events.append({
-                "event_id": _event_id(rng), "ts": ts,
-                "account_id": f"acct-victim-{rng.randint(0, 999):03d}" if works else None,
-                "api_key_id": f"key-guess-{rng.getrandbits(48):012x}", "ip": ip,
-                "user_agent": "python-requests/2.32.3", "endpoint": "/v1/models",
-                "status": 200 if works else 401, "latency_ms": round(rng.uniform(5, 40), 1),
-            })
-            ts += rng.randint(150, 1_500)
-        entity = ("network", f"{network[0]}.{network[1]}.{network[2]}.0/24") if rotate_ips \
-            else ("ip", fixed_ip)
-        return events, [Label("credential_stuffing", "credential_stuffing", *entity, start)]
+        return attacks.credential_stuffing(self.rng, self.start_ms + offset_ms, attempts,
+                                           rotate_ips)
 
+    def campaign(self, accounts: int = 12, duration_ms: int = 3_600_000, offset_ms: int = 0,
+                 claim: Claim | None = None) -> tuple[list[Event], list[Label]]:
+        return campaign_scenario(self._fork(), *self._span(offset_ms, duration_ms),
+                                         claim or CLAIMS[0], accounts)
 
-def simulate(seed: int, start_ms: int, duration_s: int, benign_accounts: int,
-             stuffing_attacks: int = 1) -> Traffic:
-    """The standard mix: benign accounts plus the misuse scenarios, in event-time order."""
-    simulator = TrafficSimulator(seed, start_ms)
-    duration_ms = duration_s * 1000
-    streams: list[list[dict[str, Any]]] = [list(simulator.benign_accounts(benign_accounts,
-                                                                          duration_ms))]
-    traffic = Traffic()
-    for attack in range(stuffing_attacks):
-        events, labels = simulator.credential_stuffing(
-            attempts=300, offset_ms=simulator.rng.randint(0, max(1, duration_ms // 2)),
-            rotate_ips=attack % 2 == 1)
-        streams.append(events)
-        traffic.labels.extend(labels)
-    for stream in streams:
-        stream.sort(key=lambda e: e["ts"])
-    traffic.events = list(heapq.merge(*streams, key=lambda e: e["ts"]))
-    return traffic
+    def template_crowd(self, accounts: int = 120, duration_ms: int = 3_600_000,
+                       template: str = "sentiment") -> tuple[list[Event], list[Label]]:
+        prefix = dict(TEMPLATE_CROWDS)[template]
+        return list(benign.crowd(self._fork(), *self._span(0, duration_ms), accounts,
+                                 prefix=prefix, org_size=1, template=template,
+                                 human_share=0.5)), []
+
+    def batch_customer(self, duration_ms: int = 3_600_000, offset_ms: int = 0,
+                       ) -> tuple[list[Event], list[Label]]:
+        return list(customers.batch_customer(self._fork(),
+                                             *self._span(offset_ms, duration_ms))), []
+
+    def office(self, accounts: int = 25, duration_ms: int = 3_600_000,
+               ) -> tuple[list[Event], list[Label]]:
+        return customers.office(self._fork(), *self._span(0, duration_ms), accounts), []
+
+    def leaked_key(self, duration_ms: int = 3_600_000, offset_ms: int = 0,
+                   ) -> tuple[list[Event], list[Label]]:
+        return attacks.leaked_key(self._fork(), *self._span(offset_ms, duration_ms))
+
+    def jailbreak_spray(self, accounts: int = 2, duration_ms: int = 1_800_000,
+                        offset_ms: int = 0) -> tuple[list[Event], list[Label]]:
+        return prompt_attacks.jailbreak_spray(self._fork(), *self._span(offset_ms, duration_ms),
+                                              accounts)
+
+    def scraping(self, duration_ms: int = 1_800_000, offset_ms: int = 0,
+                 ) -> tuple[list[Event], list[Label]]:
+        return prompt_attacks.scraping(self._fork(), *self._span(offset_ms, duration_ms))
+
+    def sybil(self, accounts: int = 30, duration_ms: int = 1_800_000, offset_ms: int = 0,
+              ) -> tuple[list[Event], list[Label]]:
+        return attacks.sybil_farm(self._fork(), *self._span(offset_ms, duration_ms), accounts)
