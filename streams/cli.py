@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -84,35 +85,53 @@ def produce(path: Path, topic: str | None) -> None:
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write events to this JSONL file (labels beside it as *.labels.jsonl).")
 @click.option("--kafka", "to_kafka", is_flag=True, help="Send the events to the usage topic.")
+@click.option("--preset", default="full", show_default=True,
+              type=click.Choice(["stuffing", "campaign", "attacks", "full"]))
+@click.option("--scale", default=1.0, show_default=True,
+              help="1 gives ~24 thousand events for 'full', 10 ~360 thousand, 100 ~5 million.")
 @click.option("--seed", default=7, show_default=True)
-@click.option("--accounts", default=300, show_default=True, help="Benign accounts.")
-@click.option("--duration", default=1800, show_default=True, help="Event-time span, seconds.")
 @click.option("--start-ms", type=int, default=None, help="Event time of the first event; "
-              "defaults to now minus the duration.")
-def simulate(out_path: Path | None, to_kafka: bool, seed: int, accounts: int, duration: int,
+              "defaults to now minus the preset's duration.")
+def simulate(out_path: Path | None, to_kafka: bool, preset: str, scale: float, seed: int,
              start_ms: int | None) -> None:
-    """Generate realistic usage traffic with labelled misuse."""
+    """Generate realistic usage traffic with labelled misuse (streamed: any scale fits)."""
     from streams import clock
-    from streams.simulation import simulate as run_simulation
+    from streams.simulation import plan_simulation, preset_options
 
     if out_path is None and not to_kafka:
         raise click.UsageError("give --out FILE, --kafka, or both")
-    start = start_ms if start_ms is not None else clock.now_ms() - duration * 1000
-    traffic = run_simulation(seed, start, duration, accounts)
-    lines = [json.dumps(event).encode() for event in traffic.events]
+    options = preset_options(preset, scale)
+    start = start_ms if start_ms is not None else clock.now_ms() - options["duration_s"] * 1000
+    plan = plan_simulation(seed, start, **options)
+    lines = (json.dumps(event).encode() for event in plan.events)
+    sinks = []
     if out_path is not None:
-        out_path.write_bytes(b"\n".join(lines) + b"\n")
         labels_path = labels_path_for(out_path)
         labels_path.write_text("".join(json.dumps(label.to_dict()) + "\n"
-                                       for label in traffic.labels))
-        click.echo(f"wrote {len(lines)} events to {out_path}, "
-                   f"{len(traffic.labels)} labels to {labels_path}")
+                                       for label in plan.labels))
+        click.echo(f"wrote {len(plan.labels)} labels to {labels_path}")
+        sinks.append(out_path.open("wb"))
+    count = 0
+    kafka = None
     if to_kafka:
-        from streams.broker import produce_lines
+        from streams.broker import producer
 
         settings = get_settings()
-        count = produce_lines(settings, lines, settings.topic("api.usage"))
-        click.echo(f"produced {count} events")
+        kafka, topic = producer(settings), settings.topic("api.usage")
+    for line in lines:
+        for sink in sinks:
+            sink.write(line + b"\n")
+        if kafka is not None:
+            key = json.loads(line).get("account_id")
+            kafka.send(topic, key=key.encode() if key else None, value=line)
+        count += 1
+    for sink in sinks:
+        sink.close()
+    if kafka is not None:
+        kafka.flush()
+        kafka.close()
+    click.echo(f"{count} events" + (f" to {out_path}" if out_path else "")
+               + (" and to Kafka" if to_kafka else ""))
 
 
 def labels_path_for(events_path: Path) -> Path:
@@ -120,15 +139,44 @@ def labels_path_for(events_path: Path) -> Path:
 
 
 @main.command()
-@click.option("--accounts", default=300, show_default=True, help="Benign accounts.")
-@click.option("--duration", default=1800, show_default=True, help="Event-time span, seconds.")
+@click.argument("account")
+@click.option("--decision", required=True, type=click.Choice(["cleared", "allowlisted",
+                                                               "unlisted"]),
+              help="cleared: reviewed, not misuse; allowlisted: never flag (until --until); "
+                   "unlisted: end an allowlisting.")
+@click.option("--until", "until", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z",
+                                                                 "%Y-%m-%d"]),
+              help="End of the allowlisting (UTC if no offset).")
+@click.option("--analyst", required=True, help="Who decided, for the audit record.")
+@click.option("--note", default="", help="Why.")
+def review(account: str, decision: str, until: datetime | None, analyst: str, note: str) -> None:
+    """Record an analyst's decision on an account; the worker never overrides it."""
+    from streams import clock
+    from streams.broker import producer
+
+    settings = get_settings()
+    until_ms = None
+    if until is not None:
+        until_ms = int((until if until.tzinfo else until.replace(tzinfo=UTC)).timestamp() * 1000)
+    record = {"account_id": account, "decision": decision, "until_ms": until_ms,
+              "analyst": analyst, "note": note, "ts_ms": clock.now_ms()}
+    kafka = producer(settings)
+    kafka.send(settings.topic("misuse.feedback"), key=account.encode(),
+               value=json.dumps(record).encode())
+    kafka.flush()
+    kafka.close()
+    click.echo(f"{decision}: {account} (by {analyst})")
+
+
+@main.command()
+@click.option("--preset", default="full", show_default=True,
+              type=click.Choice(["stuffing", "campaign", "attacks", "full"]))
 @click.option("--seed", default=None, type=int, help="Defaults to a new seed each run.")
-def demo(accounts: int, duration: int, seed: int | None) -> None:
+def demo(preset: str, seed: int | None) -> None:
     """Start the stack if needed, set up, run the worker on simulated traffic, and summarise."""
     from streams.demo import run_demo
 
-    run_demo(accounts=accounts, duration_s=duration,
-             seed=seed if seed is not None else int(time.time()))
+    run_demo(preset, seed if seed is not None else int(time.time()))
 
 
 if __name__ == "__main__":

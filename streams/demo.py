@@ -15,9 +15,10 @@ from elasticsearch import Elasticsearch
 from streams import clock
 from streams.broker import consumer_lag, create_topics, produce_lines
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings, get_settings
-from streams.simulation import Traffic, simulate
+from streams.simulation import Traffic, preset_options, simulate
 from streams.sinks.elasticsearch import client_options, install_templates
 
+WORKER_LOG = REPO_ROOT / ".stack" / "demo-worker.log"
 
 
 def ensure_stack() -> None:
@@ -27,68 +28,86 @@ def ensure_stack() -> None:
         subprocess.run([REPO_ROOT / "ops" / "stack", "up"], check=True)
 
 
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    log_path = REPO_ROOT / ".stack" / "demo-worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
+def start_worker() -> subprocess.Popen[bytes]:
+    WORKER_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with WORKER_LOG.open("wb") as log:
         return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
                                 stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
 
 
 def wait_until_drained(settings: Settings, worker: subprocess.Popen[bytes],
-                       timeout_s: float = 300) -> None:
-    """Until the worker has committed everything on every pipeline topic, twice in a row."""
+                       timeout_s: float = 900) -> None:
+    """Until the worker has committed everything on every topic it reads, twice in a row."""
     topics = [settings.topic(name) for name in CONSUMED_TOPICS]
     deadline = time.monotonic() + timeout_s
     quiet = 0
     while quiet < 2:
         if worker.poll() is not None:
-            raise click.ClickException("the worker stopped; see .stack/demo-worker.log")
+            raise click.ClickException(f"the worker stopped; see {WORKER_LOG}")
         if time.monotonic() > deadline:
-            raise click.ClickException("the worker did not catch up in time; "
-                                       "see .stack/demo-worker.log")
+            raise click.ClickException(f"the worker did not catch up in time; see {WORKER_LOG}")
         time.sleep(2)
         quiet = quiet + 1 if consumer_lag(settings, settings.app_id, topics) == 0 else 0
 
 
+def search(es: Elasticsearch, settings: Settings, index: str, query: dict[str, Any]
+           ) -> list[dict[str, Any]]:
+    hits = es.search(index=settings.index(index), query=query, size=10_000,
+                     ignore_unavailable=True)["hits"]["hits"]
+    return [hit["_source"] for hit in hits]
+
+
 def summarise(es: Elasticsearch, settings: Settings, traffic: Traffic, since_ms: int) -> None:
-    es.indices.refresh(index=settings.index("alerts"))
-    hits = es.search(index=settings.index("alerts"), size=1000,
-                     query={"range": {"misuse.incident_start": {"gte": since_ms}}},
-                     sort=[{"misuse.score": "desc"}])["hits"]["hits"]
-    alerts: list[dict[str, Any]] = [hit["_source"] for hit in hits]
+    es.indices.refresh(index=f"{settings.index_prefix}*")
+    since = {"range": {"@timestamp": {"gte": since_ms}}}
+    alerts = search(es, settings, "alerts", since)
     click.echo(f"\nalerts: {len(alerts)}")
     for rule, count in Counter(a["rule"]["id"] for a in alerts).most_common():
-        click.echo(f"  {rule:45s} {count}")
-    click.echo("top entities:")
-    for alert in alerts[:10]:
+        click.echo(f"  {rule:40s} {count}")
+    click.echo("top alerts:")
+    for alert in sorted(alerts, key=lambda a: -a["misuse"]["score"])[:8]:
         entity = alert["misuse"]["entity"]
-        click.echo(f"  {entity['kind']:8s} {entity['id']:24s} {alert['misuse']['severity']:8s} "
-                   f"score {alert['misuse']['score']:.2f}  {alert['misuse']['reasons'][0]}")
-    found = {(a["misuse"]["entity"]["kind"], a["misuse"]["entity"]["id"]) for a in alerts}
-    labelled = {(label.entity_kind, label.entity_id) for label in traffic.labels}
-    click.echo(f"labelled misuse found: {len(found & labelled)} of {len(labelled)}; "
-               f"alerts on unlabelled entities: {len(found - labelled)}")
-    click.echo(f"browse them: {settings.elasticsearch_url}/{settings.index('alerts')}/_search")
+        click.echo(f"  {alert['misuse']['severity']:6s} {entity['kind']:8s} {entity['id'][:24]:24s}"
+                   f" {alert['misuse']['reasons'][0][:70]}")
+    for campaign in search(es, settings, "campaigns", since):
+        misuse = campaign["misuse"]
+        if misuse.get("status") != "active":
+            continue
+        click.echo(f"campaign {misuse['campaign_id']}: {misuse['account_count']} accounts, "
+                   f"{misuse['size']} prompts, terms: {', '.join(misuse['label_terms'])}")
+        click.echo(f"  sample: {misuse['sample_prompts'][0][:100]}")
+    accounts = search(es, settings, "accounts", since)
+    statuses = Counter(a["misuse"]["status"] for a in accounts)
+    click.echo("accounts: " + (", ".join(f"{n} {s}" for s, n in statuses.items()) or "none"))
+    misusers = {label.entity_id for label in traffic.labels}
+    found = {a["misuse"]["entity"]["id"] for a in alerts} | \
+        {acct for a in alerts for acct in a["misuse"]["accounts"]}
+    click.echo(f"labelled misusing entities found: {len(found & misusers)} of {len(misusers)}; "
+               f"accounts flagged that were not labelled: "
+               f"{len({a['user']['id'] for a in accounts} - misusers)}")
+    click.echo(f"browse: {settings.elasticsearch_url}/{settings.index('alerts')}/_search "
+               f"(and {settings.index('campaigns')}, {settings.index('accounts')})")
 
 
-def run_demo(accounts: int, duration_s: int, seed: int) -> None:
+def run_demo(preset: str, seed: int) -> None:
     settings = get_settings()
     ensure_stack()
     create_topics(settings)
     es = Elasticsearch(**client_options(settings))
     install_templates(es, settings)
-    started_ms = clock.now_ms() - duration_s * 1000
-    traffic = simulate(seed, started_ms, duration_s, accounts, stuffing_attacks=2)
-    click.echo(f"simulated {len(traffic.events)} usage events from {accounts} benign accounts "
-               f"and {len(traffic.labels)} labelled attackers (seed {seed})")
+    options = preset_options(preset)
+    started_ms = clock.now_ms() - options["duration_s"] * 1000
+    traffic = simulate(seed, started_ms, **options)
+    click.echo(f"simulated {len(traffic.events)} usage events ({preset} preset, seed {seed}), "
+               f"{len(traffic.labels)} labelled misusing entities")
     produce_lines(settings, [json.dumps(e).encode() for e in traffic.events],
                   settings.topic("api.usage"))
-    worker = start_worker(settings)
+    worker = start_worker()
     try:
         began = time.monotonic()
         wait_until_drained(settings, worker)
-        click.echo(f"worker processed the stream in {time.monotonic() - began:.1f} s")
+        click.echo(f"worker processed the stream in {time.monotonic() - began:.1f} s "
+                   f"(model load included); log: {WORKER_LOG}")
     finally:
         worker.terminate()
         worker.wait(timeout=60)

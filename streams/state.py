@@ -24,9 +24,11 @@ def state_table(name: str) -> TableT:
     """A table of per-entity detector state. Pickle, not JSON: the states hold sets, deques
     and counters; the changelog topic is internal and read only by this app."""
     table = app.Table(name, key_type=str)
-    # Faust derives serializers from the value type (JSON for anything but a Record); set them
-    # before the store and the changelog topic are created, which happens on first use.
-    table.value_serializer = "pickle"
+    # Faust derives serializers from the value type (JSON for anything but a Record) and
+    # builds the changelog topic with them at once: set pickle, then build the topic again
+    # (the store is created later, on first use, and picks the serializer up by itself).
+    table.value_serializer = "pickle"  # type: ignore[attr-defined]
+    table.changelog_topic = table._new_changelog_topic()  # type: ignore[attr-defined]
     return table
 
 

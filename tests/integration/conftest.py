@@ -109,6 +109,12 @@ class Pipeline:
                                   ignore_unavailable=True)
         return list(response["hits"]["hits"])
 
+    def search(self, index: str, query: dict[str, Any]) -> list[dict[str, Any]]:
+        """The sources of the documents of one index (name without prefix) that match."""
+        response = self.es.search(index=self.settings.index(index), query=query, size=10_000,
+                                  ignore_unavailable=True)
+        return [hit["_source"] for hit in response["hits"]["hits"]]
+
     def wait_for_alerts(self, count: int, timeout_s: float = 60, **term: Any
                         ) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout_s

@@ -1,0 +1,116 @@
+"""Every detector on the simulated "full" mix, through the real Kafka, the real embedding model
+and the real Elasticsearch: the labelled misuse is found, the benign crowds are not."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import pytest
+
+from streams import clock
+from streams.simulation import Traffic, preset_options, simulate
+
+from .conftest import Pipeline
+
+
+@pytest.fixture(scope="module")
+def full_mix(pipeline: Pipeline) -> Traffic:
+    traffic = simulate(2024, clock.now_ms() - 4 * 3_600_000, **preset_options("full"))
+    pipeline.produce(traffic.events)
+    pipeline.wait_drained(timeout_s=900)
+    return traffic
+
+
+def alerted(pipeline: Pipeline, rule_prefix: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """(entity kind, entity id) -> alert source, for the alerts of one detector."""
+    hits = pipeline.search("alerts", {"prefix": {"rule.id": rule_prefix}})
+    return {(h["misuse"]["entity"]["kind"], h["misuse"]["entity"]["id"]): h for h in hits}
+
+
+def labelled(traffic: Traffic, rule: str) -> set[tuple[str, str]]:
+    return {(label.entity_kind, label.entity_id) for label in traffic.labels
+            if label.rule == rule}
+
+
+def all_misusers(traffic: Traffic) -> set[str]:
+    """Labelled entities, and the accounts that own a labelled (leaked) key: their key is
+    being misused, so flagging them for review is right."""
+    entities = {label.entity_id for label in traffic.labels}
+    owners = {e["account_id"] for e in traffic.events
+              if e["api_key_id"] in entities and e.get("account_id")}
+    return entities | owners
+
+
+def test_the_campaign_is_found_with_its_members_and_no_benign_account(
+        pipeline: Pipeline, full_mix: Traffic) -> None:
+    members = {label.entity_id for label in full_mix.labels if label.rule == "campaign"}
+    assert len(members) >= 10
+    campaigns = pipeline.search("campaigns", {"term": {"misuse.status": "active"}})
+    assert campaigns, "no campaign document"
+    best = max(campaigns, key=lambda c: len(members & set(c["misuse"]["accounts"])))
+    found = set(best["misuse"]["accounts"])
+    assert len(found & members) >= 0.9 * len(members), (sorted(found), sorted(members))
+    linked_benign = set().union(*(set(c["misuse"]["accounts"]) for c in campaigns)) - members
+    assert not linked_benign, sorted(linked_benign)
+    assert best["misuse"]["label_terms"] and best["misuse"]["sample_prompts"]
+    assert best["misuse"]["first_seen"] <= best["misuse"]["last_seen"]
+    # One alert per campaign, not one per event, with the members as its accounts.
+    alerts = alerted(pipeline, "campaign.")
+    assert ("campaign", best["misuse"]["campaign_id"]) in alerts
+    assert len(alerts) == len(campaigns)
+
+
+@pytest.mark.parametrize("rule", ["credential_stuffing", "leaked_key", "jailbreak", "scraping",
+                                  "sybil"])
+def test_each_automated_attack_is_alerted_on_its_entity(
+        pipeline: Pipeline, full_mix: Traffic, rule: str) -> None:
+    expected = labelled(full_mix, rule)
+    assert expected
+    found = alerted(pipeline, f"{rule}.")
+    if rule == "sybil":  # the farm is labelled by network and by each account
+        expected = {e for e in expected if e[0] == "network"}
+    missed = expected - set(found)
+    assert not missed, (missed, sorted(found))
+
+
+def test_no_benign_entity_is_alerted_and_the_batch_customer_is_left_alone(
+        pipeline: Pipeline, full_mix: Traffic) -> None:
+    misusers = all_misusers(full_mix)
+    hits = pipeline.search("alerts", {"bool": {"must_not": [
+        {"prefix": {"rule.id": "campaign."}}]}})
+    false_alarms = []
+    for hit in hits:
+        entity = hit["misuse"]["entity"]
+        if entity["id"] in misusers or entity["kind"] == "pattern":
+            continue
+        accounts = set(hit["misuse"]["accounts"])
+        if entity["kind"] in ("ip", "network") and accounts & misusers:
+            continue
+        false_alarms.append((hit["rule"]["id"], entity))
+    assert not false_alarms
+    batch_accounts = {e["account_id"] for e in full_mix.events
+                      if str(e.get("account_id", "")).startswith("acct-batch")}
+    assert batch_accounts
+    flagged = {h["user"]["id"] for h in pipeline.search("accounts", {"match_all": {}})}
+    assert not flagged & batch_accounts
+
+
+def test_flagged_accounts_carry_score_reasons_and_evidence_links(
+        pipeline: Pipeline, full_mix: Traffic) -> None:
+    accounts = pipeline.search("accounts", {"match_all": {}})
+    assert accounts
+    misusers = all_misusers(full_mix)
+    by_status: dict[str, list[str]] = defaultdict(list)
+    for doc in accounts:
+        misuse = doc["misuse"]
+        by_status[misuse["status"]].append(doc["user"]["id"])
+        assert doc["user"]["id"] in misusers, doc["user"]["id"]
+        assert 0 < misuse["risk_score"] <= 1
+        assert misuse["reasons"] and all(r["alert_id"] or r["detector"] == "anomaly"
+                                         for r in misuse["reasons"])
+        assert misuse["first_flagged"] and misuse["history"]
+    assert by_status["flagged"] or by_status["suspended"]
+    # Suspension requests exist only as dry-run audit records: automation is off by default.
+    for action in pipeline.search("actions", {"term": {"event.action": "suspend"}}):
+        assert action["misuse"]["dry_run"] is True
