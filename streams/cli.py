@@ -1,4 +1,4 @@
-"""The `misuse` command: setup, worker, produce, simulate, demo."""
+"""The `misuse` command: setup, worker, produce, simulate, review, eval, demo."""
 
 from __future__ import annotations
 
@@ -166,6 +166,26 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
     kafka.flush()
     kafka.close()
     click.echo(f"{decision}: {account} (by {analyst})")
+
+
+@main.command(name="eval")
+@click.argument("events", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Defaults to EVENTS with .labels.jsonl (as `misuse simulate` writes).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the results as JSON, to compare runs.")
+@click.option("--keep", is_flag=True, help="Keep the run's indices in Elasticsearch.")
+def evaluate(events: Path, labels: Path | None, json_out: Path | None, keep: bool) -> None:
+    """Replay labelled events through the real pipeline and print precision, recall,
+    campaigns found and detection delay per detector."""
+    from streams.evaluation import format_table
+    from streams.replay import replay_and_evaluate
+
+    result = replay_and_evaluate(events, labels or labels_path_for(events), keep)
+    click.echo(format_table(result))
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        click.echo(f"results: {json_out}")
 
 
 @main.command()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from collections import Counter
 from typing import Any
@@ -13,8 +12,9 @@ import click
 from elasticsearch import Elasticsearch
 
 from streams import clock
-from streams.broker import consumer_lag, create_topics, produce_lines
-from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings, get_settings
+from streams.broker import create_topics, produce_lines
+from streams.runner import WorkerError, WorkerProcess
+from streams.settings import REPO_ROOT, Settings, get_settings
 from streams.simulation import Traffic, preset_options, simulate
 from streams.sinks.elasticsearch import client_options, install_templates
 
@@ -26,28 +26,6 @@ def ensure_stack() -> None:
     if status.returncode != 0:
         click.echo("starting the local stack (Kafka, Elasticsearch)…")
         subprocess.run([REPO_ROOT / "ops" / "stack", "up"], check=True)
-
-
-def start_worker() -> subprocess.Popen[bytes]:
-    WORKER_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with WORKER_LOG.open("wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
-
-
-def wait_until_drained(settings: Settings, worker: subprocess.Popen[bytes],
-                       timeout_s: float = 900) -> None:
-    """Until the worker has committed everything on every topic it reads, twice in a row."""
-    topics = [settings.topic(name) for name in CONSUMED_TOPICS]
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    while quiet < 2:
-        if worker.poll() is not None:
-            raise click.ClickException(f"the worker stopped; see {WORKER_LOG}")
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"the worker did not catch up in time; see {WORKER_LOG}")
-        time.sleep(2)
-        quiet = quiet + 1 if consumer_lag(settings, settings.app_id, topics) == 0 else 0
 
 
 def search(es: Elasticsearch, settings: Settings, index: str, query: dict[str, Any]
@@ -102,13 +80,15 @@ def run_demo(preset: str, seed: int) -> None:
                f"{len(traffic.labels)} labelled misusing entities")
     produce_lines(settings, [json.dumps(e).encode() for e in traffic.events],
                   settings.topic("api.usage"))
-    worker = start_worker()
+    worker = WorkerProcess(settings, WORKER_LOG)
+    began = time.monotonic()
     try:
-        began = time.monotonic()
-        wait_until_drained(settings, worker)
+        worker.start()
+        worker.wait_drained()
         click.echo(f"worker processed the stream in {time.monotonic() - began:.1f} s "
-                   f"(model load included); log: {WORKER_LOG}")
+                   f"(start and model load included); log: {WORKER_LOG}")
+    except WorkerError as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
-        worker.terminate()
-        worker.wait(timeout=60)
+        worker.stop()
     summarise(es, settings, traffic, started_ms)

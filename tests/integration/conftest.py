@@ -4,79 +4,26 @@ process, isolated from other runs by a topic and index prefix of its own."""
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.broker import consumer_lag
-from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
+from streams.runner import WorkerProcess, isolated_environment
+from streams.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Worker:
-    """A `misuse worker` process with its own environment and log file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = env
-        self.log_path = log_path
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout_s: float = 120) -> None:
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
-                                            env=self.env, cwd=REPO_ROOT, stdout=log,
-                                            stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited at start:\n{self.log_tail()}")
-            with self.log_path.open("rb") as log:
-                log.seek(offset)
-                if b"Ready" in log.read():
-                    return
-            time.sleep(0.5)
-        raise RuntimeError(f"worker not ready in {timeout_s} s:\n{self.log_tail()}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is None:
-            return
-        if kill:
-            self.process.kill()
-        else:
-            self.process.terminate()
-        try:
-            self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.process = None
-
-    def log_tail(self, chars: int = 4000) -> str:
-        return self.log_path.read_text(errors="replace")[-chars:]
 
 
 class Pipeline:
     """Produce into, and look at, the pipeline under test."""
 
-    def __init__(self, settings: Settings, worker: Worker) -> None:
+    def __init__(self, settings: Settings, worker: WorkerProcess) -> None:
         self.settings = settings
         self.worker = worker
         self.es = Elasticsearch(settings.elasticsearch_url, request_timeout=30)
@@ -90,18 +37,9 @@ class Pipeline:
                                key=key.encode() if isinstance(key, str) else None)
         self.producer.flush()
 
-    def wait_drained(self, timeout_s: float = 120) -> None:
-        """Until the worker has committed every message of every stage, twice in a row."""
-        topics = [self.settings.topic(t) for t in CONSUMED_TOPICS]
-        deadline = time.monotonic() + timeout_s
-        quiet = 0
-        while quiet < 2:
-            assert time.monotonic() < deadline, f"worker did not drain:\n{self.worker.log_tail()}"
-            assert "Crashed reason" not in self.worker.log_tail(200_000), self.worker.log_tail()
-            time.sleep(1.0)
-            lag = consumer_lag(self.settings, self.settings.app_id, topics)
-            quiet = quiet + 1 if lag == 0 else 0
-        self.es.indices.refresh(index=f"{self.settings.index_prefix}*")
+    def wait_drained(self, timeout_s: float = 300) -> None:
+        self.worker.wait_drained(timeout_s)
+        self.es.indices.refresh(index=f"{self.settings.index_prefix}*", ignore_unavailable=True)
 
     def alerts(self, **term: Any) -> list[dict[str, Any]]:
         query = {"bool": {"filter": [{"term": {k: v}} for k, v in term.items()]}}
@@ -142,44 +80,21 @@ class Pipeline:
 
 
 @pytest.fixture(scope="session")
-def isolated_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    run = uuid.uuid4().hex[:8]
-    env = dict(os.environ)
-    env.update({
-        "MISUSE_TOPIC_PREFIX": f"test-{run}.",
-        "MISUSE_INDEX_PREFIX": f"misuse-test-{run}-",
-        "MISUSE_APP_ID": f"misuse-test-{run}",
-        "MISUSE_WEB_PORT": str(free_port()),
-        "MISUSE_DATA_DIR": str(tmp_path_factory.mktemp("worker-data")),
-        "MISUSE_TOPIC_PARTITIONS": "3",
-        "MISUSE_INDEX_BATCH_SECONDS": "0.5",
-        "HF_HUB_OFFLINE": "1",
-    })
-    return env
+def isolated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, str]]:
+    settings, env = isolated_environment("test", tmp_path_factory.mktemp("worker-data"))
+    env.update({"MISUSE_TOPIC_PARTITIONS": "3", "MISUSE_INDEX_BATCH_SECONDS": "0.5"})
+    return settings.model_copy(update={"topic_partitions": 3}), env
 
 
 @pytest.fixture(scope="session")
-def settings(isolated_env: dict[str, str]) -> Settings:
-    keys = {k: v for k, v in isolated_env.items() if k.startswith("MISUSE_")}
-    previous = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        return Settings()
-    finally:
-        for key, value in previous.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-@pytest.fixture(scope="session")
-def pipeline(isolated_env: dict[str, str], settings: Settings,
+def pipeline(isolated: tuple[Settings, dict[str, str]],
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    settings, isolated_env = isolated
     setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=isolated_env,
                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    worker = Worker(isolated_env, tmp_path_factory.mktemp("logs") / "worker.log")
+    worker = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log",
+                           isolated_env)
     worker.start()
     yield Pipeline(settings, worker)
     worker.stop()

@@ -18,7 +18,7 @@ from .conftest import Pipeline
 def full_mix(pipeline: Pipeline) -> Traffic:
     traffic = simulate(2024, clock.now_ms() - 4 * 3_600_000, **preset_options("full"))
     pipeline.produce(traffic.events)
-    pipeline.wait_drained(timeout_s=900)
+    pipeline.wait_drained(timeout_s=1200)
     return traffic
 
 

@@ -9,11 +9,12 @@ import uuid
 
 from detectors.risk import Signal
 from streams import clock
+from streams.runner import WorkerProcess
 from streams.settings import REPO_ROOT
 from streams.simulation import TrafficSimulator
 from streams.sinks.documents import iso
 
-from .conftest import Pipeline, Worker
+from .conftest import Pipeline
 
 
 def test_window_state_survives_a_killed_worker_via_the_changelog(
@@ -32,7 +33,7 @@ def test_window_state_survives_a_killed_worker_via_the_changelog(
     # can give the new worker the 15 attempts it saw before.
     pipeline.worker.stop(kill=True)
     env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / "fresh-data"))
-    pipeline.worker = Worker(env, pipeline.worker.log_path)
+    pipeline.worker = WorkerProcess(pipeline.settings, pipeline.worker.log_path, env)
     pipeline.worker.start()
 
     pipeline.produce(after)

@@ -1,0 +1,269 @@
+"""Scoring for `misuse eval`: how well the alerts, campaigns and account flags that came out of
+the pipeline match the labels of a simulated event file.
+
+Pure functions: everything is passed in (labels, alert dicts as sent on the alerts topic,
+campaign documents' `misuse` objects, account statuses) and an `Evaluation` value comes back.
+
+Entities are (kind, id) pairs. An alert names its entity and ("account", a) for each of its
+accounts. Only the kinds a label can have (account, api_key, ip, network) are scored: a
+"campaign" or "pattern" entity is not a user, and its accounts are scored instead (campaign
+documents themselves are scored separately, by membership).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from streams.simulation.common import Label
+
+Entity = tuple[str, str]
+ENTITY_KINDS = frozenset({"account", "api_key", "ip", "network"})
+FLAGGED_STATUSES = frozenset({"flagged", "suspended"})
+
+
+@dataclass(frozen=True, slots=True)
+class DelayStats:
+    """Event-time delay from a labelled entity's misuse start to its first alert, in seconds."""
+
+    n: int
+    median_s: float | None
+    p90_s: float | None
+    max_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class FamilyScore:
+    family: str
+    tp: int
+    fp: int
+    fn: int
+    precision: float | None  # None when nothing was alerted (undefined, not perfect)
+    recall: float | None  # None when nothing was labelled
+    delay: DelayStats
+    missed: tuple[Entity, ...]
+    false_positives: tuple[Entity, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignMatch:
+    true_campaign: str  # the labels' scenario, "campaign:<claim id>"
+    campaign_ids: tuple[str, ...]  # found documents matching it (more than one: it was split)
+    members: int
+    found_members: int
+    member_recall: float
+    outsiders: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CampaignReport:
+    found: int
+    matched: tuple[CampaignMatch, ...]
+    missed: tuple[str, ...]
+    spurious: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BenignEntity:
+    kind: str
+    id: str
+    rules: tuple[str, ...]  # rule ids of the alerts that named it
+    status: str | None  # its account status when it was flagged or suspended
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    families: tuple[FamilyScore, ...]
+    overall: FamilyScore  # micro-average: TP, FP and FN summed over the families
+    campaigns: CampaignReport
+    benign: tuple[BenignEntity, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        plain: dict[str, Any] = _plain(asdict(self))
+        return plain
+
+
+def _plain(value: Any) -> Any:
+    """Tuples to lists, so that the dict is exactly what json.loads(json.dumps(...)) gives."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def family_of(rule_id: str) -> str:
+    return rule_id.split(".", 1)[0]
+
+
+def _named(alert: Mapping[str, Any]) -> set[Entity]:
+    entity = alert["entity"]
+    named = {(entity["kind"], entity["id"])} | {("account", a) for a in alert.get("accounts", ())}
+    return {e for e in named if e[0] in ENTITY_KINDS}
+
+
+def _first_named(alerts: Iterable[Mapping[str, Any]]) -> dict[str, dict[Entity, int]]:
+    """family -> entity -> earliest window_end_ms of an alert version naming it.
+
+    An incident is re-sent under the same alert_id as it grows; the versions are collapsed
+    here, so each is counted once and the earliest version decides the detection time. Taking
+    the minimum (not the first seen) also survives versions that arrive out of order, and an
+    account that joined a growing incident later is dated by the version that added it."""
+    seen: dict[str, dict[Entity, int]] = defaultdict(dict)
+    for alert in alerts:
+        times = seen[family_of(alert["rule_id"])]
+        end = int(alert["window_end_ms"])
+        for entity in _named(alert):
+            times[entity] = min(end, times.get(entity, end))
+    return seen
+
+
+def _percentile(ordered: Sequence[float], q: float) -> float:
+    """Linear interpolation between closest ranks (numpy's default), on sorted values."""
+    pos = q * (len(ordered) - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def _delay_stats(delays: Iterable[float]) -> DelayStats:
+    ordered = sorted(delays)
+    if not ordered:
+        return DelayStats(0, None, None, None)
+    return DelayStats(len(ordered), _percentile(ordered, 0.5), _percentile(ordered, 0.9),
+                      ordered[-1])
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return num / den if den else None
+
+
+def _score(family: str, labelled: Mapping[Entity, int], detected: Mapping[Entity, int],
+           exempt: set[Entity]) -> tuple[FamilyScore, list[float]]:
+    """Score one family. Only the entity kinds its labels use are compared: a leaked-key alert
+    also names the key's owner, but the label is the key, so the owner is neither a hit nor a
+    false alarm. A family with no labels is compared on every kind.
+
+    `exempt` are the entities labelled for any family (and owners of labelled keys): one named
+    here but not labelled for this family is left out of precision, not counted as a false
+    alarm. A stuffing alert on an IP that is also labelled for another rule is not a false
+    alarm: that IP is misusing the API, only the label names another rule."""
+    kinds = {kind for kind, _ in labelled} or ENTITY_KINDS
+    predicted = {e for e in detected if e[0] in kinds}
+    hits = predicted & labelled.keys()
+    false_positives = predicted - labelled.keys() - exempt
+    missed = labelled.keys() - predicted
+    delays = [max(0, detected[e] - labelled[e]) / 1000 for e in hits]
+    score = FamilyScore(
+        family, len(hits), len(false_positives), len(missed),
+        _ratio(len(hits), len(hits) + len(false_positives)),
+        _ratio(len(hits), len(hits) + len(missed)), _delay_stats(delays),
+        tuple(sorted(missed)), tuple(sorted(false_positives)))
+    return score, delays
+
+
+def _score_campaigns(labels: Iterable[Label],
+                     campaigns: Iterable[Mapping[str, Any]]) -> CampaignReport:
+    """A found campaign matches the true campaign holding more than half of its accounts (so at
+    most one); a true campaign split over several documents is matched by each of them."""
+    truth: dict[str, set[str]] = defaultdict(set)
+    for label in labels:
+        if label.rule == "campaign" and label.entity_kind == "account":
+            truth[label.scenario].add(label.entity_id)
+    found = [c for c in campaigns if c.get("status") == "active"]
+    docs_of: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    spurious = []
+    for doc in found:
+        accounts = set(doc.get("accounts", ()))
+        match = next((name for name, members in truth.items()
+                      if len(accounts & members) * 2 > len(accounts)), None)
+        if match is None:
+            spurious.append(str(doc["campaign_id"]))
+        else:
+            docs_of[match].append(doc)
+    matched = []
+    for name, docs in sorted(docs_of.items()):
+        members = truth[name]
+        accounts = set().union(*(set(d.get("accounts", ())) for d in docs))
+        matched.append(CampaignMatch(
+            name, tuple(sorted(str(d["campaign_id"]) for d in docs)), len(members),
+            len(accounts & members), len(accounts & members) / len(members),
+            tuple(sorted(accounts - members))))
+    return CampaignReport(len(found), tuple(matched), tuple(sorted(truth.keys() - docs_of.keys())),
+                          tuple(sorted(spurious)))
+
+
+def evaluate(labels: Sequence[Label], alerts: Sequence[Mapping[str, Any]],
+             campaigns: Sequence[Mapping[str, Any]] = (),
+             flagged_accounts: Mapping[str, str] | None = None,
+             account_keys: Mapping[str, str] | None = None) -> Evaluation:
+    """Score `alerts` (topic order, re-sent versions included) against `labels`.
+
+    `campaigns` are campaign documents' `misuse` objects, `flagged_accounts` maps account id to
+    its status in the accounts index, `account_keys` maps API key id to its owning account."""
+    labelled: dict[str, dict[Entity, int]] = defaultdict(dict)
+    for label in labels:
+        entity = (label.entity_kind, label.entity_id)
+        times = labelled[label.rule]
+        times[entity] = min(label.start_ms, times.get(entity, label.start_ms))
+    misusers: set[Entity] = {e for times in labelled.values() for e in times}
+    # The owner of a labelled (leaked) key is a victim whose key is misused: flagging it is
+    # right, so it is neither a false alarm nor a benign entity.
+    keys = account_keys or {}
+    misusers |= {("account", keys[key]) for kind, key in set(misusers)
+                 if kind == "api_key" and key in keys}
+    detected = _first_named(alerts)
+
+    scores, all_delays = [], []
+    for family in sorted(labelled.keys() | detected.keys()):
+        score, delays = _score(family, labelled.get(family, {}), detected.get(family, {}),
+                               misusers)
+        scores.append(score)
+        all_delays += delays
+    tp, fp, fn = (sum(getattr(s, f) for s in scores) for f in ("tp", "fp", "fn"))
+    overall = FamilyScore("overall", tp, fp, fn, _ratio(tp, tp + fp), _ratio(tp, tp + fn),
+                          _delay_stats(all_delays),
+                          tuple(sorted({e for s in scores for e in s.missed})),
+                          tuple(sorted({e for s in scores for e in s.false_positives})))
+
+    rules: dict[Entity, set[str]] = defaultdict(set)
+    for alert in alerts:
+        for entity in _named(alert):
+            rules[entity].add(alert["rule_id"])
+    statuses = {("account", a): s for a, s in (flagged_accounts or {}).items()
+                if s in FLAGGED_STATUSES}
+    benign = tuple(BenignEntity(kind, id_, tuple(sorted(rules.get((kind, id_), ()))),
+                                statuses.get((kind, id_)))
+                   for kind, id_ in sorted((rules.keys() | statuses.keys()) - misusers))
+    return Evaluation(tuple(scores), overall, _score_campaigns(labels, campaigns), benign)
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_table(evaluation: Evaluation) -> str:
+    """A plain-text summary for the terminal."""
+    lines = [f"{'family':<20} {'TP':>5} {'FP':>5} {'FN':>5} {'precision':>9} {'recall':>7}"
+             f" {'n':>5} {'median s':>9} {'p90 s':>9} {'max s':>9}"]
+    for s in (*evaluation.families, evaluation.overall):
+        d = s.delay
+        lines.append(f"{s.family:<20} {s.tp:>5} {s.fp:>5} {s.fn:>5} {_fmt(s.precision):>9}"
+                     f" {_fmt(s.recall):>7} {d.n:>5} {_fmt(d.median_s, 1):>9}"
+                     f" {_fmt(d.p90_s, 1):>9} {_fmt(d.max_s, 1):>9}")
+    c = evaluation.campaigns
+    lines.append(f"\ncampaigns: {c.found} found, {len(c.matched)} true matched,"
+                 f" {len(c.missed)} missed, {len(c.spurious)} spurious")
+    for m in c.matched:
+        lines.append(f"  {m.true_campaign}: members {m.found_members}/{m.members}"
+                     f" (recall {m.member_recall:.3f}), outsiders {len(m.outsiders)},"
+                     f" docs {', '.join(m.campaign_ids)}")
+    lines += [f"  missed {name}" for name in c.missed]
+    lines += [f"  spurious {cid}" for cid in c.spurious]
+    lines.append(f"\nbenign entities flagged: {len(evaluation.benign)}")
+    for b in evaluation.benign:
+        status = f" [{b.status}]" if b.status else ""
+        lines.append(f"  {b.kind}:{b.id}{status} {', '.join(b.rules) or '(no alert)'}")
+    return "\n".join(lines)

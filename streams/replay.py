@@ -1,0 +1,77 @@
+"""`misuse eval`: replay a labelled event file through the real pipeline on the real stack, in
+topics and indices of its own, then score what came out (streams/evaluation.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from elasticsearch import Elasticsearch
+from kafka import KafkaConsumer
+
+from streams.broker import connection_options, create_topics, produce_lines
+from streams.evaluation import Evaluation, evaluate
+from streams.runner import WorkerProcess, isolated_environment
+from streams.settings import REPO_ROOT, Settings
+from streams.simulation import Label
+from streams.sinks.elasticsearch import client_options, install_templates
+
+
+def read_labels(path: Path) -> list[Label]:
+    return [Label(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def account_keys(lines: list[bytes]) -> dict[str, str]:
+    keys: dict[str, str] = {}
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("account_id") and event.get("api_key_id"):
+            keys.setdefault(event["api_key_id"], event["account_id"])
+    return keys
+
+
+def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
+    """Every version of every alert, in the order the detectors sent them: the first version
+    of an incident dates its detection."""
+    consumer = KafkaConsumer(settings.topic("misuse.alerts"), **connection_options(settings),
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    alerts = [json.loads(record.value) for record in consumer]
+    consumer.close()
+    return alerts
+
+
+def search(es: Elasticsearch, settings: Settings, index: str) -> list[dict[str, Any]]:
+    es.indices.refresh(index=settings.index(index), ignore_unavailable=True)
+    response = es.search(index=settings.index(index), query={"match_all": {}}, size=10_000,
+                         ignore_unavailable=True)
+    return [hit["_source"] for hit in response["hits"]["hits"]]
+
+
+def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False
+                        ) -> Evaluation:
+    settings, env = isolated_environment("eval", REPO_ROOT / ".stack" / "eval")
+    create_topics(settings)
+    es = Elasticsearch(**client_options(settings))
+    install_templates(es, settings)
+    lines = [line for line in events_path.read_bytes().splitlines() if line.strip()]
+    worker = WorkerProcess(settings, REPO_ROOT / ".stack" / "eval-worker.log", env)
+    worker.start()
+    try:
+        produce_lines(settings, lines, settings.topic("api.usage"))
+        worker.wait_drained(timeout_s=3600)
+    finally:
+        worker.stop()
+    try:
+        accounts = {doc["user"]["id"]: doc["misuse"]["status"]
+                    for doc in search(es, settings, "accounts")}
+        return evaluate(read_labels(labels_path), sent_alerts(settings),
+                        [doc["misuse"] for doc in search(es, settings, "campaigns")],
+                        accounts, account_keys(lines))
+    finally:
+        if not keep:
+            es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)

@@ -1,0 +1,119 @@
+"""A `misuse worker` in a child process, for the demo, `misuse eval`, the benchmarks and the
+integration tests: start it, wait until it is ready or has caught up, measure it, stop it."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from streams.broker import consumer_lag
+from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
+
+
+class WorkerError(RuntimeError):
+    """The worker exited, crashed an agent, or did not get there in time; the message ends
+    with the tail of its log."""
+
+
+class WorkerProcess:
+    def __init__(self, settings: Settings, log_path: Path, env: dict[str, str] | None = None
+                 ) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.env = dict(os.environ if env is None else env)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 180) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
+                                            env=self.env, cwd=REPO_ROOT, stdout=log,
+                                            stderr=subprocess.STDOUT)
+        try:
+            self._wait(lambda: b"Worker]: Ready" in self._log_bytes(offset), timeout_s, "ready")
+        except WorkerError:
+            self.stop(kill=True)
+            raise
+
+    def wait_drained(self, timeout_s: float = 900) -> None:
+        """Until the worker has committed every message of every topic it reads, twice in a
+        row (a stage may still be sending when another has just caught up)."""
+        topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
+        quiet = 0
+
+        def drained() -> bool:
+            nonlocal quiet
+            lag = consumer_lag(self.settings, self.settings.app_id, topics)
+            quiet = quiet + 1 if lag == 0 else 0
+            return quiet >= 2
+
+        self._wait(drained, timeout_s, "caught up", poll_s=1.0)
+
+    def peak_rss_bytes(self) -> int:
+        """The worker's peak resident memory so far (Linux VmHWM)."""
+        assert self.process is not None
+        for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        return self._log_bytes(0)[-chars:].decode("utf-8", errors="replace")
+
+    def _log_bytes(self, offset: int) -> bytes:
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read()
+
+    def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str,
+              poll_s: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.process is None or self.process.poll() is not None:
+                raise WorkerError(f"the worker exited before it was {what}:\n{self.log_tail()}")
+            if b"Crashed reason" in self._log_bytes(0):
+                raise WorkerError(f"an agent crashed:\n{self.log_tail()}")
+            if condition():
+                return
+            if time.monotonic() > deadline:
+                raise WorkerError(f"the worker was not {what} in {timeout_s:.0f} s; log "
+                                  f"{self.log_path}:\n{self.log_tail()}")
+            time.sleep(poll_s)
+
+
+def isolated_environment(run_name: str, data_root: Path) -> tuple[Settings, dict[str, str]]:
+    """Settings and a child environment with topics, indices, consumer group and state of
+    their own, so an evaluation or a benchmark leaves the production names alone."""
+    run = f"{run_name}-{uuid.uuid4().hex[:8]}"
+    overrides = {"MISUSE_TOPIC_PREFIX": f"{run}.", "MISUSE_INDEX_PREFIX": f"misuse-{run}-",
+                 "MISUSE_APP_ID": f"misuse-{run}", "MISUSE_DATA_DIR": str(data_root / run),
+                 "MISUSE_WEB_PORT": str(free_port())}
+    fields = {k.removeprefix("MISUSE_").lower(): v for k, v in overrides.items()}
+    return Settings.model_validate(fields), dict(os.environ, **overrides)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

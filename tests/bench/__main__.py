@@ -1,0 +1,110 @@
+"""`make bench`: every figure measured in one run on the local stack, printed with the ratios,
+and saved as JSON under .bench/ so runs can be compared across commits.
+
+Benchmarks print; they never fail on time. The machine is small and noisy: compare ratios
+measured in the same run, and medians over runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+from elasticsearch import Elasticsearch
+
+from streams import clock
+from streams.broker import create_topics
+from streams.runner import WorkerProcess, isolated_environment
+from streams.settings import REPO_ROOT
+from streams.simulation import iter_simulate, preset_options, simulate
+from streams.sinks.elasticsearch import client_options, install_templates
+from tests.bench import pipeline, stages
+
+SATURATION_SCALE = float(os.environ.get("BENCH_SCALE", "1.5"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
+NAIVE_EVENTS = 300
+
+
+def commit() -> str:
+    result = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=REPO_ROOT)
+    return result.stdout.strip() or "unknown"
+
+
+def show(title: str, figures: dict[str, Any]) -> None:
+    print(f"\n{title}")
+    for name, value in figures.items():
+        if isinstance(value, float):
+            value = f"{value:,.1f}"
+        elif isinstance(value, dict):
+            continue
+        print(f"  {name:32s} {value}")
+
+
+def main() -> None:
+    settings, env = isolated_environment("bench", REPO_ROOT / ".bench" / "worker")
+    os.environ.update({k: v for k, v in env.items() if k.startswith("MISUSE_")})
+    create_topics(settings)
+    es = Elasticsearch(**client_options(settings))
+    install_templates(es, settings)
+    start_ms = clock.now_ms() - 6 * 3_600_000
+    options = preset_options("full", SATURATION_SCALE)
+    traffic = simulate(99, start_ms, **options)
+    lines = [json.dumps(e).encode() for e in traffic.events]
+    prompts = [e["prompt"] for e in traffic.events if e.get("prompt")]
+    results: dict[str, Any] = {"commit": commit(), "at_ms": clock.now_ms(),
+                               "events": len(lines), "preset": "full",
+                               "scale": SATURATION_SCALE}
+    try:
+        results["consume_only"] = stages.consume_only(settings, lines)
+        show("1. consume-only (kafka-python, decode JSON)", results["consume_only"])
+        results["encode_only"] = stages.encode_only(settings.embedding_model, prompts[:1024])
+        show("2. encode-only (all-MiniLM-L6-v2, batch 64)", results["encode_only"])
+        results["index_only"] = stages.index_only(settings, es)
+        show("3. index-only (Elasticsearch bulk, alert documents)", results["index_only"])
+        results["embed_and_campaigns"] = stages.embedding_and_campaigns(settings,
+                                                                        traffic.events)
+        show("   embedding + campaign stages in one process", results["embed_and_campaigns"])
+
+        worker = WorkerProcess(settings, REPO_ROOT / ".bench" / "worker.log", env)
+        worker.start()
+        try:
+            warm = [json.dumps(e).encode() for e in simulate(
+                5, start_ms - 3_600_000, **preset_options("stuffing")).events[:500]]
+            pipeline.saturation(worker, warm)  # model loaded, tables created, caches warm
+            results["pipeline"] = pipeline.saturation(worker, lines)
+            show("4a. full pipeline at saturation (all detectors on)", results["pipeline"])
+            half = results["pipeline"]["events_per_s"] / 2
+            fresh = iter_simulate(123, clock.now_ms(), **preset_options("full", 20))
+            results["latency"] = pipeline.latency(worker, fresh, half, LATENCY_SECONDS)
+            show("4b. event-to-alert latency at half that load", results["latency"])
+            results["worker_peak_rss_bytes"] = worker.peak_rss_bytes()
+        finally:
+            worker.stop()
+
+        results["naive"] = stages.naive_pipeline(settings, es, traffic.events[:NAIVE_EVENTS])
+        show("5. naive pipeline (full model per prompt, one index request per document)",
+             results["naive"])
+    finally:
+        es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
+
+    consume = results["consume_only"]["events_per_s"]
+    full = results["pipeline"]["events_per_s"]
+    results["ratios"] = {
+        "pipeline / consume-only": full / consume,
+        "pipeline / naive": full / results["naive"]["events_per_s"],
+        "embed stage full-model share": results["embed_and_campaigns"]["full_model_share"],
+    }
+    show("ratios (same run)", results["ratios"])
+    print(f"  {'worker peak RSS':32s} {results['worker_peak_rss_bytes'] / 2**20:,.0f} MiB")
+    out = REPO_ROOT / ".bench" / f"bench-{results['commit']}-{results['at_ms']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nresults: {out.relative_to(REPO_ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

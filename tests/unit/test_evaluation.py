@@ -1,0 +1,194 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from streams.evaluation import Evaluation, FamilyScore, evaluate, format_table
+from streams.simulation.common import Label
+
+T0 = 1_790_000_000_000
+
+
+def alert(rule_id: str, kind: str, entity_id: str, end_ms: int, accounts: tuple[str, ...] = (),
+          alert_id: str | None = None, shadow: bool = False) -> dict[str, Any]:
+    return {"alert_id": alert_id or f"{rule_id}|{kind}|{entity_id}", "rule_id": rule_id,
+            "severity": "high", "score": 0.9, "entity": {"kind": kind, "id": entity_id},
+            "incident_start_ms": end_ms - 60_000, "window_start_ms": end_ms - 60_000,
+            "window_end_ms": end_ms, "reasons": ["x"], "evidence": {},
+            "accounts": list(accounts), "shadow": shadow}
+
+
+def label(rule: str, kind: str, entity_id: str, start_ms: int = T0,
+          scenario: str | None = None) -> Label:
+    return Label(scenario or rule, rule, kind, entity_id, start_ms)
+
+
+def family(evaluation: Evaluation, name: str) -> FamilyScore:
+    return next(f for f in evaluation.families if f.family == name)
+
+
+def test_perfect_detection_scores_one_and_measures_the_delay() -> None:
+    labels = [label("credential_stuffing", "ip", "10.0.0.1"),
+              label("scraping", "account", "acct-scr", T0 + 5_000)]
+    alerts = [alert("credential_stuffing.key_enumeration", "ip", "10.0.0.1", T0 + 30_000),
+              alert("scraping.distillation", "account", "acct-scr", T0 + 125_000,
+                    accounts=("acct-scr",), shadow=True)]
+    result = evaluate(labels, alerts)
+    assert [f.family for f in result.families] == ["credential_stuffing", "scraping"]
+    for f in (*result.families, result.overall):
+        assert (f.precision, f.recall, f.fp, f.fn) == (1.0, 1.0, 0, 0)
+    assert family(result, "credential_stuffing").delay.median_s == 30.0
+    assert family(result, "scraping").delay.max_s == 120.0
+    assert result.overall.tp == 2 and result.overall.delay.n == 2
+    assert result.benign == ()
+
+
+def test_a_missed_entity_lowers_recall_only() -> None:
+    labels = [label("jailbreak", "account", "acct-j1"), label("jailbreak", "account", "acct-j2")]
+    alerts = [alert("jailbreak.spray", "account", "acct-j1", T0 + 10_000, accounts=("acct-j1",))]
+    jb = family(evaluate(labels, alerts), "jailbreak")
+    assert (jb.tp, jb.fp, jb.fn) == (1, 0, 1)
+    assert jb.precision == 1.0 and jb.recall == 0.5
+    assert jb.missed == (("account", "acct-j2"),)
+    assert jb.delay.n == 1
+
+
+def test_a_false_positive_lowers_precision_and_is_listed_as_benign() -> None:
+    labels = [label("scraping", "account", "acct-scr")]
+    alerts = [alert("scraping.distillation", "account", "acct-scr", T0 + 1_000),
+              alert("scraping.distillation", "account", "acct-reader", T0 + 2_000)]
+    result = evaluate(labels, alerts)
+    sc = family(result, "scraping")
+    assert (sc.tp, sc.fp, sc.fn) == (1, 1, 0)
+    assert sc.precision == 0.5 and sc.recall == 1.0
+    assert sc.false_positives == (("account", "acct-reader"),)
+    assert [(b.kind, b.id, b.rules) for b in result.benign] == [
+        ("account", "acct-reader", ("scraping.distillation",))]
+
+
+def test_a_resent_alert_counts_once_and_its_first_version_dates_the_detection() -> None:
+    labels = [label("sybil", "network", "10.9.9.0/24"),
+              label("sybil", "account", "acct-s1"), label("sybil", "account", "acct-s2")]
+    first = alert("sybil.shared_client", "network", "10.9.9.0/24", T0 + 60_000,
+                  accounts=("acct-s1",), alert_id="a1")
+    grown = alert("sybil.shared_client", "network", "10.9.9.0/24", T0 + 600_000,
+                  accounts=("acct-s1", "acct-s2"), alert_id="a1")
+    result = evaluate(labels, [first, grown, grown])
+    sy = family(result, "sybil")
+    assert (sy.tp, sy.fp, sy.fn) == (3, 0, 0)
+    assert sy.delay.n == 3
+    # The network and acct-s1 at the first version, acct-s2 when the incident grew to it.
+    assert sy.delay.median_s == 60.0 and sy.delay.max_s == 600.0
+    # Out of order on the topic: the earlier window still wins.
+    assert family(evaluate(labels, [grown, first]), "sybil").delay.median_s == 60.0
+
+
+def test_delay_is_clipped_at_zero_and_p90_interpolates() -> None:
+    labels = [label("jailbreak", "account", f"acct-{i}") for i in range(11)]
+    alerts = [alert("jailbreak.spray", "account", f"acct-{i}", T0 + i * 1_000) for i in range(11)]
+    alerts[0] = alert("jailbreak.spray", "account", "acct-0", T0 - 5_000)
+    delay = family(evaluate(labels, alerts), "jailbreak").delay
+    assert (delay.n, delay.median_s, delay.p90_s, delay.max_s) == (11, 5.0, 9.0, 10.0)
+    early = evaluate(labels[:1], alerts[:1])  # alerted before the label's start: no delay
+    assert family(early, "jailbreak").delay.max_s == 0.0
+
+
+def test_only_the_kinds_a_family_labels_are_compared_and_key_owners_are_not_benign() -> None:
+    labels = [label("leaked_key", "api_key", "key-1")]
+    alerts = [alert("leaked_key.network_spread", "api_key", "key-1", T0 + 90_000,
+                    accounts=("acct-owner",))]
+    flagged = {"acct-owner": "flagged"}
+    result = evaluate(labels, alerts, flagged_accounts=flagged,
+                      account_keys={"key-1": "acct-owner", "key-2": "acct-other"})
+    lk = family(result, "leaked_key")
+    assert (lk.tp, lk.fp, lk.fn, lk.precision) == (1, 0, 0, 1.0)
+    assert result.benign == ()
+    # Without the key's owner known, the owner is still no false alarm for the family (the
+    # family's labels are keys), but it shows up as a benign account that was flagged.
+    unknown = evaluate(labels, alerts, flagged_accounts=flagged)
+    assert family(unknown, "leaked_key").fp == 0
+    assert [(b.id, b.status) for b in unknown.benign] == [("acct-owner", "flagged")]
+
+
+def test_entities_labelled_for_another_family_are_not_false_alarms() -> None:
+    labels = [label("sybil", "network", "10.9.9.0/24"), label("scraping", "account", "acct-scr")]
+    alerts = [alert("credential_stuffing.key_enumeration", "network", "10.9.9.0/24", T0),
+              alert("anomaly.burst", "account", "acct-scr", T0),
+              alert("anomaly.burst", "account", "acct-nice", T0),
+              alert("jailbreak.pattern_spread", "pattern", "pat-1", T0, accounts=("acct-scr",))]
+    result = evaluate(labels, alerts)
+    cs, an = family(result, "credential_stuffing"), family(result, "anomaly")
+    assert (cs.tp, cs.fp, cs.precision, cs.recall) == (0, 0, None, None)
+    assert (an.tp, an.fp, an.precision) == (0, 1, 0.0)
+    assert family(result, "jailbreak").fp == 0  # the pattern entity is not a user
+    assert result.overall.fp == 1 and result.overall.fn == 2  # sybil and scraping unalerted
+    assert [b.id for b in result.benign] == ["acct-nice"]
+
+
+def test_campaigns_matched_missed_and_spurious() -> None:
+    labels = ([label("campaign", "account", f"acct-a{i}", scenario="campaign:moon") for i in
+               range(4)]
+              + [label("campaign", "account", f"acct-b{i}", scenario="campaign:tides") for i in
+                 range(3)])
+    docs = [
+        {"campaign_id": "c1", "status": "active", "first_seen": "2026-01-01T00:00:00Z",
+         "accounts": ["acct-a0", "acct-a1", "acct-a2", "acct-x1"]},
+        {"campaign_id": "c2", "status": "active", "accounts": ["acct-a3", "acct-x2"]},  # half
+        {"campaign_id": "c3", "status": "merged", "accounts": ["acct-b0", "acct-b1"]},
+        {"campaign_id": "c4", "status": "active", "accounts": ["acct-b0", "acct-x3", "acct-x4"]},
+    ]
+    alerts = [alert("campaign.coordinated_narrative", "campaign", "c1", T0 + 300_000,
+                    accounts=("acct-a0", "acct-a1", "acct-a2", "acct-x1"))]
+    result = evaluate(labels, alerts, campaigns=docs)
+    report = result.campaigns
+    assert report.found == 3
+    assert report.missed == ("campaign:tides",)
+    assert report.spurious == ("c2", "c4")
+    (moon,) = report.matched
+    assert moon.true_campaign == "campaign:moon" and moon.campaign_ids == ("c1",)
+    assert (moon.members, moon.found_members, moon.member_recall) == (4, 3, 0.75)
+    assert moon.outsiders == ("acct-x1",)
+    cp = family(result, "campaign")
+    assert (cp.tp, cp.fp, cp.fn) == (3, 1, 4)
+
+
+def test_benign_lists_flagged_and_suspended_accounts_sorted_with_their_rules() -> None:
+    labels = [label("scraping", "account", "acct-scr")]
+    alerts = [alert("scraping.distillation", "account", "acct-zed", T0),
+              alert("jailbreak.spray", "account", "acct-zed", T0)]
+    flagged = {"acct-scr": "flagged", "acct-b": "suspended", "acct-c": "cleared",
+               "acct-a": "allowlisted", "acct-zed": "flagged"}
+    benign = evaluate(labels, alerts, flagged_accounts=flagged).benign
+    assert [(b.id, b.rules, b.status) for b in benign] == [
+        ("acct-b", (), "suspended"),
+        ("acct-zed", ("jailbreak.spray", "scraping.distillation"), "flagged")]
+
+
+@pytest.fixture
+def mixed() -> Evaluation:
+    labels = [label("credential_stuffing", "ip", "10.0.0.1"),
+              label("leaked_key", "api_key", "key-1"),
+              label("campaign", "account", "acct-a0", scenario="campaign:moon")]
+    alerts = [alert("credential_stuffing.key_enumeration", "ip", "10.0.0.1", T0 + 1_000),
+              alert("leaked_key.network_spread", "api_key", "key-1", T0 + 2_000),
+              alert("scraping.distillation", "account", "acct-x", T0)]
+    docs = [{"campaign_id": "c1", "status": "active", "accounts": ["acct-a0"]}]
+    return evaluate(labels, alerts, campaigns=docs, flagged_accounts={"acct-y": "flagged"})
+
+
+def test_to_dict_round_trips_through_json(mixed: Evaluation) -> None:
+    data = mixed.to_dict()
+    assert json.loads(json.dumps(data)) == data
+    assert data["overall"]["tp"] == 2 and data["overall"]["fn"] == 1
+    assert data["campaigns"]["matched"][0]["true_campaign"] == "campaign:moon"
+    assert data["benign"][0]["id"] == "acct-x"
+    assert family(mixed, "campaign").recall == 0.0
+
+
+def test_format_table_names_every_family(mixed: Evaluation) -> None:
+    table = format_table(mixed)
+    for name in ("credential_stuffing", "leaked_key", "campaign", "scraping", "overall"):
+        assert name in table
+    assert "campaign:moon" in table and "acct-y" in table
