@@ -8,16 +8,27 @@ the batch is acknowledged, so a restarted worker resumes from the last acknowled
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, MutableMapping
 from typing import Any
 
-from faust.streams import current_event
-from faust.types import EventT, StreamT, TableT
+from faust.streams import _current_event, current_event
+from faust.types import EventT, TableT
 
 from streams.app import app
 
 # Every state of this worker: they live as long as their agents, i.e. the process.
 _live: list[TableState] = []
+
+
+def use_event(event: EventT) -> None:
+    """Make `event` the current event of this task, as Faust's tables expect of a write.
+
+    Only the context variable (what faust.current_event() reads), never the stream's own
+    current_event attribute: Stream.take_events reads that attribute from its background task
+    to know which event it buffered, and changing it from an agent's body loses events.
+    """
+    _current_event.set(weakref.ref(event))
 
 
 def state_table(name: str) -> TableT:
@@ -36,8 +47,12 @@ class TableState(MutableMapping[str, Any]):
     def __init__(self, table: TableT) -> None:
         self.table = table
         self.cache: dict[str, Any] = {}
-        # The event that last changed each key: its partition is the key's changelog partition.
-        self.dirty: dict[str, EventT | None] = {}
+        # The event that last read or changed each key. Faust's store is per partition and
+        # looks a key up in the partition of the current event, so a changed key must be
+        # written back under that event: its partition is the key's changelog partition.
+        self.origin: dict[str, EventT | None] = {}
+        self.dirty: set[str] = set()
+        self._scanned = False
         _live.append(self)
 
     def __getitem__(self, key: str) -> Any:
@@ -46,39 +61,56 @@ class TableState(MutableMapping[str, Any]):
         except KeyError:
             value = self.table[key]
             self.cache[key] = value
+            self.origin[key] = current_event()
             return value
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.cache[key] = value
-        self.dirty[key] = current_event()
+        self.origin[key] = current_event()
+        self.dirty.add(key)
 
     def __delitem__(self, key: str) -> None:
-        in_table = key in self.table
-        if self.cache.pop(key, None) is None and not in_table:
-            raise KeyError(key)
-        self.dirty[key] = current_event()
+        if key not in self.cache:
+            self[key]  # loads it, or raises KeyError
+        del self.cache[key]
+        self.dirty.add(key)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(set(self.cache) | set(self.table.keys()))
+        """Every key this worker holds. The first time, keys only in the table are loaded with
+        their values (the store cannot look them up outside their partition's events); after
+        that the cache holds them all, as every new key comes through __setitem__."""
+        if not self._scanned:
+            for key, value in list(self.table.items()):
+                if key not in self.cache:
+                    self.cache[key] = value
+                    self.origin.setdefault(key, None)
+            self._scanned = True
+        return iter(list(self.cache))
 
     def __len__(self) -> int:
-        return len(set(self.cache) | set(self.table.keys()))
+        return sum(1 for _ in self)
 
-    def flush(self, stream: StreamT) -> None:
-        for key, event in self.dirty.items():
+    def flush(self) -> None:
+        for key in self.dirty:
+            event = self.origin.get(key)
             if event is None:
-                continue  # changed outside a stream (unit tests): nothing to persist
-            stream._set_current_event(event)  # type: ignore[attr-defined]
+                # Loaded by iteration, never touched by an event of its partition: leave the
+                # table as it is (an idle key the detector dropped stays until next used).
+                continue
+            use_event(event)
             if key in self.cache:
                 self.table[key] = self.cache[key]
-            elif key in self.table:
-                del self.table[key]
+            else:
+                self.table.pop(key, None)
+                self.origin.pop(key, None)
         self.dirty.clear()
 
     def forget_cache(self) -> None:
         """After a rebalance: the table is the truth for whatever partitions we now own."""
         self.cache.clear()
+        self.origin.clear()
         self.dirty.clear()
+        self._scanned = False
 
 
 async def forget_caches(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:

@@ -12,7 +12,7 @@ from streams.app import app
 from streams.policy import current_policy
 from streams.publish import publish_alert
 from streams.rules import build, retune
-from streams.state import TableState, state_table
+from streams.state import TableState, state_table, use_event
 from streams.topics import network_events_topic
 
 stuffing_table = state_table("state-credential-stuffing")
@@ -34,7 +34,7 @@ async def detect_network_abuse(stream: StreamT) -> None:
         rules = policy.rules
         now = clock.now_ms()
         for message in batch:
-            stream._set_current_event(message)  # type: ignore[attr-defined]
+            use_event(message)
             event = event_from_dict(codec.loads(message.value), now_ms=now)
             if rules.credential_stuffing.enabled:
                 for alert in stuffing.observe(event):
@@ -43,4 +43,4 @@ async def detect_network_abuse(stream: StreamT) -> None:
                 for alert in sybil.observe(event):
                     await publish_alert(alert, rules.sybil)
         for state in states:
-            state.flush(stream)
+            state.flush()

@@ -11,7 +11,7 @@ from streams.app import app
 from streams.policy import current_policy
 from streams.publish import publish_alert
 from streams.rules import build, retune
-from streams.state import TableState, state_table
+from streams.state import TableState, state_table, use_event
 from streams.topics import jailbreak_matches_topic
 
 pattern_spread_table = state_table("state-pattern-spread")
@@ -30,11 +30,11 @@ async def detect_pattern_spread(stream: StreamT) -> None:
         rule = policy.rules.jailbreak_spread
         now = clock.now_ms()
         for message in batch:
-            stream._set_current_event(message)  # type: ignore[attr-defined]
+            use_event(message)
             record = codec.loads(message.value)
             event = event_from_dict(record["event"], now_ms=now)
             match = (Pattern(**record["pattern"]), float(record["similarity"]))
             if rule.enabled:
                 for alert in detector.observe(event, match):
                     await publish_alert(alert, rule)
-        state.flush(stream)
+        state.flush()

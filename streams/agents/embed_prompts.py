@@ -19,7 +19,7 @@ from streams.policy import current_policy
 from streams.publish import publish_alert
 from streams.rules import build, retune
 from streams.settings import get_settings
-from streams.state import TableState, state_table
+from streams.state import TableState, state_table, use_event
 from streams.topics import jailbreak_matches_topic, prompt_vectors_topic, prompts_topic
 
 log = logging.getLogger(__name__)
@@ -70,7 +70,7 @@ async def embed_prompts(stream: StreamT) -> None:
             [e.account_id or "" for e in events], suspicious)
         rule = policy.rules.jailbreak
         for message, event, vector in zip(batch, events, embedded, strict=True):
-            stream._set_current_event(message)  # type: ignore[attr-defined]
+            use_event(message)
             assert event.account_id is not None
             count = activity.observe(event.account_id, event.ts_ms)
             first_seen = key_first_seen.get(event.api_key_id)
@@ -90,7 +90,7 @@ async def embed_prompts(stream: StreamT) -> None:
                     "event": event.to_dict(), "similarity": similarity,
                     "pattern": {"id": pattern.id, "category": pattern.category,
                                 "text": pattern.text}}))
-        jailbreak_state.flush(stream)
-        key_first_seen.flush(stream)
+        jailbreak_state.flush()
+        key_first_seen.flush()
         if embedder.reload_patterns():
             log.info("jailbreak_patterns_reloaded path=%s", _settings.jailbreak_patterns_file)

@@ -20,7 +20,7 @@ from streams.policy import current_policy
 from streams.publish import publish_alert, publish_signal
 from streams.rules import build, retune
 from streams.settings import get_settings
-from streams.state import TableState, state_table
+from streams.state import TableState, state_table, use_event
 from streams.topics import deadletter_topic, network_events_topic, prompts_topic, usage_topic
 
 log = logging.getLogger(__name__)
@@ -79,13 +79,13 @@ class AccountBehaviour:
         if rules.anomaly.enabled and event.account_id is not None:
             self.anomaly.observe(event)
 
-    async def after_batch(self, stream: StreamT, latest_ms: int) -> None:
+    async def after_batch(self, latest_ms: int) -> None:
         rule = self.policy.rules.anomaly
         if rule.enabled and self.anomaly.maybe_refit(latest_ms) and not rule.shadow:
             for score in self.anomaly.outliers(latest_ms):
                 await publish_signal(to_signal(score, latest_ms))
         for state in self.states:
-            state.flush(stream)
+            state.flush()
 
 def network_record(event: UsageEvent) -> bytes:
     record = event.to_dict()
@@ -114,7 +114,7 @@ async def ingest(stream: StreamT) -> None:
             except InvalidEventError as exc:
                 await send_to_deadletter(event, str(exc))
                 continue
-            stream._set_current_event(event)  # type: ignore[attr-defined]
+            use_event(event)
             latest_ms = max(latest_ms, usage.ts_ms)
             await behaviour.observe(usage)
             await network_events_topic.send(key=network_range(usage.ip).encode(),
@@ -122,5 +122,5 @@ async def ingest(stream: StreamT) -> None:
             if usage.prompt and usage.account_id is not None:
                 await prompts_topic.send(key=usage.account_id.encode(),
                                          value=prompt_record(usage))
-        await behaviour.after_batch(stream, latest_ms)
+        await behaviour.after_batch(latest_ms)
 

@@ -17,7 +17,7 @@ from streams.app import app
 from streams.policy import current_policy
 from streams.publish import publish_document
 from streams.sinks.documents import account_document, action_document
-from streams.state import TableState, state_table
+from streams.state import TableState, state_table, use_event
 from streams.topics import account_actions_topic, feedback_topic, signals_topic
 
 log = logging.getLogger(__name__)
@@ -142,14 +142,14 @@ async def score_risk(stream: StreamT) -> None:
     async for batch in stream.take_events(500, within=0.5):  # type: ignore[attr-defined]
         stage.policy = current_policy()
         for message in batch:
-            stream._set_current_event(message)  # type: ignore[attr-defined]
+            use_event(message)
             record = codec.loads(message.value)
             if message.message.topic == feedback_name:
                 await stage.on_feedback(record)
             else:
                 await stage.on_signal(Signal.from_dict(record))
         await stage.publish_accounts()
-        stage.risk_state.flush(stream)
-        stage.records.flush(stream)
+        stage.risk_state.flush()
+        stage.records.flush()
         if housekeeping.due():
             stage.scorer.prune(clock.now_ms())

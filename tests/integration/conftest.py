@@ -30,12 +30,15 @@ class Pipeline:
         self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
 
     def produce(self, events: list[Any], topic: str = "api.usage") -> None:
+        futures = []
         for event in events:
             raw = event if isinstance(event, bytes) else json.dumps(event).encode()
             key = event.get("account_id") if isinstance(event, dict) else None
-            self.producer.send(self.settings.topic(topic), value=raw,
-                               key=key.encode() if isinstance(key, str) else None)
+            futures.append(self.producer.send(self.settings.topic(topic), value=raw,
+                                              key=key.encode() if isinstance(key, str) else None))
         self.producer.flush()
+        for future in futures:
+            future.get(timeout=30)  # a send that failed fails the test, not the assertion later
 
     def wait_drained(self, timeout_s: float = 300) -> None:
         self.worker.wait_drained(timeout_s)

@@ -47,17 +47,21 @@ def test_stuffing_among_benign_traffic_gives_one_alert_document(pipeline: Pipeli
 def malformed_events(rng: random.Random, now_ms: int) -> list[tuple[bytes, str]]:
     """A few hundred broken messages of every kind, each with the reason we expect."""
     def event(**changes: object) -> bytes:
-        base = {"event_id": str(uuid.uuid4()), "ts": now_ms - 60_000, "account_id": "acct-x",
+        base = {"event_id": str(uuid.uuid4()), "ts": now_ms - 60_000,
+                "account_id": f"acct-x-{uuid.uuid4().hex[:8]}",
                 "api_key_id": "key-x", "ip": "192.0.2.1", "endpoint": "/v1/chat/completions",
                 "status": 200}
         base.update(changes)
         return json.dumps({k: v for k, v in base.items() if v is not ...}).encode()
 
+    def unique() -> bytes:  # every message distinct, so a missing one can be named
+        return uuid.uuid4().hex.encode()
+
     kinds = [
-        (lambda: b"{not json", "not valid JSON"),
-        (lambda: b"\"just a string\"", "must be a JSON object"),
-        (lambda: b"[1,2]", "must be a JSON object"),
-        (lambda: b'{"prompt": "\xc3\x28"}', "not valid UTF-8"),
+        (lambda: b"{not json " + unique(), "not valid JSON"),
+        (lambda: b'"just a string ' + unique() + b'"', "must be a JSON object"),
+        (lambda: b'[1, "' + unique() + b'"]', "must be a JSON object"),
+        (lambda: b'{"prompt": "\xc3\x28 ' + unique() + b'"}', "not valid UTF-8"),
         (lambda: event(status="200"), "'status' must be an integer"),
         (lambda: event(event_id=...), "missing required field 'event_id'"),
         (lambda: event(ip=...), "missing required field 'ip'"),
