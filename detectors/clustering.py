@@ -265,6 +265,10 @@ class OnlineClusterer:
         seen = self._seen.get(event_id)
         return self._resolve(seen[1]) if seen else None
 
+    def size(self, cluster_id: str) -> int:
+        """Points in the cluster's window: cheap, to skip judging a cluster that has not grown."""
+        return self._clusters[self._resolve(cluster_id)].total.count
+
     def cluster_ids(self, min_accounts: int = 1) -> list[str]:
         return [cid for cid, c in self._clusters.items()
                 if len({identity[0] for identity in c.total.identities}) >= min_accounts]

@@ -45,6 +45,7 @@ def worker(loglevel: str) -> None:
 
     current_policy()  # an invalid policy stops the worker here, with the reason
     check_elasticsearch_templates()
+    get_settings().data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
     Worker(app, loglevel=loglevel).execute_from_commandline()
 
 

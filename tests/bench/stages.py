@@ -14,6 +14,7 @@ from kafka import KafkaConsumer
 from detectors.alerts import Alert, Entity
 from detectors.events import event_from_dict
 from detectors.redaction import redact
+from streams import clock
 from streams.agents.detect_campaigns import CampaignTracker
 from streams.broker import connection_options, produce_lines
 from streams.codec import encode_vector
@@ -81,6 +82,7 @@ def embedding_and_campaigns(settings: Settings, events: list[dict[str, Any]],
     embedder = PromptEmbedder(settings.embedding_model, settings.cache_dir,
                               settings.jailbreak_patterns_file, policy.embedding)
     tracker = CampaignTracker(policy)
+    pacing = clock.Every(5.0)
     with_prompts = [e for e in events if e.get("prompt") and e.get("account_id")]
     counts: dict[str, int] = {}
     began = time.perf_counter()
@@ -97,7 +99,7 @@ def embedding_and_campaigns(settings: Settings, events: list[dict[str, Any]],
                          "space": vector.space, "vector": encode_vector(vector.vector),
                          "account_prompts": counts[event["account_id"]],
                          "key_first_seen": event["ts"]})
-        if tracker.due(idle=False):
+        if tracker.due(idle=False) and pacing.due():  # as the agent paces it
             tracker.judge()
     tracker.judge()
     seconds = time.perf_counter() - began
