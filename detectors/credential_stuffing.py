@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
+from detectors.incidents import Incident
 from detectors.network import network_range
 from detectors.windows import SlidingWindow
 
@@ -28,8 +29,7 @@ class _RangeState:
     window: SlidingWindow[_Attempt]
     failed_keys: Counter[str] = field(default_factory=Counter)
     failures: int = 0
-    incident_start_ms: int | None = None
-    reported_failures: int = 0
+    incident: Incident = field(default_factory=Incident)
 
     def forget(self, attempt: _Attempt) -> None:
         if attempt.failed:
@@ -63,9 +63,8 @@ class CredentialStuffingDetector:
         """Learn from one event and return the alerts it completes (usually none)."""
         cidr = network_range(event.ip)
         state = self.ranges.get(cidr) or _RangeState(SlidingWindow(self.window_ms))
-        if state.incident_start_ms is not None and \
-                event.ts_ms - state.window.latest_ms > self.window_ms:
-            state.incident_start_ms = None  # quiet for a whole window: the incident is over
+        if event.ts_ms - state.window.latest_ms > self.window_ms:
+            state.incident.close()  # the range was quiet for a whole window: the incident is over
         attempt = _Attempt(event.ip, event.api_key_id, event.is_auth_failure,
                            event.user_agent or "")
         if not state.window.add(event.ts_ms, event.event_id, attempt, state.forget):
@@ -90,12 +89,9 @@ class CredentialStuffingDetector:
         ratio = state.failures / len(state.window)
         if distinct < self.min_distinct_keys or ratio < self.min_failure_ratio:
             return []
-        if state.incident_start_ms is None:
-            state.incident_start_ms = state.window.start_ms
-            state.reported_failures = 0
-        elif state.failures < 2 * state.reported_failures:
+        if not state.incident.report(state.window.start_ms, state.failures,
+                                     state.window.latest_ms):
             return []
-        state.reported_failures = state.failures
         return [self._alert(cidr, state, distinct, ratio)]
 
     def _alert(self, cidr: str, state: _RangeState, distinct: int, ratio: float) -> Alert:
@@ -106,11 +102,11 @@ class CredentialStuffingDetector:
             entity = Entity("ip", top_ip)
         else:
             entity = Entity("network", cidr)
-        assert state.incident_start_ms is not None
+        assert state.incident.start_ms is not None
         return Alert(
             rule_id=RULE_ID, severity=self.severity,
             score=min(1.0, distinct / (2 * self.min_distinct_keys)),
-            entity=entity, incident_start_ms=state.incident_start_ms,
+            entity=entity, incident_start_ms=state.incident.start_ms,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=(f"{distinct} distinct unrecognised API keys from {entity.kind} {entity.id} "
                      f"within {self.window_ms // 1000} s",

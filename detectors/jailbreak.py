@@ -26,6 +26,7 @@ import numpy as np
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
+from detectors.incidents import Incident
 from detectors.redaction import redacted_sample
 from detectors.windows import SlidingWindow
 
@@ -162,9 +163,7 @@ class AccountJailbreakState:
     window: SlidingWindow[_Hit]
     latest_ms: int = 0
     samples: deque[str] = field(default_factory=lambda: deque(maxlen=3))
-    incident_start_ms: int | None = None
-    incident_last_ms: int = 0
-    reported_hits: int = 0
+    incident: Incident = field(default_factory=Incident)
 
 
 class JailbreakSprayDetector:
@@ -230,31 +229,27 @@ class JailbreakSprayDetector:
         return len(idle)
 
     def _check(self, account_id: str, state: AccountJailbreakState) -> list[Alert]:
-        if state.incident_start_ms is not None and \
-                state.latest_ms - state.incident_last_ms > self.window_ms:
-            state.incident_start_ms = None
+        state.incident.close_if_quiet(state.latest_ms, self.window_ms)
         hits = list(state.window)
         pattern_hits = sum(1 for h in hits if h.pattern_id is not None)
         if len(hits) < self.min_matches or pattern_hits < self.min_pattern_matches:
             return []
-        if state.incident_start_ms is not None and len(hits) < 2 * state.reported_hits:
-            state.incident_last_ms = state.latest_ms  # still spraying: keep the incident open
+        if not state.incident.is_news(len(hits)):
+            state.incident.hold(state.latest_ms)  # still spraying: keep the incident open
             return []
         cv = _interval_cv([h.ts_ms for h in hits])
         flag_share = sum(1 for h in hits if h.flagged) / len(hits)
         regular = cv is not None and cv <= self.max_interval_cv
         if not (regular or flag_share >= self.min_flag_share):
             return []
-        state.incident_last_ms = state.latest_ms
-        if state.incident_start_ms is None:
-            state.incident_start_ms = state.window.start_ms
-        state.reported_hits = len(hits)
+        if not state.incident.report(state.window.start_ms, len(hits), state.latest_ms):
+            return []
         return [self._alert(account_id, state, hits, pattern_hits, cv, flag_share, regular)]
 
     def _alert(self, account_id: str, state: AccountJailbreakState, hits: list[_Hit],
                pattern_hits: int, cv: float | None, flag_share: float,
                regular: bool) -> Alert:
-        assert state.incident_start_ms is not None
+        assert state.incident.start_ms is not None
         patterns = Counter(h.pattern_id for h in hits if h.pattern_id)
         categories = Counter(h.category for h in hits if h.category)
         moderation = Counter(c for h in hits for c in h.moderation_categories)
@@ -270,7 +265,7 @@ class JailbreakSprayDetector:
             rule_id=ACCOUNT_RULE_ID, severity=self.severity,
             score=min(1.0, 0.5 * len(hits) / self.min_matches
                       * (1.0 if regular and flag_share >= self.min_flag_share else 0.7)),
-            entity=Entity("account", account_id), incident_start_ms=state.incident_start_ms,
+            entity=Entity("account", account_id), incident_start_ms=state.incident.start_ms,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=tuple(reasons),
             evidence={
@@ -300,9 +295,7 @@ class PatternState:
     window: SlidingWindow[_Use]
     accounts: Counter[str] = field(default_factory=Counter)
     latest_ms: int = 0
-    incident_start_ms: int | None = None
-    incident_last_ms: int = 0
-    reported_accounts: int = 0
+    incident: Incident = field(default_factory=Incident)
 
     def forget(self, use: _Use) -> None:
         self.accounts[use.account_id] -= 1
@@ -333,9 +326,7 @@ class PatternSpreadDetector:
             return []
         pattern = match[0]
         state = self.patterns.get(pattern.id) or PatternState(SlidingWindow(self.window_ms))
-        if state.incident_start_ms is not None and \
-                event.ts_ms - state.incident_last_ms > self.window_ms:
-            state.incident_start_ms = None
+        state.incident.close_if_quiet(event.ts_ms, self.window_ms)
         if not state.window.add(event.ts_ms, event.event_id, _Use(event.account_id, match[1]),
                                 state.forget):
             return []
@@ -355,19 +346,15 @@ class PatternSpreadDetector:
         distinct = len(state.accounts)
         if distinct < self.min_accounts:
             return []
-        state.incident_last_ms = state.latest_ms
-        if state.incident_start_ms is None:
-            state.incident_start_ms = state.window.start_ms
-            state.reported_accounts = 0
-        elif distinct < 2 * state.reported_accounts:
+        if not state.incident.report(state.window.start_ms, distinct, state.latest_ms):
             return []
-        state.reported_accounts = distinct
+        assert state.incident.start_ms is not None
         accounts = sorted(state.accounts, key=lambda a: (-state.accounts[a], a))
         listed = tuple(accounts[: self.max_listed_accounts])
         return [Alert(
             rule_id=PATTERN_RULE_ID, severity=self.severity,
             score=min(1.0, distinct / (2 * self.min_accounts)),
-            entity=Entity("pattern", pattern.id), incident_start_ms=state.incident_start_ms,
+            entity=Entity("pattern", pattern.id), incident_start_ms=state.incident.start_ms,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=(f"jailbreak pattern {pattern.id} ({pattern.category}) sent by {distinct} "
                      f"accounts within {self.window_ms // 1000} s",),

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
+from detectors.incidents import Incident
 from detectors.network import network_range
 
 RULE_ID = "leaked_key.network_spread"
@@ -55,9 +56,7 @@ class KeyState:
     baseline_networks: float = 0.0
     baseline_user_agents: float = 0.0
     history_windows: int = 0
-    incident_start_ms: int | None = None
-    incident_last_ms: int = 0
-    reported_networks: int = 0
+    incident: Incident = field(default_factory=Incident)
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +143,7 @@ class LeakedKeyDetector:
         if ts_ms < state.bucket_start_ms + self.window_ms:
             return
         rate = self.baseline_rate
-        if state.incident_start_ms is not None:
+        if state.incident.is_open:
             rate *= self.incident_learning
         if state.history_windows == 0:
             state.baseline_networks = float(len(state.bucket_networks))
@@ -173,24 +172,19 @@ class LeakedKeyDetector:
                        agents >= agent_threshold)
 
     def _check(self, key_id: str, state: KeyState) -> list[Alert]:
-        if state.incident_start_ms is not None and \
-                state.latest_ms - state.incident_last_ms > self.window_ms:
-            state.incident_start_ms = None  # the spread has been normal for a whole window
+        # The spread has been normal for a whole window: the incident is over.
+        state.incident.close_if_quiet(state.latest_ms, self.window_ms)
         spread = self._spread(state)
         if spread.networks < spread.network_threshold or not (
                 spread.user_agents_jumped or spread.networks >= self.many_networks):
             return []
-        state.incident_last_ms = state.latest_ms
-        if state.incident_start_ms is None:
-            state.incident_start_ms = min(state.networks.values())
-            state.reported_networks = 0
-        elif spread.networks < 2 * state.reported_networks:
+        if not state.incident.report(lambda: min(state.networks.values()), spread.networks,
+                                     state.latest_ms):
             return []
-        state.reported_networks = spread.networks
         return [self._alert(key_id, state, spread)]
 
     def _alert(self, key_id: str, state: KeyState, spread: _Spread) -> Alert:
-        assert state.incident_start_ms is not None
+        assert state.incident.start_ms is not None
         has_history = spread.user_agent_threshold is not None
         reasons = [
             f"API key used from {spread.networks} networks within {self.window_ms // 1000} s"
@@ -207,7 +201,7 @@ class LeakedKeyDetector:
         return Alert(
             rule_id=RULE_ID, severity=self.severity,
             score=min(1.0, spread.networks / (2 * spread.network_threshold)),
-            entity=Entity("api_key", key_id), incident_start_ms=state.incident_start_ms,
+            entity=Entity("api_key", key_id), incident_start_ms=state.incident.start_ms,
             window_start_ms=min(state.networks.values()), window_end_ms=state.latest_ms,
             reasons=tuple(reasons),
             evidence={

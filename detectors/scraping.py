@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
+from detectors.incidents import Incident
 from detectors.windows import SlidingWindow
 
 RULE_ID = "scraping.distillation"
@@ -55,9 +56,7 @@ class ScrapingState:
     completion_sum: int = 0
     completion_count: int = 0
     asks_max: int = 0
-    incident_start_ms: int | None = None
-    incident_last_ms: int = 0
-    reported_requests: int = 0
+    incident: Incident = field(default_factory=Incident)
 
     def count(self, request: _Request, sign: int) -> None:
         self.per_minute[request.minute] += sign
@@ -166,26 +165,19 @@ class ScrapingDetector:
 
     def _check(self, account_id: str, state: ScrapingState) -> list[Alert]:
         latest = state.window.latest_ms
-        if state.incident_start_ms is not None and \
-                latest - state.incident_last_ms > self.window_ms:
-            state.incident_start_ms = None
+        state.incident.close_if_quiet(latest, self.window_ms)
         m = self._measure(state)
         long_answers = (m.mean_completion >= self.min_mean_completion_tokens
                         or m.max_share >= self.min_max_tokens_share)
         if m.active_minutes < self.min_active_minutes or \
                 m.diversity < self.min_shape_diversity or not long_answers:
             return []
-        state.incident_last_ms = latest
-        if state.incident_start_ms is None:
-            state.incident_start_ms = state.window.start_ms
-            state.reported_requests = 0
-        elif m.requests < 2 * state.reported_requests:
+        if not state.incident.report(state.window.start_ms, m.requests, latest):
             return []
-        state.reported_requests = m.requests
         return [self._alert(account_id, state, m)]
 
     def _alert(self, account_id: str, state: ScrapingState, m: _Measures) -> Alert:
-        assert state.incident_start_ms is not None
+        assert state.incident.start_ms is not None
         minutes = max(1, self.window_ms // MINUTE_MS)
         reasons = [
             f"{m.requests} requests in {minutes} min, >= {self.min_rate_per_minute}/min in "
@@ -200,7 +192,7 @@ class ScrapingDetector:
         return Alert(
             rule_id=RULE_ID, severity=self.severity,
             score=round(min(1.0, 0.5 + 0.5 * rate_factor) * m.diversity, 3),
-            entity=Entity("account", account_id), incident_start_ms=state.incident_start_ms,
+            entity=Entity("account", account_id), incident_start_ms=state.incident.start_ms,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=tuple(reasons),
             evidence={

@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
+from detectors.incidents import Incident
 from detectors.network import network_range
 from detectors.windows import SlidingWindow
 
@@ -43,9 +44,7 @@ class RangeState:
     account_requests: Counter[str] = field(default_factory=Counter)
     account_minutes: Counter[tuple[str, int]] = field(default_factory=Counter)
     account_org: dict[str, str | None] = field(default_factory=dict)
-    incident_start_ms: int | None = None
-    incident_last_ms: int = 0
-    reported_accounts: int = 0
+    incident: Incident = field(default_factory=Incident)
 
     def count(self, request: _Request) -> None:
         self.agent_accounts.setdefault(request.user_agent, Counter())[request.account_id] += 1
@@ -136,29 +135,21 @@ class SybilDetector:
 
     def _check(self, cidr: str, state: RangeState, agent: str) -> list[Alert]:
         latest = state.window.latest_ms
-        if state.incident_start_ms is not None and \
-                latest - state.incident_last_ms > self.window_ms:
-            state.incident_start_ms = None
+        state.incident.close_if_quiet(latest, self.window_ms)
         accounts = state.agent_accounts.get(agent, Counter())
         # Cheap gates first: most events come from ranges where nothing is near the threshold.
         if len(accounts) < self.min_accounts or \
                 len(accounts) < self.min_agent_share * len(state.account_requests) or \
                 latest - state.window.start_ms < self.min_observed_ms:
             return []
-        if state.incident_start_ms is not None and \
-                len(accounts) < 2 * state.reported_accounts:
-            state.incident_last_ms = latest  # the farm is still there; nothing new to report
+        if not state.incident.is_news(len(accounts)):
+            state.incident.hold(latest)  # the farm is still there; nothing new to report
             return []
         cohort = self._cohort(state, agent, accounts)
         if cohort is None:
             return []
-        state.incident_last_ms = latest
-        if state.incident_start_ms is None:
-            state.incident_start_ms = state.window.start_ms
-            state.reported_accounts = 0
-        elif len(cohort.accounts) < 2 * state.reported_accounts:
+        if not state.incident.report(state.window.start_ms, len(cohort.accounts), latest):
             return []
-        state.reported_accounts = len(cohort.accounts)
         return [self._alert(cidr, state, cohort)]
 
     def _cohort(self, state: RangeState, agent: str, accounts: Counter[str]) -> _Cohort | None:
@@ -187,14 +178,14 @@ class SybilDetector:
         )
 
     def _alert(self, cidr: str, state: RangeState, cohort: _Cohort) -> Alert:
-        assert state.incident_start_ms is not None
+        assert state.incident.start_ms is not None
         agent = cohort.user_agent
         listed = cohort.accounts[: self.max_listed_accounts]
         n = len(cohort.accounts)
         return Alert(
             rule_id=RULE_ID, severity=self.severity,
             score=min(1.0, n / (2 * self.min_accounts)),
-            entity=Entity("network", cidr), incident_start_ms=state.incident_start_ms,
+            entity=Entity("network", cidr), incident_start_ms=state.incident.start_ms,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=(
                 f"{n} accounts on {cidr} with one user agent within "

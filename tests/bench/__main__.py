@@ -38,7 +38,7 @@ def show(title: str, figures: dict[str, Any]) -> None:
     print(f"\n{title}")
     for name, value in figures.items():
         if isinstance(value, float):
-            value = f"{value:,.1f}"
+            value = f"{value:.3f}" if abs(value) < 10 else f"{value:,.1f}"
         elif isinstance(value, dict):
             continue
         print(f"  {name:32s} {value}")
