@@ -37,6 +37,10 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         # At-least-once delivery with idempotent sinks: exactly-once mode has open bugs.
         processing_guarantee="at_least_once",
+        # Every stage sends about as many messages as it reads, plus state changelogs: batch
+        # them (Faust's defaults send each message in a request of its own).
+        producer_linger=0.01,
+        producer_max_batch_size=512 * 1024,
     )
 
 

@@ -28,7 +28,6 @@ _settings = get_settings()
 
 scraping_table = state_table("state-scraping")
 leaked_key_table = state_table("state-leaked-key")
-features_table = state_table("state-account-features")
 
 
 async def send_to_deadletter(event: EventT, reason: str) -> None:
@@ -57,9 +56,10 @@ class AccountBehaviour:
         self.scraping = build(ScrapingDetector, rules.scraping)
         self.leaked_key = build(LeakedKeyDetector, rules.leaked_key)
         self.anomaly = build(PopulationAnomalyModel, rules.anomaly)
-        self.states = [TableState(scraping_table), TableState(leaked_key_table),
-                       TableState(features_table)]
-        self.scraping.accounts, self.leaked_key.keys, self.anomaly.accounts = self.states
+        # The anomaly model's per-account features stay in memory: a supporting signal that
+        # relearns within an hour is not worth a changelog write per account per batch.
+        self.states = [TableState(scraping_table), TableState(leaked_key_table)]
+        self.scraping.accounts, self.leaked_key.keys = self.states
 
     def retune(self, policy: Policy) -> None:
         if policy is not self.policy:

@@ -78,7 +78,9 @@ def main() -> None:
             results["pipeline"] = pipeline.saturation(worker, lines)
             show("4a. full pipeline at saturation (all detectors on)", results["pipeline"])
             half = results["pipeline"]["events_per_s"] / 2
-            fresh = iter_simulate(123, clock.now_ms(), **preset_options("full", 20))
+            fresh = pipeline.with_attacks(
+                iter_simulate(123, clock.now_ms(), **preset_options("full", 20)),
+                every=max(100, int(half * 5)))
             results["latency"] = pipeline.latency(worker, fresh, half, LATENCY_SECONDS)
             show("4b. event-to-alert latency at half that load", results["latency"])
             results["worker_peak_rss_bytes"] = worker.peak_rss_bytes()
