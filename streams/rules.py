@@ -6,6 +6,7 @@ import inspect
 from typing import Any, TypeVar
 
 from detectors.policy import RulePolicy
+from streams.clock import Every
 
 T = TypeVar("T")
 
@@ -24,3 +25,17 @@ def retune(detector: object, rule: RulePolicy) -> None:
     reload changes thresholds without losing the state the windows hold."""
     for name, value in _accepted(type(detector), rule).items():
         setattr(detector, name, value)
+
+
+class Housekeeping:
+    """Drops per-entity state that has been idle (in event time) for longer than its window,
+    at most once per `every_seconds` of wall time, so tables stay the size of what is live."""
+
+    def __init__(self, *detectors: Any, every_seconds: float = 60.0) -> None:
+        self.detectors = detectors
+        self.pacing = Every(every_seconds)
+
+    def run(self, latest_event_ms: int) -> None:
+        if latest_event_ms and self.pacing.due():
+            for detector in self.detectors:
+                detector.forget_idle(latest_event_ms)

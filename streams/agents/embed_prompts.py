@@ -17,7 +17,7 @@ from streams.app import app
 from streams.embedder import EmbeddedPrompt, PromptEmbedder
 from streams.policy import current_policy
 from streams.publish import publish_alert
-from streams.rules import build, retune
+from streams.rules import Housekeeping, build, retune
 from streams.settings import get_settings
 from streams.state import TableState, state_table, use_event
 from streams.topics import jailbreak_matches_topic, prompt_vectors_topic, prompts_topic
@@ -57,6 +57,7 @@ async def embed_prompts(stream: StreamT) -> None:
     jailbreak.accounts = jailbreak_state
     activity = ActivityCounter(policy.campaigns.window_seconds * 1000)
     key_first_seen = TableState(key_first_seen_table)
+    housekeeping = Housekeeping(jailbreak, activity)
     log.info("embedder_ready model=%s", _settings.embedding_model)
     async for batch in stream.take_events(256, within=1.0):  # type: ignore[attr-defined]
         if (latest := current_policy()) is not policy:
@@ -90,6 +91,7 @@ async def embed_prompts(stream: StreamT) -> None:
                     "event": event.to_dict(), "similarity": similarity,
                     "pattern": {"id": pattern.id, "category": pattern.category,
                                 "text": pattern.text}}))
+        housekeeping.run(max(event.ts_ms for event in events))
         jailbreak_state.flush()
         key_first_seen.flush()
         if embedder.reload_patterns():

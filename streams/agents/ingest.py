@@ -18,7 +18,7 @@ from streams import clock, codec
 from streams.app import app
 from streams.policy import current_policy
 from streams.publish import publish_alert, publish_signal
-from streams.rules import build, retune
+from streams.rules import Housekeeping, build, retune
 from streams.settings import get_settings
 from streams.state import TableState, state_table, use_event
 from streams.topics import deadletter_topic, network_events_topic, prompts_topic, usage_topic
@@ -60,6 +60,7 @@ class AccountBehaviour:
         # relearns within an hour is not worth a changelog write per account per batch.
         self.states = [TableState(scraping_table), TableState(leaked_key_table)]
         self.scraping.accounts, self.leaked_key.keys = self.states
+        self.housekeeping = Housekeeping(self.scraping, self.leaked_key, self.anomaly)
 
     def retune(self, policy: Policy) -> None:
         if policy is not self.policy:
@@ -84,8 +85,10 @@ class AccountBehaviour:
         if rule.enabled and self.anomaly.maybe_refit(latest_ms) and not rule.shadow:
             for score in self.anomaly.outliers(latest_ms):
                 await publish_signal(to_signal(score, latest_ms))
+        self.housekeeping.run(latest_ms)
         for state in self.states:
             state.flush()
+
 
 def network_record(event: UsageEvent) -> bytes:
     record = event.to_dict()
