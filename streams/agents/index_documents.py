@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from elasticsearch import AsyncElasticsearch
-from faust.types import StreamT
+from faust.types import EventT, StreamT
 
 from detectors.alerts import Alert
 from streams import clock, codec
@@ -42,28 +42,36 @@ def to_document(topic: str, value: bytes) -> Document:
                     partial=True)
 
 
+async def index_batch(sink: ElasticsearchSink, batch: list[EventT]) -> None:
+    # A document updated several times in one batch is written once, in its last version;
+    # partial updates of one document are merged in order.
+    latest: dict[tuple[str, str], tuple[Document, bytes, str]] = {}
+    for event in batch:
+        topic, value = event.message.topic, event.message.value or b""
+        try:
+            document = to_document(topic, value)
+        except (ValueError, KeyError, TypeError) as exc:
+            await reject(value, topic, f"undecodable document: {exc!r}")
+            continue
+        key = (document.index, document.id)
+        if document.partial and key in latest:
+            document = merge(latest[key][0], document)
+        latest[key] = (document, value, topic)
+    for rejected in await sink.write([doc for doc, _, _ in latest.values()]):
+        _, value, topic = latest[(rejected.document.index, rejected.document.id)]
+        await reject(value, topic, f"elasticsearch refused the document: {rejected.reason}")
+
+
 @app.agent(alerts_and_documents)
 async def index_documents(stream: StreamT) -> None:
-    sink = ElasticsearchSink(AsyncElasticsearch(**client_options(_settings)))
-    async for batch in stream.take_events(_settings.index_batch_size,  # type: ignore[attr-defined]
-                                          within=_settings.index_batch_seconds):
-        # A document updated several times in one batch is written once, in its last version;
-        # partial updates of one document are merged in order.
-        latest: dict[tuple[str, str], tuple[Document, bytes, str]] = {}
-        for event in batch:
-            topic, value = event.message.topic, event.message.value
-            try:
-                document = to_document(topic, value)
-            except (ValueError, KeyError, TypeError) as exc:
-                await reject(value, topic, f"undecodable document: {exc!r}")
-                continue
-            key = (document.index, document.id)
-            if document.partial and key in latest:
-                document = merge(latest[key][0], document)
-            latest[key] = (document, value, topic)
-        for rejected in await sink.write([doc for doc, _, _ in latest.values()]):
-            _, value, topic = latest[(rejected.document.index, rejected.document.id)]
-            await reject(value, topic, f"elasticsearch refused the document: {rejected.reason}")
+    client = AsyncElasticsearch(**client_options(_settings))
+    sink = ElasticsearchSink(client)
+    try:
+        async for batch in stream.take_events(  # type: ignore[attr-defined]
+                _settings.index_batch_size, within=_settings.index_batch_seconds):
+            await index_batch(sink, batch)
+    finally:
+        await client.close()
 
 
 def merge(first: Document, second: Document) -> Document:
