@@ -22,6 +22,7 @@ from sklearn.ensemble import IsolationForest
 from detectors.events import UsageEvent
 from detectors.network import network_range
 from detectors.risk import Signal
+from detectors.windows import drop_idle
 
 RULE_ID = "anomaly.population_outlier"
 DETECTOR = "anomaly"
@@ -226,10 +227,7 @@ class PopulationAnomalyModel:
         return sorted(found, key=lambda s: (-s.score, s.account_id))
 
     def forget_idle(self, now_ms: int, idle_ms: int = 24 * 3_600_000) -> int:
-        idle = [a for a, f in self.accounts.items() if f.latest_ms < now_ms - idle_ms]
-        for account in idle:
-            del self.accounts[account]
-        return len(idle)
+        return drop_idle(self.accounts, lambda f: f.latest_ms, now_ms - idle_ms)
 
     def _active(self, now_ms: int) -> list[str]:
         return sorted(a for a, f in self.accounts.items()

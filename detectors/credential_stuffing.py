@@ -11,7 +11,7 @@ from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident
 from detectors.network import network_range
-from detectors.windows import SlidingWindow
+from detectors.windows import SlidingWindow, drop_idle
 
 RULE_ID = "credential_stuffing.key_enumeration"
 
@@ -78,11 +78,7 @@ class CredentialStuffingDetector:
 
     def forget_idle(self, now_ms: int) -> int:
         """Drop ranges with nothing in their window any more; returns how many."""
-        idle = [cidr for cidr, state in self.ranges.items()
-                if now_ms - state.window.latest_ms > self.window_ms]
-        for cidr in idle:
-            del self.ranges[cidr]
-        return len(idle)
+        return drop_idle(self.ranges, lambda s: s.window.latest_ms, now_ms - self.window_ms)
 
     def _check(self, cidr: str, state: _RangeState) -> list[Alert]:
         distinct = len(state.failed_keys)

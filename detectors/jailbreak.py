@@ -28,7 +28,7 @@ from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident
 from detectors.redaction import redacted_sample
-from detectors.windows import SlidingWindow
+from detectors.windows import SlidingWindow, drop_idle
 
 ACCOUNT_RULE_ID = "jailbreak.spray"
 PATTERN_RULE_ID = "jailbreak.pattern_spread"
@@ -223,10 +223,7 @@ class JailbreakSprayDetector:
     def forget_idle(self, now_ms: int) -> int:
         """Drop accounts with no hit for a whole window; return how many."""
         # After a whole quiet window the next hit would start a new incident anyway.
-        idle = [a for a, s in self.accounts.items() if s.latest_ms < now_ms - self.window_ms]
-        for account in idle:
-            del self.accounts[account]
-        return len(idle)
+        return drop_idle(self.accounts, lambda s: s.latest_ms, now_ms - self.window_ms)
 
     def _check(self, account_id: str, state: AccountJailbreakState) -> list[Alert]:
         state.incident.close_if_quiet(state.latest_ms, self.window_ms)
@@ -337,10 +334,7 @@ class PatternSpreadDetector:
         return alerts
 
     def forget_idle(self, now_ms: int) -> int:
-        idle = [p for p, s in self.patterns.items() if s.latest_ms < now_ms - self.window_ms]
-        for pattern_id in idle:
-            del self.patterns[pattern_id]
-        return len(idle)
+        return drop_idle(self.patterns, lambda s: s.latest_ms, now_ms - self.window_ms)
 
     def _check(self, pattern: Pattern, state: PatternState) -> list[Alert]:
         distinct = len(state.accounts)

@@ -15,6 +15,7 @@ from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident
 from detectors.network import network_range
+from detectors.windows import drop_idle
 
 RULE_ID = "leaked_key.network_spread"
 DEFAULT_SEVERITY = "high"
@@ -114,10 +115,7 @@ class LeakedKeyDetector:
     def forget_idle(self, now_ms: int, idle_ms: int = 14 * 24 * 3600 * 1000) -> int:
         """Drop keys unused for `idle_ms`; return how many. The baseline is the point of the
         state, so the default keeps it for two weeks."""
-        idle = [key for key, state in self.keys.items() if state.latest_ms < now_ms - idle_ms]
-        for key in idle:
-            del self.keys[key]
-        return len(idle)
+        return drop_idle(self.keys, lambda s: s.latest_ms, now_ms - idle_ms)
 
     def _learn(self, state: KeyState, event: UsageEvent) -> list[Alert]:
         self._roll_bucket(state, event.ts_ms)

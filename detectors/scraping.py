@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident
-from detectors.windows import SlidingWindow
+from detectors.windows import SlidingWindow, drop_idle
 
 RULE_ID = "scraping.distillation"
 DEFAULT_SEVERITY = "medium"
@@ -135,11 +135,7 @@ class ScrapingDetector:
         return alerts
 
     def forget_idle(self, now_ms: int) -> int:
-        idle = [a for a, s in self.accounts.items()
-                if s.window.latest_ms < now_ms - self.window_ms]
-        for account in idle:
-            del self.accounts[account]
-        return len(idle)
+        return drop_idle(self.accounts, lambda s: s.window.latest_ms, now_ms - self.window_ms)
 
     def _asks_max(self, event: UsageEvent) -> bool:
         requested = event.extra.get("max_tokens")

@@ -18,7 +18,7 @@ from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident
 from detectors.network import network_range
-from detectors.windows import SlidingWindow
+from detectors.windows import SlidingWindow, drop_idle
 
 RULE_ID = "sybil.shared_client"
 DEFAULT_SEVERITY = "medium"
@@ -128,10 +128,7 @@ class SybilDetector:
         return alerts
 
     def forget_idle(self, now_ms: int) -> int:
-        idle = [c for c, s in self.ranges.items() if s.window.latest_ms < now_ms - self.window_ms]
-        for cidr in idle:
-            del self.ranges[cidr]
-        return len(idle)
+        return drop_idle(self.ranges, lambda s: s.window.latest_ms, now_ms - self.window_ms)
 
     def _check(self, cidr: str, state: RangeState, agent: str) -> list[Alert]:
         latest = state.window.latest_ms

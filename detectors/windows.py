@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+S = TypeVar("S")
 
 
 @dataclass
@@ -76,3 +77,13 @@ class ActivityCounter:
         for entity in idle:
             del self.bins[entity]
         return len(idle)
+
+
+def drop_idle(states: MutableMapping[str, S], last_seen: Callable[[S], int],
+              horizon_ms: int) -> int:
+    """Remove the entities last seen before `horizon_ms` (event time); return how many. Every
+    detector's forget_idle: it keeps per-entity state the size of what is live."""
+    idle = [entity for entity, state in states.items() if last_seen(state) < horizon_ms]
+    for entity in idle:
+        del states[entity]
+    return len(idle)

@@ -1,4 +1,4 @@
-from detectors.windows import ActivityCounter, SlidingWindow
+from detectors.windows import ActivityCounter, SlidingWindow, drop_idle
 
 
 def test_sliding_window_refuses_duplicates_and_late_events_and_evicts():
@@ -19,3 +19,9 @@ def test_activity_counter_counts_within_the_window_only():
     assert counter.observe("a", 250_000) == 1  # the first minutes fell out of the window
     assert counter.observe("b", 250_000) == 1
     assert counter.forget_idle(600_000) == 2 and not counter.bins
+
+
+def test_drop_idle_removes_only_entities_last_seen_before_the_horizon():
+    states = {"old": 100, "edge": 500, "new": 900}
+    assert drop_idle(states, lambda last: last, horizon_ms=500) == 1
+    assert states == {"edge": 500, "new": 900}
