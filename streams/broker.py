@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -65,7 +66,7 @@ def consumer_lag(settings: Settings, group_id: str, topics: list[str]) -> int:
         consumer.close()
 
 
-def produce_lines(settings: Settings, lines: list[bytes], topic: str) -> int:
+def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str) -> int:
     """Send JSON lines keyed by their account; lines that are not JSON are sent as they are,
     so the worker dead-letters them with a reason."""
     kafka = producer(settings)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import IO
 
 import click
 
@@ -104,35 +107,30 @@ def simulate(out_path: Path | None, to_kafka: bool, preset: str, scale: float, s
     options = preset_options(preset, scale)
     start = start_ms if start_ms is not None else clock.now_ms() - options["duration_s"] * 1000
     plan = plan_simulation(seed, start, **options)
-    lines = (json.dumps(event).encode() for event in plan.events)
-    sinks = []
-    if out_path is not None:
-        labels_path = labels_path_for(out_path)
-        labels_path.write_text("".join(json.dumps(label.to_dict()) + "\n"
-                                       for label in plan.labels))
-        click.echo(f"wrote {len(plan.labels)} labels to {labels_path}")
-        sinks.append(out_path.open("wb"))
-    count = 0
-    kafka = None
-    if to_kafka:
-        from streams.broker import producer
+    lines: Iterator[bytes] = (json.dumps(event).encode() for event in plan.events)
+    with contextlib.ExitStack() as stack:
+        if out_path is not None:
+            labels_path = labels_path_for(out_path)
+            labels_path.write_text("".join(json.dumps(label.to_dict()) + "\n"
+                                           for label in plan.labels))
+            click.echo(f"wrote {len(plan.labels)} labels to {labels_path}")
+            lines = written(lines, stack.enter_context(out_path.open("wb")))
+        if to_kafka:
+            from streams.broker import produce_lines
 
-        settings = get_settings()
-        kafka, topic = producer(settings), settings.topic("api.usage")
-    for line in lines:
-        for sink in sinks:
-            sink.write(line + b"\n")
-        if kafka is not None:
-            key = json.loads(line).get("account_id")
-            kafka.send(topic, key=key.encode() if key else None, value=line)
-        count += 1
-    for sink in sinks:
-        sink.close()
-    if kafka is not None:
-        kafka.flush()
-        kafka.close()
+            settings = get_settings()
+            count = produce_lines(settings, lines, settings.topic("api.usage"))
+        else:
+            count = sum(1 for _ in lines)
     click.echo(f"{count} events" + (f" to {out_path}" if out_path else "")
                + (" and to Kafka" if to_kafka else ""))
+
+
+def written(lines: Iterable[bytes], sink: IO[bytes]) -> Iterator[bytes]:
+    """The lines, each also written to `sink`: one pass over a simulation of any size."""
+    for line in lines:
+        sink.write(line + b"\n")
+        yield line
 
 
 def labels_path_for(events_path: Path) -> Path:
