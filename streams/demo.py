@@ -6,7 +6,6 @@ import json
 import subprocess
 import time
 from collections import Counter
-from typing import Any
 
 import click
 from elasticsearch import Elasticsearch
@@ -17,7 +16,7 @@ from streams.broker import create_topics, produce_lines
 from streams.runner import WorkerError, WorkerProcess
 from streams.settings import REPO_ROOT, Settings, get_settings
 from streams.simulation import Traffic, preset_options, simulate
-from streams.sinks.elasticsearch import client_options, install_templates
+from streams.sinks.elasticsearch import client_options, install_templates, search_sources
 
 WORKER_LOG = REPO_ROOT / ".stack" / "demo-worker.log"
 
@@ -27,13 +26,6 @@ def ensure_stack() -> None:
     if status.returncode != 0:
         click.echo("starting the local stack (Kafka, Elasticsearch)…")
         subprocess.run([REPO_ROOT / "ops" / "stack", "up"], check=True)
-
-
-def search(es: Elasticsearch, settings: Settings, index: str, query: dict[str, Any]
-           ) -> list[dict[str, Any]]:
-    hits = es.search(index=settings.index(index), query=query, size=10_000,
-                     ignore_unavailable=True)["hits"]["hits"]
-    return [hit["_source"] for hit in hits]
 
 
 def traffic_entities(traffic: Traffic) -> set[str]:
@@ -50,7 +42,7 @@ def summarise(es: Elasticsearch, settings: Settings, traffic: Traffic, since_ms:
     es.indices.refresh(index=f"{settings.index_prefix}*")
     ours = traffic_entities(traffic)
     since = {"range": {"@timestamp": {"gte": since_ms}}}
-    alerts = [a for a in search(es, settings, "alerts", since)
+    alerts = [a for a in search_sources(es, settings, "alerts", since)
               if a["misuse"]["entity"]["id"] in ours or set(a["misuse"]["accounts"]) & ours]
     click.echo(f"\nalerts: {len(alerts)}")
     for rule, count in Counter(a["rule"]["id"] for a in alerts).most_common():
@@ -60,14 +52,15 @@ def summarise(es: Elasticsearch, settings: Settings, traffic: Traffic, since_ms:
         entity = alert["misuse"]["entity"]
         click.echo(f"  {alert['misuse']['severity']:6s} {entity['kind']:8s} {entity['id'][:24]:24s}"
                    f" {alert['misuse']['reasons'][0][:70]}")
-    for campaign in search(es, settings, "campaigns", since):
+    for campaign in search_sources(es, settings, "campaigns", since):
         misuse = campaign["misuse"]
         if misuse.get("status") != "active" or not set(misuse["accounts"]) & ours:
             continue
         click.echo(f"campaign {misuse['campaign_id']}: {misuse['account_count']} accounts, "
                    f"{misuse['size']} prompts, terms: {', '.join(misuse['label_terms'])}")
         click.echo(f"  sample: {misuse['sample_prompts'][0][:100]}")
-    accounts = [a for a in search(es, settings, "accounts", since) if a["user"]["id"] in ours]
+    accounts = [a for a in search_sources(es, settings, "accounts", since)
+                if a["user"]["id"] in ours]
     statuses = Counter(a["misuse"]["status"] for a in accounts)
     click.echo("accounts: " + (", ".join(f"{n} {s}" for s, n in statuses.items()) or "none"))
     misusers = {label.entity_id for label in traffic.labels}

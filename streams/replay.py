@@ -15,7 +15,7 @@ from streams.evaluation import Evaluation, evaluate
 from streams.runner import WorkerProcess, isolated_environment
 from streams.settings import REPO_ROOT, Settings
 from streams.simulation import Label
-from streams.sinks.elasticsearch import client_options, install_templates
+from streams.sinks.elasticsearch import client_options, install_templates, search_sources
 
 
 def read_labels(path: Path) -> list[Label]:
@@ -47,9 +47,7 @@ def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
 
 def search(es: Elasticsearch, settings: Settings, index: str) -> list[dict[str, Any]]:
     es.indices.refresh(index=settings.index(index), ignore_unavailable=True)
-    response = es.search(index=settings.index(index), query={"match_all": {}}, size=10_000,
-                         ignore_unavailable=True)
-    return [hit["_source"] for hit in response["hits"]["hits"]]
+    return search_sources(es, settings, index)
 
 
 def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False

@@ -78,6 +78,15 @@ def check_templates(client: Elasticsearch, settings: Settings) -> None:
                 "run `misuse setup` first")
 
 
+def search_sources(client: Elasticsearch, settings: Settings, index: str,
+                   query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The `_source` of up to 10,000 matching documents of one index (name without prefix):
+    what the demo, `misuse eval` and the tests read back."""
+    response = client.search(index=settings.index(index), query=query or {"match_all": {}},
+                             size=10_000, ignore_unavailable=True)
+    return [hit["_source"] for hit in response["hits"]["hits"]]
+
+
 class ElasticsearchSink:
     """Writes documents with their deterministic ids; a replay overwrites instead of adding.
 

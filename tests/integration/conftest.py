@@ -16,6 +16,7 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from streams.runner import WorkerProcess, isolated_environment
 from streams.settings import REPO_ROOT, Settings
+from streams.sinks.elasticsearch import search_sources
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +52,7 @@ class Pipeline:
         return list(response["hits"]["hits"])
 
     def search(self, index: str, query: dict[str, Any]) -> list[dict[str, Any]]:
-        """The sources of the documents of one index (name without prefix) that match."""
-        response = self.es.search(index=self.settings.index(index), query=query, size=10_000,
-                                  ignore_unavailable=True)
-        return [hit["_source"] for hit in response["hits"]["hits"]]
+        return search_sources(self.es, self.settings, index, query)
 
     def wait_for_alerts(self, count: int, timeout_s: float = 60, **term: Any
                         ) -> list[dict[str, Any]]:
