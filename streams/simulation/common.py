@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import random
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 Event = dict[str, Any]
+Split = Literal["dev", "test", "all"]
+SPLITS: tuple[Split, ...] = ("dev", "test", "all")
+T = TypeVar("T")
 MINUTE_MS = 60_000
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/chat/completions", "/v1/completions", "/v1/embeddings")
@@ -44,6 +48,23 @@ class Label:
 class Traffic:
     events: list[Event] = field(default_factory=list)
     labels: list[Label] = field(default_factory=list)
+
+
+def split_pool(pool: Sequence[T], split: Split) -> tuple[T, ...]:
+    """The development half (even positions) or the test half (odd positions) of a pool of
+    claims, wrappers or templates; "all" is the whole pool.
+
+    Thresholds are tuned on traffic drawn from the development half only; `misuse eval` on
+    traffic from the test half then measures how well detection generalises to wordings it was
+    never tuned on. Alternating positions keeps both halves as varied as the pool."""
+    if split == "all":
+        return tuple(pool)
+    if split not in ("dev", "test"):
+        raise ValueError(f"unknown split {split!r}; known: {', '.join(SPLITS)}")
+    half = tuple(pool[0 if split == "dev" else 1::2])
+    if not half:
+        raise ValueError(f"the pool is too small to split: {len(pool)} item(s)")
+    return half
 
 
 def event_ts(event: Event) -> int:
