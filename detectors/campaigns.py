@@ -1,30 +1,34 @@
-"""The campaign decision: a cluster of similar prompts is a coordinated campaign only on evidence
-of coordination, not of popularity.
+"""The campaign decision: linked clusters of similar prompts are a coordinated campaign only on
+evidence of coordination, not of popularity.
 
 Thousands of people asking for the same cover letter, or pasting the same public template, make
 tight clusters too. What sets a campaign apart is how its accounts behave: they spend most of
-their traffic on the narrative, act in the same minutes, come from the same network ranges and
-user agents, and use keys created just before. Shared content is down-weighted the way
-coordination research down-weights viral items: a text sent by n accounts counts 1/log2(1 + n).
+their traffic on the narrative, reuse the same payloads among themselves and nobody else, act in
+the same minutes, and appear together with keys first seen just before. Shared network ranges
+and user agents count too, but an operation behind residential proxies has none, so no single
+piece of evidence is required: coordination is a noisy-OR of chance-corrected components, each
+in the evidence an analyst reads. Content copied by many accounts outside the group is viral or
+a public template and is down-weighted the way coordination research down-weights viral items.
 
 Only "core" accounts are judged and reported: those that spend at least `min_member_share` of
-their prompts in the cluster. An ordinary user who once asked about the same topic is not
-accused along with the accounts that push it.
+their prompts in the linked clusters. An ordinary user who once asked about the same topic is
+not accused along with the accounts that push it.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy.stats import binom
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from detectors.alerts import Alert, Entity
-from detectors.clustering import Census, ClusterPoint, ClusterSnapshot
+from detectors.clustering import Census, ClusterPoint, ClusterSnapshot, merge_snapshots
 from detectors.network import network_range
 from detectors.text import normalise
 
@@ -62,53 +66,72 @@ class CampaignAssessment:
 
 @dataclass(frozen=True, slots=True)
 class CoordinationWeights:
-    timing: float = 0.35
-    networks: float = 0.30
-    new_keys: float = 0.20
-    user_agents: float = 0.15  # weakest: SDK defaults are shared by everyone
+    """How far each component alone can carry coordination (noisy-OR): lockstep timing or
+    payloads shared only inside the group are strong; shared ranges and user agents are weak,
+    since offices, carriers and SDK defaults share them innocently."""
+
+    timing: float = 0.8
+    payload_reuse: float = 0.75
+    new_keys: float = 0.6
+    creation_burst: float = 0.5
+    networks: float = 0.5
+    user_agents: float = 0.3
+
+
+Clusters = ClusterSnapshot | Sequence[ClusterSnapshot]
 
 
 class CampaignJudge:
-    """Judges cluster snapshots. A campaign needs all of: at least `min_accounts` core accounts,
-    content at least `min_narrowness` similar to its centre, core accounts spending on average at
-    least `min_concentration` of their prompts on it, coordination at least `min_coordination`,
-    and an overall score (0.2 content + 0.3 concentration + 0.5 coordination, content being
-    narrowness scaled down by template-ness) of at least `min_score`."""
+    """Judges linked cluster snapshots. A campaign needs all of: at least `min_accounts` core
+    accounts, content at least `min_narrowness` similar to the centre of its cluster (per vector
+    space: `space_min_narrowness` overrides it), linked clusters about one thing (cohesion at
+    least `min_cohesion`), core accounts spending on average at least
+    `min_concentration` of their prompts on it, coordination at least `min_coordination`, and
+    an overall score (0.2 content + 0.3 concentration + 0.5 coordination, content being
+    narrowness scaled down by outside popularity) of at least `min_score`."""
 
     def __init__(self, min_accounts: int = 8, min_narrowness: float = 0.8,
-                 min_concentration: float = 0.5, min_coordination: float = 0.5,
+                 min_cohesion: float = 0.7, min_concentration: float = 0.5,
+                 min_coordination: float = 0.5,
                  min_score: float = 0.6, min_member_share: float = 0.3,
                  template_jaccard: float = 0.5, new_key_ms: int = 2 * DAY_MS,
-                 max_timing_accounts: int = 300, max_text_samples: int = 60,
-                 weights: CoordinationWeights | None = None) -> None:
+                 burst_ms: int = 3_600_000, max_timing_accounts: int = 300,
+                 max_text_samples: int = 60, weights: CoordinationWeights | None = None,
+                 space_min_narrowness: Mapping[str, float] | None = None) -> None:
         self.min_accounts = min_accounts
         self.min_narrowness = min_narrowness
+        self.min_cohesion = min_cohesion
         self.min_concentration = min_concentration
         self.min_coordination = min_coordination
         self.min_score = min_score
         self.min_member_share = min_member_share
         self.template_jaccard = template_jaccard
         self.new_key_ms = new_key_ms
+        self.burst_ms = burst_ms
         self.max_timing_accounts = max_timing_accounts
         self.max_text_samples = max_text_samples
         self.weights = weights or CoordinationWeights()
+        self.space_min_narrowness = dict(space_min_narrowness or {})
 
-    def judge(self, snapshot: ClusterSnapshot, account_activity: Mapping[str, int], *,
-              key_first_seen_ms: Mapping[str, int] | None = None,
+    def judge(self, clusters: Clusters, account_activity: Mapping[str, int], *,
+              key_first_seen_ms: Mapping[str, int] | KeyHistory | None = None,
               census: Census | None = None) -> CampaignFinding | None:
-        """The finding when the cluster is a coordinated campaign, else None.
+        """The finding when the (linked) clusters are a coordinated campaign, else None.
 
         `account_activity`: prompts each account sent in the window over all clusters (an
         account missing from it counts as sending nothing elsewhere). `key_first_seen_ms`: when
-        each API key was first seen. `census`: window-wide popularity of texts, ranges and user
-        agents; without it, popularity is measured inside the cluster only.
+        each API key was first seen, for every key of the window (the population that freshness
+        is measured against). `census`: window-wide popularity of texts, ranges and user
+        agents; without it, popularity is measured inside the clusters only.
         """
-        return self.assess(snapshot, account_activity, key_first_seen_ms=key_first_seen_ms,
+        return self.assess(clusters, account_activity, key_first_seen_ms=key_first_seen_ms,
                            census=census).finding
 
-    def assess(self, snapshot: ClusterSnapshot, account_activity: Mapping[str, int], *,
-               key_first_seen_ms: Mapping[str, int] | None = None,
+    def assess(self, clusters: Clusters, account_activity: Mapping[str, int], *,
+               key_first_seen_ms: Mapping[str, int] | KeyHistory | None = None,
                census: Census | None = None) -> CampaignAssessment:
+        parts = (clusters,) if isinstance(clusters, ClusterSnapshot) else tuple(clusters)
+        snapshot = merge_snapshots(parts)
         shares = {account: events / max(account_activity.get(account, events), events)
                   for account, events in snapshot.accounts.items()}
         core = sorted(a for a, share in shares.items() if share >= self.min_member_share)
@@ -116,19 +139,20 @@ class CampaignJudge:
         points = [p for p in snapshot.members if p.account_id in core_set]
         if len(points) < 2:
             points = list(snapshot.members)
-        vectors = _unit_rows(np.stack([p.vector for p in points])) if points \
-            else np.zeros((0, len(snapshot.centroid)))
-        centre = _unit(vectors.sum(axis=0)) if len(vectors) else snapshot.centroid
-        narrowness = float(np.mean(vectors @ centre)) if len(vectors) else 0.0
-        pairwise = _mean_pairwise(vectors)
+        narrowness, floor, pairwise = self._narrowness(parts, core_set)
+        cohesion = _cohesion(parts)
+        centre = _unit(_unit_rows(np.stack([p.vector for p in points])).sum(axis=0)) \
+            if points else snapshot.centroid
 
-        originality = self._originality(points, snapshot, census)
+        text_users = census.text_accounts if census else snapshot.text_accounts
+        core_texts = {a: set(snapshot.account_texts.get(a, ())) for a in core}
+        popularity = self._outside_popularity(points, core_texts, text_users)
         template_share = self._template_share(points)
-        popularity = max(template_share, 1.0 - originality)
         content = narrowness * (1.0 - popularity)
         concentration = float(np.mean([shares[a] for a in core])) if core else 0.0
 
         timing = self._timing_sync(core, snapshot)
+        reuse, _ = _link_strength(core, core_texts, text_users, snapshot.account_texts, None)
         networks, shared_ranges = _link_strength(
             core, {a: {network_range(ip) for ip in snapshot.account_ips.get(a, ())}
                    for a in core},
@@ -136,57 +160,90 @@ class CampaignJudge:
         agents, _ = _link_strength(
             core, {a: set(snapshot.account_user_agents.get(a, ())) for a in core},
             census.user_agent_accounts if census else None, snapshot.account_user_agents, None)
-        new_keys = self._new_key_share(core, snapshot, key_first_seen_ms)
-        w = self.weights
-        coordination = (w.timing * timing + w.networks * networks + w.new_keys * new_keys
-                        + w.user_agents * agents) / (w.timing + w.networks + w.new_keys
-                                                     + w.user_agents)
+        history = KeyHistory.of(key_first_seen_ms)
+        new_keys, new_keys_chance = self._new_keys(core, snapshot, history)
+        burst, burst_chance = self._creation_burst(core, snapshot, history)
+        components = {"timing": timing, "payload_reuse": reuse,
+                      "new_keys": _surprise(new_keys, len(core), new_keys_chance),
+                      # The densest span was picked among about one per core account.
+                      "creation_burst": _surprise(burst, len(core), burst_chance,
+                                                  tries=len(core)),
+                      "networks": networks, "user_agents": agents}
+        coordination = 1.0 - math.prod(1.0 - getattr(self.weights, name) * value
+                                       for name, value in components.items())
         score = 0.2 * content + 0.3 * concentration + 0.5 * coordination
 
         evidence: dict[str, Any] = {
             "core_accounts": len(core), "cluster_accounts": len(snapshot.accounts),
-            "cluster_size": snapshot.size, "narrowness": _r(narrowness),
-            "pairwise_similarity": _r(pairwise), "originality": _r(originality),
+            "cluster_size": snapshot.size, "clusters": [p.cluster_id for p in parts][:20],
+            "narrowness": _r(narrowness), "narrowness_floor": _r(floor),
+            "cohesion": _r(cohesion),
+            "pairwise_similarity": _r(pairwise), "outside_popularity": _r(popularity),
             "template_share": _r(template_share), "popularity": _r(popularity),
             "content": _r(content), "concentration": _r(concentration),
             "timing_sync": _r(timing), "timing_bin_s": snapshot.bin_ms // 1000,
+            "payload_reuse": _r(reuse),
             "shared_networks": _r(networks), "network_ranges": shared_ranges[:20],
             "shared_user_agents": _r(agents), "new_key_share": _r(new_keys),
+            "new_key_share_population": _r(new_keys_chance),
+            "creation_burst": _r(burst), "creation_burst_population": _r(burst_chance),
             "new_keys_known": key_first_seen_ms is not None,
+            "wrappers": _wrappers(points),
+            "coordination_components": {k: _r(v) for k, v in components.items()},
             "coordination": _r(coordination), "score": _r(score),
         }
         failed = tuple(name for name, ok in (
             ("accounts", len(core) >= self.min_accounts),
-            ("narrowness", narrowness >= self.min_narrowness),
+            ("narrowness", narrowness >= floor),
+            ("cohesion", cohesion >= self.min_cohesion),
             ("concentration", concentration >= self.min_concentration),
             ("coordination", coordination >= self.min_coordination),
             ("score", score >= self.min_score),
         ) if not ok)
-        reasons = self._reasons(evidence, snapshot)
+        reasons = self._reasons(evidence)
         finding = None
         if not failed:
             finding = self._finding(snapshot, core, points, centre, _r(score), evidence, reasons)
         return CampaignAssessment(snapshot.cluster_id, evidence, reasons, failed, finding)
 
-    def _originality(self, points: list[ClusterPoint], snapshot: ClusterSnapshot,
-                     census: Census | None) -> float:
+    def _narrowness(self, parts: Sequence[ClusterSnapshot],
+                    core: set[str]) -> tuple[float, float, float]:
+        """(narrowness, its floor, mean pairwise similarity), each weighted by the core points
+        of every cluster: each cluster is narrow around its own centre and in its own space;
+        linked clusters of one narrative (other wrappers, other space) need not be close."""
+        totals = np.zeros(3)
+        weight = 0
+        for part in parts:
+            points = [p for p in part.members if p.account_id in core] or list(part.members)
+            if not points:
+                continue
+            vectors = _unit_rows(np.stack([p.vector for p in points]))
+            centre = _unit(vectors.sum(axis=0))
+            floor = self.space_min_narrowness.get(part.space, self.min_narrowness)
+            totals += len(points) * np.array([float(np.mean(vectors @ centre)), floor,
+                                              _mean_pairwise(vectors)])
+            weight += len(points)
+        if not weight:
+            return 0.0, self.min_narrowness, 0.0
+        narrowness, floor, pairwise = totals / weight
+        return float(narrowness), float(floor), float(pairwise)
+
+    def _outside_popularity(self, points: list[ClusterPoint], core_texts: Mapping[str, set[str]],
+                            text_users: Mapping[str, int]) -> float:
+        """1 - mean over the core's points of 1/log2(2 + accounts outside the core that sent the
+        same text): 0 when nobody else sends it, near 1 for a viral text or public template.
+        Copies inside the core are coordination (payload reuse), not popularity."""
         if not points:
-            return 1.0
-        text_accounts = census.text_accounts if census else snapshot.text_accounts
-        # Near duplicates reuse one vector, so identical vectors mark copies the text key misses.
-        copies: dict[bytes, set[str]] = {}
-        for point in snapshot.members:
-            copies.setdefault(np.asarray(point.vector).tobytes(), set()).add(point.account_id)
-        weights = []
-        for point in points:
-            users = max(text_accounts.get(point.text_key, 1),
-                        len(copies.get(np.asarray(point.vector).tobytes(), ())), 1)
-            weights.append(1.0 / math.log2(1.0 + users))
-        return float(np.mean(weights))
+            return 0.0
+        core_users: Counter[str] = Counter(t for texts in core_texts.values() for t in texts)
+        weights = [1.0 / math.log2(2.0 + max(0, text_users.get(p.text_key, 1)
+                                                - core_users.get(p.text_key, 0)))
+                   for p in points]
+        return float(1.0 - np.mean(weights))
 
     def _template_share(self, points: list[ClusterPoint]) -> float:
-        """Share of sample pairs (from different accounts) that share most of their words: the
-        mark of a template with slots filled in, whereas paraphrases reword the claim."""
+        """Share of sample pairs (from different accounts) that share most of their words: how
+        templated the prompts are. Evidence only: one operation may fill one template."""
         recent = sorted(points, key=lambda p: (p.ts_ms, p.event_id))[-self.max_text_samples:]
         words = [(p.account_id, set(normalise(p.prompt_sample).split())) for p in recent]
         pairs = similar = 0
@@ -224,23 +281,51 @@ class CampaignJudge:
             return 0.0
         return float(np.clip((observed - chance) / (1.0 - chance), 0.0, 1.0))
 
-    def _new_key_share(self, core: list[str], snapshot: ClusterSnapshot,
-                       first_seen: Mapping[str, int] | None) -> float:
-        if not core or first_seen is None:
-            return 0.0
+    def _new_keys(self, core: list[str], snapshot: ClusterSnapshot,
+                  history: KeyHistory | None) -> tuple[float, float]:
+        """(share of core accounts with a key first seen at most `new_key_ms` before the
+        narrative started, the same share among all keys of the window): in production most
+        keys are old, in a replay of a short file every key is new and this says nothing."""
+        if not core or history is None:
+            return 0.0, 0.0
         since = snapshot.first_seen_ms - self.new_key_ms
-        new = sum(any(first_seen.get(key, since - 1) >= since
+        new = sum(any(history.first_seen_ms.get(key, since - 1) >= since
                       for key in snapshot.account_keys.get(account, ()))
                   for account in core)
-        return new / len(core)
+        return new / len(core), history.share_between(since, None)
 
-    def _reasons(self, e: Mapping[str, Any], snapshot: ClusterSnapshot) -> tuple[str, ...]:
+    def _creation_burst(self, core: list[str], snapshot: ClusterSnapshot,
+                        history: KeyHistory | None) -> tuple[float, float]:
+        """(largest share of core accounts whose first key appeared within one `burst_ms`
+        span, the share of all keys of the window first seen in that span): accounts made
+        together for an operation appear together, ordinary sign-ups trickle in."""
+        if len(core) < 2 or history is None:
+            return 0.0, 0.0
+        births = sorted(min((history.first_seen_ms[k] for k in snapshot.account_keys.get(a, ())
+                             if k in history.first_seen_ms), default=-1) for a in core)
+        births = [b for b in births if b >= 0]
+        if len(births) < 2:
+            return 0.0, 0.0
+        best, best_start, end = 0, births[0], 0
+        for start_index, start in enumerate(births):
+            while end < len(births) and births[end] < start + self.burst_ms:
+                end += 1
+            if end - start_index > best:
+                best, best_start = end - start_index, start
+        return best / len(core), history.share_between(best_start, best_start + self.burst_ms)
+
+    def _reasons(self, e: Mapping[str, Any]) -> tuple[str, ...]:
         reasons = [
             f"{e['core_accounts']} accounts spend on average {e['concentration']:.0%} of their "
-            f"prompts on this narrative ({e['cluster_accounts']} accounts touched it)",
+            f"prompts on this narrative ({e['cluster_accounts']} accounts touched it, in "
+            f"{len(e['clusters'])} linked cluster(s) and {len(e['wrappers'])} wrapper(s))",
             f"prompts are {e['narrowness']:.2f} similar to the narrative's centre "
-            f"({e['popularity']:.0%} of it is shared template or copied text)",
+            f"({e['outside_popularity']:.0%} of it is also sent by accounts outside the group)",
         ]
+        parts = e["coordination_components"]
+        if parts["payload_reuse"] >= 0.3:
+            reasons.append(f"they reuse the same payloads among themselves and hardly anyone "
+                           f"else does (reuse {e['payload_reuse']:.2f})")
         if e["timing_sync"] >= 0.3:
             reasons.append(f"the accounts act in the same {e['timing_bin_s']} s windows "
                            f"(synchrony {e['timing_sync']:.2f}, 0 = chance)")
@@ -249,16 +334,22 @@ class CampaignJudge:
                            f"other: {', '.join(e['network_ranges'][:5])}")
         if e["shared_user_agents"] >= 0.3:
             reasons.append(f"{e['shared_user_agents']:.0%} of them share uncommon user agents")
-        if e["new_key_share"] >= 0.3:
+        if parts["new_keys"] >= 0.3:
             reasons.append(f"{e['new_key_share']:.0%} of them use API keys first seen at most "
-                           f"{self.new_key_ms // 3_600_000} h before the narrative started")
+                           f"{self.new_key_ms // 3_600_000} h before the narrative started "
+                           f"(against {e['new_key_share_population']:.0%} of all keys)")
+        if parts["creation_burst"] >= 0.3:
+            reasons.append(f"{e['creation_burst']:.0%} of them appeared within "
+                           f"{self.burst_ms // 60_000} min of each other (against "
+                           f"{e['creation_burst_population']:.0%} of all keys)")
         reasons.append(f"coordination {e['coordination']:.2f}, campaign score {e['score']:.2f}")
         return tuple(reasons)
 
     def _finding(self, snapshot: ClusterSnapshot, core: list[str], points: list[ClusterPoint],
                  centre: np.ndarray, score: float, evidence: Mapping[str, Any],
                  reasons: tuple[str, ...]) -> CampaignFinding:
-        ranked = sorted(points, key=lambda p: (-float(_unit(np.asarray(p.vector)) @ centre),
+        ranked = sorted(points, key=lambda p: (-float(_unit(np.asarray(p.vector)) @ centre)
+                                               if len(p.vector) == len(centre) else 0.0,
                                                p.event_id))
         samples: list[str] = []
         texts: set[str] = set()
@@ -273,6 +364,28 @@ class CampaignJudge:
             size=sum(snapshot.accounts[a] for a in core), sample_prompts=tuple(samples[:5]),
             label_terms=label_terms(samples), evidence=evidence, reasons=reasons,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyHistory:
+    """When each API key of the window was first seen, with the times sorted so that the share
+    of keys first seen in a span is a binary search."""
+
+    first_seen_ms: Mapping[str, int]
+    times: np.ndarray
+
+    @classmethod
+    def of(cls, first_seen_ms: Mapping[str, int] | KeyHistory | None) -> KeyHistory | None:
+        if first_seen_ms is None or isinstance(first_seen_ms, KeyHistory):
+            return first_seen_ms
+        return cls(first_seen_ms, np.sort(np.fromiter(first_seen_ms.values(), dtype=np.int64)))
+
+    def share_between(self, start_ms: int, end_ms: int | None) -> float:
+        if not len(self.times):
+            return 0.0
+        lo = int(np.searchsorted(self.times, start_ms, side="left"))
+        hi = len(self.times) if end_ms is None else int(np.searchsorted(self.times, end_ms))
+        return (hi - lo) / len(self.times)
 
 
 def label_terms(prompts: Iterable[str], top: int = 5) -> tuple[str, ...]:
@@ -334,6 +447,48 @@ def _link_strength(core: list[str], items: Mapping[str, set[str]],
     shared = sorted((i for i, n in core_users.items() if n >= 2),
                     key=lambda i: (-core_users[i], i))
     return float(np.mean(strengths)), shared
+
+
+def _cohesion(parts: Sequence[ClusterSnapshot]) -> float:
+    """How much linked clusters are about one thing: the size-weighted cosine of each cluster's
+    centre to its space's common centre (1 for a single cluster). One narrative in several
+    wrappers stays cohesive; a script sending the same twenty unrelated prompts from every
+    account links twenty clusters that are not."""
+    total = weight = 0.0
+    for space in {p.space for p in parts}:
+        members = [p for p in parts if p.space == space]
+        centres = _unit_rows(np.stack([np.asarray(p.centroid, dtype=np.float64)
+                                       for p in members]))
+        sizes = np.array([p.size for p in members], dtype=np.float64)
+        common = _unit(sizes @ centres)
+        total += float(sizes @ (centres @ common))
+        weight += float(sizes.sum())
+    return total / weight if weight else 0.0
+
+
+def _surprise(share: float, n: int, chance: float, tries: int = 1,
+              certain: float = 6.0) -> float:
+    """How unlikely it is that `share` of `n` accounts have a property that a share `chance`
+    of the population has: -log10 of the binomial tail (times `tries`, for a best-of-several
+    pick), on 0 (as chance predicts) to 1 (a chance of 10**-certain or less). Twelve accounts
+    all with fresh keys mean nothing when nine keys in ten are fresh, and a lot when one is."""
+    if n == 0 or share <= chance:
+        return 0.0
+    tail = float(binom.sf(round(share * n) - 1, n, min(max(chance, 1e-9), 1.0)))
+    return float(np.clip(-math.log10(max(min(1.0, tail * tries), 1e-300)) / certain, 0.0, 1.0))
+
+
+def _wrappers(points: Sequence[ClusterPoint], top: int = 10) -> list[dict[str, Any]]:
+    """The wrappers the payloads came in, most used first: how the operation dresses its
+    narrative (persona, format, channel)."""
+    counts: Counter[str] = Counter()
+    samples: dict[str, str] = {}
+    for point in points:
+        if point.wrapper_key:
+            counts[point.wrapper_key] += 1
+            samples.setdefault(point.wrapper_key, point.wrapper_sample)
+    return [{"wrapper": samples[k], "prompts": n}
+            for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
 
 
 def _union(sets: Mapping[str, frozenset[str]], accounts: list[str]) -> tuple[str, ...]:

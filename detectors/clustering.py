@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter, OrderedDict, deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -42,6 +42,10 @@ class ClusterPoint:
     user_agent: str
     prompt_sample: str
     text_key: str
+    # The wrapper the payload came in ("Write a tweet saying that {}"), redacted, and its key;
+    # empty when the prompt is its own narrative.
+    wrapper_key: str = ""
+    wrapper_sample: str = ""
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -62,7 +66,48 @@ class ClusterSnapshot:
     account_ips: Mapping[str, frozenset[str]]
     account_user_agents: Mapping[str, frozenset[str]]
     text_accounts: Mapping[str, int]
+    account_texts: Mapping[str, frozenset[str]]
     members: tuple[ClusterPoint, ...]
+    space: str = ""
+
+
+def merge_snapshots(snapshots: Sequence[ClusterSnapshot]) -> ClusterSnapshot:
+    """One snapshot of linked clusters, named after the oldest: counts add up, per-account sets
+    unite. The centroid is the size-weighted mean, meaningful only within one vector space."""
+    if len(snapshots) == 1:
+        return snapshots[0]
+    ordered = sorted(snapshots, key=lambda s: (s.first_seen_ms, s.cluster_id))
+    first = ordered[0]
+    accounts: Counter[str] = Counter()
+    texts: Counter[str] = Counter()
+    for snapshot in ordered:
+        accounts.update(snapshot.accounts)
+        texts.update(snapshot.text_accounts)
+    centroid = sum((s.size * np.asarray(s.centroid, dtype=np.float64) for s in ordered
+                    if s.space == first.space), np.zeros(len(first.centroid)))
+    return ClusterSnapshot(
+        cluster_id=first.cluster_id, first_seen_ms=first.first_seen_ms,
+        last_seen_ms=max(s.last_seen_ms for s in ordered), size=sum(s.size for s in ordered),
+        window_ms=first.window_ms, bin_ms=first.bin_ms,
+        centroid=_unit(centroid).astype(np.float32), accounts=dict(accounts),
+        account_bins=_united(s.account_bins for s in ordered),
+        account_keys=_united(s.account_keys for s in ordered),
+        account_ips=_united(s.account_ips for s in ordered),
+        account_user_agents=_united(s.account_user_agents for s in ordered),
+        text_accounts=dict(texts), account_texts=_united(s.account_texts for s in ordered),
+        members=tuple(p for s in ordered for p in s.members), space=first.space)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ClusterSummary:
+    """The little of a cluster that linking needs: who posts in it and where its centre is."""
+
+    cluster_id: str
+    first_seen_ms: int
+    space: str
+    size: int
+    accounts: frozenset[str]
+    centroid: np.ndarray
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +220,7 @@ class OnlineClusterer:
     Beyond `max_clusters` the stalest tenth is evicted, singletons first.
     """
 
-    def __init__(self, window_ms: int, similarity_threshold: float = 0.75,
+    def __init__(self, window_ms: int, similarity_threshold: float = 0.75, space: str = "",
                  max_clusters: int = 5_000, max_members: int = 200, bin_ms: int = 60_000,
                  merge_threshold: float = 0.85, merge_candidates: int = 1_000,
                  split_min_members: int = 20, split_min_part: int = 5,
@@ -184,6 +229,7 @@ class OnlineClusterer:
             raise ValueError("merge_threshold must not be below similarity_threshold")
         self.window_ms = window_ms
         self.similarity_threshold = similarity_threshold
+        self.space = space
         self.max_clusters = max_clusters
         self.max_members = max_members
         self.bin_ms = bin_ms
@@ -273,6 +319,13 @@ class OnlineClusterer:
         return [cid for cid, c in self._clusters.items()
                 if len({identity[0] for identity in c.total.identities}) >= min_accounts]
 
+    def summary(self, cluster_id: str) -> ClusterSummary:
+        cluster = self._clusters[self._resolve(cluster_id)]
+        return ClusterSummary(cluster.cluster_id, cluster.first_seen_ms, self.space,
+                              cluster.total.count,
+                              frozenset(identity[0] for identity in cluster.total.identities),
+                              cluster.centroid())
+
     def snapshot(self, cluster_id: str) -> ClusterSnapshot:
         cluster = self._clusters[self._resolve(cluster_id)]
         accounts: Counter[str] = Counter()
@@ -290,32 +343,27 @@ class OnlineClusterer:
             for identity in bin_.identities:
                 bins.setdefault(identity[0], set()).add(index)
         texts: Counter[str] = Counter(text for text, _ in cluster.total.texts)
+        account_texts: dict[str, set[str]] = {}
+        for text, account in cluster.total.texts:
+            account_texts.setdefault(account, set()).add(text)
         return ClusterSnapshot(
             cluster_id=cluster.cluster_id, first_seen_ms=cluster.first_seen_ms,
             last_seen_ms=cluster.last_seen_ms, size=cluster.total.count, window_ms=self.window_ms,
             bin_ms=self.bin_ms, centroid=cluster.centroid().astype(np.float32),
             accounts=dict(accounts), account_bins=_frozen(bins), account_keys=_frozen(keys),
             account_ips=_frozen(ips), account_user_agents=_frozen(agents),
-            text_accounts=dict(texts), members=tuple(cluster.recent),
+            text_accounts=dict(texts), account_texts=_frozen(account_texts),
+            members=tuple(cluster.recent), space=self.space,
         )
 
     def census(self) -> Census:
-        events: Counter[str] = Counter()
-        texts: dict[str, set[str]] = {}
-        networks: dict[str, set[str]] = {}
-        agents: dict[str, set[str]] = {}
-        for cluster in self._clusters.values():
-            for (account, _, ip, agent), n in cluster.total.identities.items():
-                events[account] += n
-                networks.setdefault(network_range(ip), set()).add(account)
-                if agent:
-                    agents.setdefault(agent, set()).add(account)
-            for text, account in cluster.total.texts:
-                texts.setdefault(text, set()).add(account)
-        return Census(dict(events), _sizes(texts), _sizes(networks), _sizes(agents))
+        return census([self])
 
     def __len__(self) -> int:
         return len(self._clusters)
+
+    def __contains__(self, cluster_id: object) -> bool:
+        return cluster_id in self._clusters
 
     def _resolve(self, cluster_id: str) -> str:
         while cluster_id in self._redirects:
@@ -439,6 +487,33 @@ class OnlineClusterer:
         self._set_row(cluster)
         self._set_row(child)
         return child.cluster_id
+
+
+def census(clusterers: Iterable[OnlineClusterer]) -> Census:
+    """Window-wide popularity over every cluster of the given clusterers (vector spaces): an
+    account counted in two spaces is one account."""
+    events: Counter[str] = Counter()
+    texts: dict[str, set[str]] = {}
+    networks: dict[str, set[str]] = {}
+    agents: dict[str, set[str]] = {}
+    for clusterer in clusterers:
+        for cluster in clusterer._clusters.values():
+            for (account, _, ip, agent), n in cluster.total.identities.items():
+                events[account] += n
+                networks.setdefault(network_range(ip), set()).add(account)
+                if agent:
+                    agents.setdefault(agent, set()).add(account)
+            for text, account in cluster.total.texts:
+                texts.setdefault(text, set()).add(account)
+    return Census(dict(events), _sizes(texts), _sizes(networks), _sizes(agents))
+
+
+def _united(maps: Iterable[Mapping[str, frozenset[T]]]) -> dict[str, frozenset[T]]:
+    out: dict[str, set[T]] = {}
+    for mapping in maps:
+        for key, values in mapping.items():
+            out.setdefault(key, set()).update(values)
+    return _frozen(out)
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

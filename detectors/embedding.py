@@ -248,11 +248,17 @@ class EmbeddingPlanner:
             ("planned", "exact", "near", "full", "static", "full_generation", "full_suspicious",
              "full_sample", "full_upgrade"), 0)
 
-    def plan(self, prompt: str, account_id: str | None, suspicious: bool = False) -> Plan:
+    def plan(self, prompt: str, account_id: str | None, suspicious: bool = False, *,
+             request: str | None = None, model: bool = True) -> Plan:
+        """`request`: the whole prompt when `prompt` is the payload cut out of it, whose words
+        say whether it asks for content to publish. `model=False`: never the model (a whole
+        prompt whose payload gets it instead)."""
         normalised = truncate_words(normalise(prompt), self.max_words)
         key = text_key(normalised)
         self._counts["planned"] += 1
-        wants_model, why = self._wants_model(normalised, key, account_id, suspicious)
+        wants_model, why = self._wants_model(
+            normalised if request is None else normalise(request), key, account_id, suspicious)
+        wants_model = wants_model and model
 
         known = self._quality(key)
         if known is not None and (known or not wants_model):

@@ -77,6 +77,10 @@ class ScrapingPolicy(RulePolicy):
     min_rate_per_minute: int = Field(20, ge=1)
     min_active_minutes: int = Field(8, ge=1)
     min_shape_diversity: float = Field(0.7, ge=0, le=1)
+    # Or prompts from templated datasets: many template shapes (prompt openings), none dominant.
+    # A product fills one template, or a few with one dominant; a dataset harvest spans dozens.
+    min_distinct_shapes: int = Field(8, ge=2)
+    max_top_shape_share: float = Field(0.5, gt=0, le=1)
     min_mean_completion_tokens: int = Field(600, ge=0)
 
 
@@ -91,6 +95,7 @@ class CampaignPolicy(RulePolicy):
     severity: Severity = "high"
     min_accounts: int = Field(8, ge=2)
     min_narrowness: float = Field(0.8, ge=0, le=1)
+    min_cohesion: float = Field(0.7, ge=0, le=1)
     min_concentration: float = Field(0.5, ge=0, le=1)
     min_coordination: float = Field(0.5, ge=0, le=1)
     min_score: float = Field(0.6, ge=0, le=1)
@@ -125,6 +130,12 @@ class CampaignWindows(_Strict):
     static_similarity: float = Field(0.6, gt=0, le=1)
     static_min_narrowness: float = Field(0.6, ge=0, le=1)
     judge_every_seconds: int = Field(60, gt=0)
+    # Clusters of one operation are linked by the accounts they share, when sharing that many
+    # by chance is less likely than link_max_p (over all pairs tried), and they are either
+    # this share of the smaller cluster's accounts or centres this similar (one narrative).
+    link_max_p: float = Field(1e-4, gt=0, lt=1)
+    link_min_overlap: float = Field(0.5, gt=0, le=1)
+    link_similarity: float = Field(0.7, gt=0, le=1)
 
 
 class Embedding(_Strict):

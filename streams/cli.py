@@ -13,6 +13,7 @@ from typing import IO
 import click
 
 from streams.settings import get_settings
+from streams.simulation.common import Split
 
 
 @click.group()
@@ -90,23 +91,34 @@ def produce(path: Path, topic: str | None) -> None:
               help="Write events to this JSONL file (labels beside it as *.labels.jsonl).")
 @click.option("--kafka", "to_kafka", is_flag=True, help="Send the events to the usage topic.")
 @click.option("--preset", default="full", show_default=True,
-              type=click.Choice(["stuffing", "campaign", "attacks", "full"]))
+              type=click.Choice(["stuffing", "campaign", "attacks", "full", "realtext"]),
+              help="'realtext': labelled traffic built from the real public text in tests/data.")
+@click.option("--split", default="all", show_default=True,
+              type=click.Choice(["dev", "test", "all"]),
+              help="Draw claims, wrappers and templates from the development or test half.")
 @click.option("--scale", default=1.0, show_default=True,
               help="1 gives ~24 thousand events for 'full', 10 ~360 thousand, 100 ~5 million.")
 @click.option("--seed", default=7, show_default=True)
 @click.option("--start-ms", type=int, default=None, help="Event time of the first event; "
               "defaults to now minus the preset's duration.")
-def simulate(out_path: Path | None, to_kafka: bool, preset: str, scale: float, seed: int,
-             start_ms: int | None) -> None:
+def simulate(out_path: Path | None, to_kafka: bool, preset: str, split: Split, scale: float,
+             seed: int, start_ms: int | None) -> None:
     """Generate realistic usage traffic with labelled misuse (streamed: any scale fits)."""
     from streams import clock
-    from streams.simulation import plan_simulation, preset_options
+    from streams.simulation import Simulation, plan_simulation, preset_options
+    from streams.simulation.realtext import realtext_traffic
 
     if out_path is None and not to_kafka:
         raise click.UsageError("give --out FILE, --kafka, or both")
-    options = preset_options(preset, scale)
-    start = start_ms if start_ms is not None else clock.now_ms() - options["duration_s"] * 1000
-    plan = plan_simulation(seed, start, **options)
+    if preset == "realtext":
+        start = start_ms if start_ms is not None else clock.now_ms() - 3_600_000
+        traffic = realtext_traffic(seed, start, split, duration_s=3600)
+        plan = Simulation(traffic.labels, iter(traffic.events))
+    else:
+        options = preset_options(preset, scale)
+        start = start_ms if start_ms is not None else \
+            clock.now_ms() - options["duration_s"] * 1000
+        plan = plan_simulation(seed, start, split=split, **options)
     lines: Iterator[bytes] = (json.dumps(event).encode() for event in plan.events)
     with contextlib.ExitStack() as stack:
         if out_path is not None:

@@ -6,6 +6,11 @@ prompt gets the model when it asks for content to publish (campaigns are made of
 its account is under suspicion, or as a per-account sample; every other prompt gets the static
 embedding distilled from the same model (~100x cheaper). Static and model vectors live in
 different spaces, so each vector carries its space and is clustered with its own kind.
+
+A prompt that hands over a payload ("Write a tweet saying that <claim>") is represented for the
+campaign stage by its payload, which gets the model when the prompt qualifies; its whole text
+then gets only the static vector, which serves the jailbreak tripwire. So splitting prompts
+costs no extra model time.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import yaml
 
 from detectors.embedding import EmbeddingPlanner, HyperplaneLSH, Plan, StaticEmbedder
 from detectors.jailbreak import Match, PatternBank, patterns_from_dict
+from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
 from streams.embedding_model import load_model, static_embedder, tokenize_batch
 
@@ -26,11 +32,15 @@ FULL, STATIC = "full", "static"
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedPrompt:
+    """The vector of the prompt's narrative (its payload, or the whole prompt), the plan that
+    produced it, and the whole prompt's best jailbreak match."""
+
     vector: np.ndarray
     space: str
     plan: Plan
     bucket: int
     jailbreak_match: Match | None
+    narrative: Narrative
 
     @property
     def partition_key(self) -> str:
@@ -92,23 +102,36 @@ class PromptEmbedder:
     def embed(self, prompts: list[str], accounts: list[str],
               suspicious: list[bool]) -> list[EmbeddedPrompt]:
         """Blocking (the model runs here): call it off the event loop."""
-        plans = [self.planner.plan(p, a, s) for p, a, s in zip(prompts, accounts, suspicious,
-                                                                strict=True)]
+        narratives = [split_narrative(p) for p in prompts]
+        plans = [self.planner.plan(p, a, s, model=n.payload is None)
+                 for p, a, s, n in zip(prompts, accounts, suspicious, narratives, strict=True)]
+        payload_plans = [None if n.payload is None else
+                         self.planner.plan(n.payload, a, s, request=p)
+                         for p, a, s, n in zip(prompts, accounts, suspicious, narratives,
+                                               strict=True)]
         static_plans, static_vectors = self._encode(
-            [plan for plan in plans if plan.kind == "static"], full=False)
+            [plan for plan in plans + payload_plans if plan and plan.kind == "static"],
+            full=False)
         # The static vector is a tripwire: a prompt that already resembles a known jailbreak
         # in the cheap space is confirmed with the model, whatever the planner said.
         matches = self.banks[STATIC].best_matches(static_vectors)
         escalated = [plan for plan, match in zip(static_plans, matches, strict=True)
                      if match is not None and match[1] >= self.jailbreak_tripwire]
-        self._encode([plan for plan in plans if plan.kind == "full"] + escalated, full=True)
+        self._encode([plan for plan in plans + payload_plans if plan and plan.kind == "full"]
+                     + escalated, full=True)
         out = []
-        for plan in plans:
-            entry = self.planner.cache.lookup(plan.reuse_key or plan.key)
-            if entry is None:  # evicted between plan and lookup: embed it statically now
-                vector, space = self.encode_static([plan.normalised])[0], STATIC
-            else:
-                vector, space = entry[0], FULL if entry[1] else STATIC
+        for plan, payload_plan, narrative in zip(plans, payload_plans, narratives, strict=True):
+            vector, space = self._vector(plan)
+            jailbreak_match = self.banks[space].best_match(vector)
+            if payload_plan is not None:
+                plan = payload_plan
+                vector, space = self._vector(payload_plan)
             out.append(EmbeddedPrompt(vector, space, plan, self.lsh[space].bucket(vector),
-                                      self.banks[space].best_match(vector)))
+                                      jailbreak_match, narrative))
         return out
+
+    def _vector(self, plan: Plan) -> tuple[np.ndarray, str]:
+        entry = self.planner.cache.lookup(plan.reuse_key or plan.key)
+        if entry is None:  # evicted between plan and lookup: embed it statically now
+            return self.encode_static([plan.normalised])[0], STATIC
+        return entry[0], FULL if entry[1] else STATIC

@@ -35,7 +35,13 @@ def vector_record(event: UsageEvent, embedded: EmbeddedPrompt, activity: int,
     return codec.dumps({
         "event_id": event.event_id, "ts": event.ts_ms, "account_id": event.account_id,
         "api_key_id": event.api_key_id, "ip": event.ip, "user_agent": event.user_agent or "",
-        "sample": redacted_sample(event.prompt), "text_key": embedded.plan.key,
+        "sample": redacted_sample(event.prompt),
+        # Near duplicates share the key of the text whose vector they reuse: a claim reworded
+        # by a word or two still counts as the same payload.
+        "text_key": embedded.plan.reuse_key or embedded.plan.key,
+        "wrapper_key": embedded.narrative.wrapper_key if embedded.narrative.payload else "",
+        "wrapper": redacted_sample(embedded.narrative.wrapper)
+        if embedded.narrative.payload else "",
         "space": embedded.space, "vector": codec.encode_vector(embedded.vector),
         # The campaign stage is keyed by bucket and sees only part of an account's traffic:
         # how much the account sent in all tells it how concentrated the account is.

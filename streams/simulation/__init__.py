@@ -8,15 +8,22 @@ order, all within [start_ms, start_ms + duration_s * 1000).
 Scenarios (`SCENARIOS`; benign accounts always run):
 
 - credential_stuffing: one IP or a rotating /24 failing authentication with guessed keys.
-- campaign: throwaway accounts posting paraphrases of one invented claim in synchronised
-  bursts, from 2-3 /24s, with 1-2 shared user agents and fresh keys.
+- campaign: throwaway accounts pushing one invented claim, in one of three styles per campaign
+  (`campaign_styles`): "wrappers" (many persona and format wrappers, synchronised bursts from
+  2-3 /24s with 1-2 shared user agents and fresh keys), "template" (one wrapper for the whole
+  operation) and "proxies" (a new address per request, ordinary clients, human pace, ordinary
+  use mixed in).
 - template_crowd (benign): two crowds of independent accounts filling one public template
-  each (review sentiment, cover letters) among their other prompts.
+  each among their other prompts.
+- viral_topic (benign): ordinary accounts asking about one news topic in their own words.
+- popular_wrapper (benign): ordinary accounts using one popular wrapper ("Write a tweet saying
+  that ...") with many different payloads.
 - batch_customer (benign): one account classifying tickets every 1.0-1.2 s, short answers.
 - office (benign): one organisation's staff on one /24 with one internal client.
 - leaked_key: a service key with history on one server, then used from >= 16 networks.
 - jailbreak: accounts spraying jailbreak preambles at a machine-regular interval.
-- scraping: one account harvesting long answers to diverse questions at 30-45 a minute.
+- scraping: one account harvesting long answers at 30-45 a minute to diverse questions, or
+  (`scraping_style="dataset"`) at 60-80 a minute to prompts filled into dataset templates.
 - sybil: a farm of >= 25 accounts on one /24 with one unusual client, each under the limits.
 
 Labels: one `Label` per misusing entity, written by `misuse simulate` as JSON lines
@@ -34,8 +41,12 @@ Labels: one `Label` per misusing entity, written by `misuse simulate` as JSON li
 - `start_ms` is when that entity's misuse started, in event time (a campaign member's first
   narrative post, a leaked key's first use from outside).
 
-Benign accounts, template crowds, the batch customer and the office carry no label: any alert
-on them is a false positive.
+Benign accounts, template crowds, the viral topic, the popular wrapper, the batch customer and
+the office carry no label: any alert on them is a false positive.
+
+Every pool of wordings (claims, wrappers, benign templates, viral topics, dataset templates)
+is split into a development half and a test half (`split`, `split_pool`): tune on traffic from
+`split="dev"`, measure on `split="test"`; "all" draws from both.
 
 Presets (`PRESETS`, scaled by `preset_options(name, scale)`): "stuffing" (the original mix),
 "campaign" (benign + template crowds + one campaign), "attacks" (benign + batch customer +
@@ -61,22 +72,29 @@ from streams.simulation.common import (
     ENDPOINTS,
     MINUTE_MS,
     MODELS,
+    SPLITS,
     USER_AGENTS,
     Event,
     Label,
+    Split,
     Traffic,
     event_ts,
+    split_pool,
 )
+from streams.simulation.prompt_attacks import ScrapingStyle
 
 __all__ = [
-    "CLAIMS", "ENDPOINTS", "MODELS", "PRESETS", "SCENARIOS", "TASKS", "TOPICS", "USER_AGENTS",
-    "Claim", "Label", "Simulation", "Traffic", "TrafficSimulator", "iter_simulate",
-    "plan_simulation", "preset_options", "simulate",
+    "CLAIMS", "ENDPOINTS", "MODELS", "PRESETS", "SCENARIOS", "SPLITS", "TASKS", "TOPICS",
+    "USER_AGENTS", "Claim", "Label", "Simulation", "Split", "Traffic", "TrafficSimulator",
+    "iter_simulate", "plan_simulation", "preset_options", "simulate",
 ]
 
-SCENARIOS = ("credential_stuffing", "campaign", "template_crowd", "batch_customer", "office",
-             "leaked_key", "jailbreak", "scraping", "sybil")
-TEMPLATE_CROWDS = (("sentiment", "acct-r"), ("cover_letter", "acct-l"))
+SCENARIOS = ("credential_stuffing", "campaign", "template_crowd", "viral_topic",
+             "popular_wrapper", "batch_customer", "office", "leaked_key", "jailbreak", "scraping",
+             "sybil")
+# Four public templates, split like every pool: two crowds in each half.
+TEMPLATE_CROWDS = (("sentiment", "acct-r"), ("cover_letter", "acct-l"),
+                   ("product_description", "acct-p"), ("email_summary", "acct-e"))
 
 PRESETS: dict[str, dict[str, Any]] = {
     "stuffing": {"duration_s": 1800, "benign_accounts": 300, "stuffing_attacks": 1,
@@ -88,8 +106,9 @@ PRESETS: dict[str, dict[str, Any]] = {
                 "scenarios": ("batch_customer", "office", "credential_stuffing", "leaked_key",
                               "jailbreak", "scraping", "sybil")},
     "full": {"duration_s": 3600, "benign_accounts": 300, "stuffing_attacks": 2,
-             "scenarios": SCENARIOS, "campaigns": 1, "campaign_accounts": 12,
-             "template_crowd_accounts": 120},
+             "scenarios": SCENARIOS, "campaigns": 3, "campaign_accounts": 12,
+             "campaign_styles": ("wrappers", "template", "proxies"),
+             "template_crowd_accounts": 120, "scraping_style": "dataset"},
 }
 # Counts of attacks and special customers, multiplied by round(sqrt(scale)) in a scaled preset.
 _COUNTED = ("stuffing_attacks", "campaigns", "batch_customers", "leaked_keys",
@@ -140,7 +159,10 @@ def _rng(seed: int, scenario: str, index: int = 0) -> random.Random:
 def plan_simulation(seed: int, start_ms: int, duration_s: int, benign_accounts: int,
                     stuffing_attacks: int = 1, *,
                     scenarios: Sequence[str] = ("credential_stuffing",), campaigns: int = 1,
-                    campaign_accounts: int = 12, template_crowd_accounts: int = 120,
+                    campaign_accounts: int = 12, campaign_styles: Sequence[str] = ("wrappers",),
+                    split: Split = "all", scraping_style: ScrapingStyle = "diverse",
+                    viral_accounts: int = 40, popular_wrapper_accounts: int = 40,
+                    template_crowd_accounts: int = 120,
                     batch_customers: int = 1, office_accounts: int = 25, leaked_keys: int = 1,
                     jailbreak_accounts: int = 2, scraping_accounts: int = 1,
                     sybil_farms: int = 1, sybil_accounts: int = 30) -> Simulation:
@@ -168,17 +190,31 @@ def plan_simulation(seed: int, start_ms: int, duration_s: int, benign_accounts: 
             add(attacks.credential_stuffing(rng, start_ms + rng.randint(0, max(1, span // 2)),
                                             attempts=300, rotate_ips=n % 2 == 1))
     if "campaign" in wanted:
+        claims = split_pool(CLAIMS, split)
         for n in range(campaigns):
-            claim = CLAIMS[n % len(CLAIMS)]
-            claim_id = claim.id if n < len(CLAIMS) else f"{claim.id}-{n // len(CLAIMS) + 1}"
+            claim = claims[n % len(claims)]
+            claim_id = claim.id if n < len(claims) else f"{claim.id}-{n // len(claims) + 1}"
             add(campaign_scenario(_rng(seed, "campaign", n), start_ms, end_ms, claim,
-                                          campaign_accounts, claim_id))
+                                  campaign_accounts, claim_id,
+                                  style=campaign_styles[n % len(campaign_styles)], split=split))
     if "template_crowd" in wanted:
-        for template, prefix in TEMPLATE_CROWDS:
+        for template, prefix in split_pool(TEMPLATE_CROWDS, split)[:2]:
             streams.append(benign.crowd(
                 _rng(seed, f"template_crowd/{template}"), start_ms, end_ms,
                 template_crowd_accounts, prefix=prefix, org_size=1, template=template,
                 human_share=0.5))
+    if "viral_topic" in wanted:
+        topic = split_pool(benign.VIRAL_TOPICS, split)[seed % 3]
+        streams.append(benign.crowd(
+            _rng(seed, "viral_topic"), start_ms, end_ms, viral_accounts, prefix="acct-v",
+            template=lambda rng: benign.viral_question(rng, (topic,)),
+            template_share=(0.1, 0.25)))
+    if "popular_wrapper" in wanted:
+        wrappers = split_pool(benign.POPULAR_WRAPPERS, split)
+        streams.append(benign.crowd(
+            _rng(seed, "popular_wrapper"), start_ms, end_ms, popular_wrapper_accounts,
+            prefix="acct-w", template=lambda rng: benign.wrapped_statement(rng, wrappers),
+            template_share=(0.2, 0.5)))
     if "batch_customer" in wanted:
         for n in range(batch_customers):
             streams.append(customers.batch_customer(_rng(seed, "batch_customer", n), start_ms,
@@ -194,7 +230,8 @@ def plan_simulation(seed: int, start_ms: int, duration_s: int, benign_accounts: 
                                            jailbreak_accounts))
     if "scraping" in wanted:
         for n in range(scraping_accounts):
-            add(prompt_attacks.scraping(_rng(seed, "scraping", n), start_ms, end_ms))
+            add(prompt_attacks.scraping(_rng(seed, "scraping", n), start_ms, end_ms,
+                                        style=scraping_style, split=split))
     if "sybil" in wanted:
         for n in range(sybil_farms):
             rng = _rng(seed, "sybil", n)

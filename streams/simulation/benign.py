@@ -142,9 +142,77 @@ def cover_letter_prompt(rng: random.Random) -> str:
                                         skill=rng.choice(SKILLS))
 
 
+PRODUCT_TEMPLATE = "Write a product description for our {product} in a {tone} tone for {audience}"
+EMAIL_TEMPLATE = "Summarize this email in one sentence for my manager: {email}"
+TONES = ("friendly", "playful", "premium", "no-nonsense", "warm", "technical", "minimalist")
+AUDIENCES = ("busy parents", "students", "retirees", "outdoor fans", "small offices",
+             "first-time buyers", "gamers", "home cooks")
+EMAIL_OPENERS = ("Hi team, quick update:", "Hello, following up on yesterday:",
+                 "Dear all, as discussed:", "Hey, just a heads up:")
+EMAIL_BODIES = ("the {topic} workshop moves to Thursday", "we need two volunteers for {topic}",
+                "the budget for {topic} was approved", "the {topic} report is late again",
+                "please send your notes on {topic} by Friday",
+                "the vendor for {topic} raised prices")
+
+
+def product_prompt(rng: random.Random) -> str:
+    return PRODUCT_TEMPLATE.format(product=rng.choice(PRODUCTS), tone=rng.choice(TONES),
+                                   audience=rng.choice(AUDIENCES))
+
+
+def email_prompt(rng: random.Random) -> str:
+    body = rng.choice(EMAIL_BODIES).format(topic=rng.choice(TOPICS))
+    return EMAIL_TEMPLATE.format(email=f"{rng.choice(EMAIL_OPENERS)} {body}. Thanks!")
+
+
+# Split by position like every pool (dev: sentiment, product; test: cover letter, email).
 TEMPLATE_PROMPTS: dict[str, Callable[[random.Random], str]] = {
     "sentiment": sentiment_prompt, "cover_letter": cover_letter_prompt,
+    "product_description": product_prompt, "email_summary": email_prompt,
 }
+
+# A viral benign topic: many accounts ask about the same news in their own words, once or
+# twice each, among everything else they do. Not concentrated, not fresh, not reused.
+VIRAL_TOPICS = (
+    "the solar eclipse next month", "the new minimum wage law", "the heatwave warnings",
+    "the championship final last night", "the recall of the popular baby formula",
+    "the central bank's interest rate decision",
+)
+VIRAL_STEMS = (
+    "Can you explain {topic} in simple terms?", "What does {topic} mean for people like me?",
+    "I keep hearing about {topic}. What's actually going on?",
+    "Give me a neutral summary of {topic}.", "Why is everyone talking about {topic}?",
+    "What are the main facts about {topic}?", "Is there anything I should do about {topic}?",
+    "How will {topic} affect families?", "Quick question on {topic}: what changed?",
+    "What do experts say about {topic}?", "Help me understand {topic} before dinner tonight.",
+    "My kid asked me about {topic}. How do I explain it?",
+)
+# A popular wrapper filled with many different payloads: one shape, no shared narrative.
+POPULAR_WRAPPERS = (
+    "Write a tweet saying that {statement}.",
+    "Summarise in two sentences for LinkedIn: {statement}.",
+    "Turn this into an upbeat Instagram caption: {statement}.",
+    "Draft a short post for our team channel explaining why {statement}.",
+)
+STATEMENTS = (
+    "our {topic} meetup moves to the community hall next week",
+    "I finally finished my first project on {topic}",
+    "the library now lends books on {topic} for free",
+    "we are hiring someone who knows {topic}",
+    "my notes on {topic} are now online for anyone",
+    "the beginner course on {topic} opens again in spring",
+    "our office is trying a month of {topic}",
+    "I gave a talk on {topic} and it went well",
+)
+
+
+def viral_question(rng: random.Random, topics: tuple[str, ...]) -> str:
+    return rng.choice(VIRAL_STEMS).format(topic=rng.choice(topics))
+
+
+def wrapped_statement(rng: random.Random, wrappers: tuple[str, ...]) -> str:
+    statement = rng.choice(STATEMENTS).format(topic=rng.choice(TOPICS))
+    return rng.choice(wrappers).format(statement=statement)
 
 
 def _next_gap(rng: random.Random, member: _Member) -> int:
@@ -180,14 +248,16 @@ def _event(rng: random.Random, member: _Member, ts: int,
 
 
 def crowd(rng: random.Random, start_ms: int, end_ms: int, count: int, *, prefix: str = "acct-",
-          org_size: int = 5, template: str | None = None, human_share: float = 0.6,
+          org_size: int = 5, template: str | Callable[[random.Random], str] | None = None,
+          human_share: float = 0.6,
           template_share: tuple[float, float] = (0.2, 0.5)) -> Iterator[Event]:
     """`count` independent accounts, each with its own address, client, keys and rhythm.
 
-    With `template` (a TEMPLATE_PROMPTS name), each account fills that public template in a
-    share of its prompts and asks unrelated things otherwise.
+    With `template` (a TEMPLATE_PROMPTS name, or a function of the rng making one prompt), each
+    account fills that public template in a share of its prompts and asks unrelated things
+    otherwise.
     """
-    fill = TEMPLATE_PROMPTS[template] if template is not None else None
+    fill = TEMPLATE_PROMPTS[template] if isinstance(template, str) else template
     members: list[_Member] = []
     heap: list[tuple[int, int]] = []
     for index in range(count):

@@ -65,6 +65,10 @@ def campaign_document(finding: CampaignFinding, history: list[dict[str, Any]]) -
             "size_over_time": [{"@timestamp": iso(h["ts"]), "size": h["size"],
                                 "accounts": h["accounts"]} for h in history],
             "sample_prompts": list(finding.sample_prompts),
+            # What the operation spans: its linked clusters and the wrappers (persona, format,
+            # channel) its narrative came in.
+            "clusters": list(finding.evidence.get("clusters", ())),
+            "wrappers": list(finding.evidence.get("wrappers", ())),
             "reasons": list(finding.reasons),
             "evidence": {"campaign": dict(finding.evidence)},
         },

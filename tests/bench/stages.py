@@ -12,12 +12,13 @@ from elasticsearch import Elasticsearch, helpers
 from kafka import KafkaConsumer
 
 from detectors.alerts import Alert, Entity
+from detectors.campaign_tracker import CampaignTracker
 from detectors.events import event_from_dict
 from detectors.redaction import redact
-from streams import clock
-from streams.agents.detect_campaigns import CampaignTracker
+from streams import clock, codec
+from streams.agents.detect_campaigns import add_record
+from streams.agents.embed_prompts import vector_record
 from streams.broker import connection_options, produce_lines
-from streams.codec import encode_vector
 from streams.embedder import PromptEmbedder
 from streams.embedding_model import load_model
 from streams.policy import current_policy
@@ -85,6 +86,7 @@ def embedding_and_campaigns(settings: Settings, events: list[dict[str, Any]],
     pacing = clock.Every(5.0)
     with_prompts = [e for e in events if e.get("prompt") and e.get("account_id")]
     counts: dict[str, int] = {}
+    key_first_seen: dict[str, int] = {}
     began = time.perf_counter()
     for start in range(0, len(with_prompts), batch_size):
         batch = with_prompts[start:start + batch_size]
@@ -92,16 +94,13 @@ def embedding_and_campaigns(settings: Settings, events: list[dict[str, Any]],
                                   [e["account_id"] for e in batch], [False] * len(batch))
         for event, vector in zip(batch, embedded, strict=True):
             counts[event["account_id"]] = counts.get(event["account_id"], 0) + 1
-            tracker.add({"event_id": event["event_id"], "ts": event["ts"],
-                         "account_id": event["account_id"], "api_key_id": event["api_key_id"],
-                         "ip": event["ip"], "user_agent": event.get("user_agent") or "",
-                         "sample": event["prompt"][:200], "text_key": vector.plan.key,
-                         "space": vector.space, "vector": encode_vector(vector.vector),
-                         "account_prompts": counts[event["account_id"]],
-                         "key_first_seen": event["ts"]})
+            first_seen = key_first_seen.setdefault(event["api_key_id"], event["ts"])
+            usage = event_from_dict(event, now_ms=event["ts"] + 1000)
+            add_record(tracker, codec.loads(vector_record(
+                usage, vector, counts[event["account_id"]], first_seen)))
         if tracker.due(idle=False) and pacing.due():  # as the agent paces it
-            tracker.judge()
-    tracker.judge()
+            tracker.judge_all()
+    tracker.judge_all()
     seconds = time.perf_counter() - began
     stats = embedder.planner.stats()
     planned = max(1, stats["planned"])

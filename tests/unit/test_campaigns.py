@@ -65,7 +65,10 @@ def off_topic(world, rng, account, key, ip, agent, n):
     world.activity[account] += n
 
 
-def build_world(seed=11, coordinated=True, bots_copy_template=False):
+COPIED = "Write a tweet saying the Springfield election was rigged"
+
+
+def build_world(seed=11, coordinated=True, bots_copy_template=False, outsiders_copy=0):
     rng = np.random.default_rng(seed)
     directions = {name: unit(rng.normal(size=DIM)) for name in ("narrative", "template", "letter")}
     world = World()
@@ -81,7 +84,8 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False):
             f"{rng.integers(1, 223)}.{rng.integers(0, 255)}.{rng.integers(0, 255)}.7"
         agent = "Mozilla/5.0 (X11; Linux x86_64) Chrome/119.0" if coordinated else \
             SDK_AGENTS[i % len(SDK_AGENTS)]
-        world.key_first_seen[key] = T0 - 3_600_000 if coordinated else T0 - 200 * DAY
+        world.key_first_seen[key] = T0 - 3_600_000 if coordinated else \
+            T0 - int(rng.integers(30, 900)) * DAY
         for burst in range(6):
             for k in range(2):
                 if coordinated:
@@ -89,9 +93,12 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False):
                 else:
                     ts = T0 + rng.integers(0, WINDOW - MINUTE)
                 if bots_copy_template:
-                    prompt = "Write a tweet saying the Springfield election was rigged"
+                    prompt = COPIED
                 else:
                     prompt = f"{OPENERS[(i + burst + k) % 6]} {CLAIMS[(i * 2 + burst + k) % 5]}"
+                if not coordinated:  # independent people write in their own words
+                    letters = "abcdefghijklmnopqrstuvwxyz"
+                    prompt += f" (my own take {letters[i]}{letters[burst * 2 + k]})"
                 add(world, rng, account, ts, noisy(rng, directions["narrative"], 0.9),
                     prompt, key, ip, agent)
         off_topic(world, rng, account, key, ip, agent, 3)
@@ -105,6 +112,15 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False):
             f"Is it true that {CLAIMS[i % 5]}?", f"ck-{i}", f"100.{64 + i}.{i}.9",
             SDK_AGENTS[i % 5])
         off_topic(world, rng, account, f"ck-{i}", "", "", 9)
+
+    # A text gone viral: ordinary accounts send the very text the group copies, once each.
+    for i in range(outsiders_copy):
+        account = f"sharer-{i}"
+        world.key_first_seen[f"vk-{i}"] = T0 - int(rng.integers(30, 900)) * DAY
+        add(world, rng, account, T0 + rng.integers(0, WINDOW - MINUTE),
+            noisy(rng, directions["narrative"], 0.9), COPIED, f"vk-{i}",
+            f"100.{i % 200}.{i % 7}.3", SDK_AGENTS[i % 5])
+        off_topic(world, rng, account, f"vk-{i}", "", "", 9)
 
     # A popular template: 200 accounts fill in the same product-description prompt. Very tight
     # vectors; most accounts do plenty else, some only this (their share is 100%).
@@ -230,15 +246,23 @@ def test_uncoordinated_focused_accounts_are_not_a_campaign():
     assert narrative and all("coordination" in a.failed for a in narrative)
 
 
-def test_copied_template_text_is_down_weighted(coordinated):
+def test_copying_inside_the_group_is_reuse_copying_a_viral_text_is_popularity(coordinated):
     _, copied = run(build_world(bots_copy_template=True))
     _, _, original = coordinated
-    copied_bots = next(a for a in copied if a.finding is not None)
-    original_bots = next(a for a in original if a.finding is not None)
-    # Strong coordination still makes it a campaign, but on less content evidence.
-    assert copied_bots.evidence["popularity"] > 0.5
-    assert copied_bots.evidence["content"] < original_bots.evidence["content"]
-    assert copied_bots.evidence["score"] < original_bots.evidence["score"]
+    bots = next(a for a in copied if a.finding is not None)
+    # One text shared by the group and nobody else: coordination, not popularity.
+    assert bots.evidence["payload_reuse"] > 0.8
+    assert bots.evidence["popularity"] < 0.1
+    assert bots.evidence["coordination"] >= next(
+        a for a in original if a.finding is not None).evidence["coordination"]
+
+    _, viral = run(build_world(bots_copy_template=True, outsiders_copy=60))
+    shared = next(a for a in viral if a.evidence["core_accounts"] >= 8)
+    # The same text also sent by 60 ordinary accounts: it is viral, so it says less.
+    assert shared.evidence["popularity"] > 0.5
+    assert shared.evidence["payload_reuse"] < 0.5 * bots.evidence["payload_reuse"]
+    assert shared.evidence["content"] < bots.evidence["content"]
+    assert shared.evidence["score"] < bots.evidence["score"]
 
 
 def test_alert_has_one_stable_identity_as_the_campaign_grows(coordinated):

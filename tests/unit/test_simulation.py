@@ -38,6 +38,7 @@ MINUTE = 60_000
 RULES = {"credential_stuffing", "leaked_key", "jailbreak", "scraping", "sybil", "campaign"}
 # Scenarios without labels, and how their accounts are named.
 BENIGN_PREFIXES = {"template_crowd": ("acct-r", "acct-l"), "batch_customer": ("acct-batch",),
+                   "viral_topic": ("acct-v",), "popular_wrapper": ("acct-w",),
                    "office": ("acct-office",)}
 
 

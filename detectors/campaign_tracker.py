@@ -1,0 +1,165 @@
+"""The campaign stage's logic: prompt vectors in, campaign findings out.
+
+Points are clustered per vector space (model or static); every judging round expires and
+refines the clusters, links clusters that share their accounts far beyond chance or carry one
+narrative (`detectors/linking.py`), and judges each linked group that has changed since it was
+last judged. A campaign keeps its id and first-seen time as it grows and links more clusters,
+so its document and alert are updated in place; when two reported campaigns turn out to be one,
+the younger is reported as merged into the older.
+
+Pure: time is the event time of the points, and nothing here reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from detectors.campaigns import CampaignFinding, CampaignJudge, KeyHistory
+from detectors.clustering import ClusterPoint, OnlineClusterer, census
+from detectors.linking import ClusterLinker
+from detectors.policy import Policy
+
+MAX_HISTORY = 500
+STATIC = "static"
+
+
+class CampaignTracker:
+    def __init__(self, policy: Policy) -> None:
+        self.spaces: dict[str, OnlineClusterer] = {}
+        self.judge = CampaignJudge()
+        self.linker = ClusterLinker()
+        self.reconfigure(policy)
+        # account -> (prompts in the window over every stage partition, last event time)
+        self.activity: dict[str, tuple[int, int]] = {}
+        # key -> (first seen, last seen): the population that freshness is measured against
+        self.keys: dict[str, tuple[int, int]] = {}
+        self.latest_ms = 0
+        self.judged_ms = 0
+        self.judged: dict[tuple[str, ...], int] = {}
+        self.campaign_of: dict[str, str] = {}  # cluster id -> the campaign it was reported in
+        self.first_seen: dict[str, int] = {}  # campaign id -> first seen, fixed at first report
+        self.emitted: dict[str, tuple[int, int]] = {}
+        self.history: dict[str, list[dict[str, Any]]] = {}
+        self.merged: list[tuple[str, str]] = []  # (absorbed campaign, surviving campaign)
+
+    def reconfigure(self, policy: Policy) -> None:
+        """New thresholds from a reloaded policy; clusters and bookkeeping stay."""
+        self.policy = policy
+        windows, rule = policy.campaigns, policy.rules.campaign
+        self.judge = CampaignJudge(
+            min_accounts=rule.min_accounts, min_narrowness=rule.min_narrowness,
+            min_cohesion=rule.min_cohesion,
+            min_concentration=rule.min_concentration, min_coordination=rule.min_coordination,
+            min_score=rule.min_score,
+            space_min_narrowness={STATIC: windows.static_min_narrowness})
+        self.linker = ClusterLinker(max_p=windows.link_max_p,
+                                    min_overlap=windows.link_min_overlap,
+                                    narrative_similarity=windows.link_similarity)
+        for space, clusterer in self.spaces.items():
+            clusterer.window_ms = windows.window_seconds * 1000
+            clusterer.similarity_threshold = self._similarity(space)
+            clusterer.merge_threshold = max(clusterer.similarity_threshold, 0.85)
+        self.judged = {}
+
+    def add(self, point: ClusterPoint, space: str, account_prompts: int,
+            key_first_seen_ms: int) -> None:
+        """One embedded prompt. `account_prompts`: the account's prompts in the window over
+        all partitions (this stage sees only its buckets); `key_first_seen_ms`: when the key
+        was first seen by the embedding stage, which sees every key of its accounts."""
+        clusterer = self.spaces.get(space)
+        if clusterer is None:
+            similarity = self._similarity(space)
+            clusterer = self.spaces[space] = OnlineClusterer(
+                self.policy.campaigns.window_seconds * 1000, similarity_threshold=similarity,
+                merge_threshold=max(similarity, 0.85), space=space)
+        self.activity[point.account_id] = (account_prompts, point.ts_ms)
+        first, _ = self.keys.get(point.api_key_id, (key_first_seen_ms, 0))
+        self.keys[point.api_key_id] = (min(first, key_first_seen_ms), point.ts_ms)
+        self.latest_ms = max(self.latest_ms, point.ts_ms)
+        clusterer.add(point)
+
+    def due(self, idle: bool) -> bool:
+        every_ms = self.policy.campaigns.judge_every_seconds * 1000
+        return self.latest_ms - self.judged_ms >= every_ms or (idle and
+                                                               self.latest_ms > self.judged_ms)
+
+    def judge_all(self) -> list[CampaignFinding]:
+        """Expire, refine (merge, split), link, then judge every linked group that changed."""
+        self.judged_ms = self.latest_ms
+        self._expire()
+        summaries = [clusterer.summary(cluster_id) for clusterer in self.spaces.values()
+                     for cluster_id in clusterer.cluster_ids(min_accounts=2)]
+        groups = self.linker.groups(summaries, active_accounts=len(self.activity))
+        activity = {account: n for account, (n, _) in self.activity.items()}
+        history = KeyHistory.of({key: first for key, (first, _) in self.keys.items()})
+        window_census = None
+        judged: dict[tuple[str, ...], int] = {}
+        findings = []
+        for group in groups:
+            if len(frozenset().union(*(s.accounts for s in group))) < self.judge.min_accounts:
+                continue
+            # Judging is the stage's dearest step: a group that has not changed since it was
+            # last judged gets the same verdict.
+            signature = tuple(sorted(s.cluster_id for s in group))
+            judged[signature] = sum(s.size for s in group)
+            if self.judged.get(signature) == judged[signature]:
+                continue
+            window_census = window_census or census(self.spaces.values())
+            snapshots = [self.spaces[s.space].snapshot(s.cluster_id) for s in group]
+            finding = self.judge.judge(snapshots, activity, key_first_seen_ms=history,
+                                       census=window_census)
+            if finding is not None:
+                finding = self._named(finding, signature)
+                if self._changed(finding):
+                    findings.append(finding)
+        self.judged = judged
+        return findings
+
+    def _similarity(self, space: str) -> float:
+        windows = self.policy.campaigns
+        return windows.static_similarity if space == STATIC else windows.full_similarity
+
+    def _expire(self) -> None:
+        for clusterer in self.spaces.values():
+            clusterer.expire(self.latest_ms)
+            for absorbed, survivor in clusterer.refine().merged:
+                campaign = self.campaign_of.pop(absorbed, None)
+                if campaign is not None:
+                    self.campaign_of.setdefault(survivor, campaign)
+        horizon = self.latest_ms - self.policy.campaigns.window_seconds * 1000
+        self.activity = {a: v for a, v in self.activity.items() if v[1] >= horizon}
+        self.keys = {k: v for k, v in self.keys.items() if v[1] >= horizon}
+        self.campaign_of = {c: campaign for c, campaign in self.campaign_of.items()
+                            if any(c in clusterer for clusterer in self.spaces.values())}
+        live = set(self.campaign_of.values())
+        for bookkeeping in (self.emitted, self.first_seen, self.history):
+            for campaign in [c for c in bookkeeping if c not in live]:
+                del bookkeeping[campaign]
+
+    def _named(self, finding: CampaignFinding, clusters: tuple[str, ...]) -> CampaignFinding:
+        """The finding under its campaign's lasting id: the oldest campaign already reported
+        for any of its clusters, else its oldest cluster's id. Other reported campaigns it
+        now spans are merged into it."""
+        reported = sorted({self.campaign_of[c] for c in clusters if c in self.campaign_of},
+                          key=lambda c: (self.first_seen[c], c))
+        campaign_id = reported[0] if reported else finding.campaign_id
+        self.first_seen.setdefault(campaign_id, finding.first_seen_ms)
+        for other in reported[1:]:
+            self.merged.append((other, campaign_id))
+            self.emitted.pop(other, None)
+        for cluster_id in clusters:
+            self.campaign_of[cluster_id] = campaign_id
+        return dataclasses.replace(finding, campaign_id=campaign_id,
+                                   first_seen_ms=self.first_seen[campaign_id])
+
+    def _changed(self, finding: CampaignFinding) -> bool:
+        shape = (finding.size, len(finding.accounts))
+        if self.emitted.get(finding.campaign_id) == shape:
+            return False
+        self.emitted[finding.campaign_id] = shape
+        history = self.history.setdefault(finding.campaign_id, [])
+        history.append({"ts": finding.last_seen_ms, "size": finding.size,
+                        "accounts": len(finding.accounts)})
+        del history[:-MAX_HISTORY]
+        return True

@@ -1,0 +1,257 @@
+"""The campaign stage's logic on fixed vectors: the failures seen on real traffic (one narrative
+split over many wrappers, an operation behind residential proxies) and the crowds that must
+never be a campaign (popular template, office behind one NAT, batch customer, viral topic,
+popular wrapper with many payloads). Vectors are a direction per theme plus noise."""
+
+from collections import Counter
+
+import numpy as np
+
+from detectors.campaign_tracker import CampaignTracker
+from detectors.clustering import ClusterPoint
+from detectors.linking import ClusterLinker
+from detectors.policy import Policy
+
+T0 = 1_790_000_000_000
+MINUTE = 60_000
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+DIM = 48
+AGENTS = ("python-sdk/1.42.0", "node-sdk/4.71.0", "curl/8.5.0", "go-client/0.9.1",
+          "Mozilla/5.0 (Macintosh) Safari/605.1.15", "java-client/2.3.0")
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def near(rng: np.random.Generator, direction: np.ndarray, cosine: float) -> np.ndarray:
+    noise = rng.normal(size=DIM)
+    noise -= (noise @ direction) * direction
+    noise = unit(noise) * np.sqrt(1 / cosine**2 - 1)
+    return unit(direction + noise).astype(np.float32)
+
+
+class Window:
+    """Builds a window of traffic and replays it into a tracker in time order."""
+
+    def __init__(self, seed: int = 3) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.points: list[tuple[ClusterPoint, int]] = []  # point, key first seen
+        self.activity: Counter[str] = Counter()
+
+    def direction(self) -> np.ndarray:
+        return unit(self.rng.normal(size=DIM))
+
+    def post(self, account: str, ts: int, vector: np.ndarray, text: str, *, ip: str,
+             agent: str, key_first_seen: int, wrapper: str = "") -> None:
+        n = len(self.points)
+        self.points.append((ClusterPoint(
+            event_id=f"ev-{n}", ts_ms=int(ts), vector=vector, account_id=account,
+            api_key_id=f"key-{account}", ip=ip, user_agent=agent, prompt_sample=text,
+            text_key=text, wrapper_key=wrapper, wrapper_sample=wrapper), key_first_seen))
+        self.activity[account] += 1
+
+    def elsewhere(self, account: str, n: int) -> None:
+        """Prompts the account sends that the campaign stage does not cluster here."""
+        self.activity[account] += n
+
+    def random_ip(self) -> str:
+        a, b, c, d = self.rng.integers(11, 200), *self.rng.integers(0, 255, size=3)
+        return f"{a}.{b}.{c}.{d}"
+
+    def background(self, accounts: int = 200) -> None:
+        """Ordinary users with old keys asking unrelated things."""
+        for i in range(accounts):
+            seen = T0 - int(self.rng.integers(30, 900)) * DAY
+            ip, agent = self.random_ip(), AGENTS[i % len(AGENTS)]
+            for _ in range(int(self.rng.integers(1, 6))):
+                self.post(f"user-{i}", T0 + int(self.rng.integers(0, 3 * HOUR)),
+                          unit(self.rng.normal(size=DIM)).astype(np.float32),
+                          f"question {i} {self.rng.integers(1 << 30)}", ip=ip, agent=agent,
+                          key_first_seen=seen)
+
+    def run(self) -> tuple[CampaignTracker, list]:
+        tracker = CampaignTracker(Policy())
+        findings = []
+        for point, key_seen in sorted(self.points, key=lambda p: (p[0].ts_ms, p[0].event_id)):
+            tracker.add(point, "full", self.activity[point.account_id], key_seen)
+            if tracker.due(idle=False):
+                findings += tracker.judge_all()
+        findings += tracker.judge_all()
+        return tracker, findings
+
+
+def members_found(findings: list, members: set[str]) -> set[str]:
+    return set().union(*(set(f.accounts) for f in findings)) & members if findings else set()
+
+
+def outsiders(findings: list, members: set[str]) -> set[str]:
+    return set().union(*(set(f.accounts) for f in findings)) - members if findings else set()
+
+
+def test_one_narrative_in_many_wrappers_is_one_campaign_across_its_clusters() -> None:
+    """25 accounts on 3 subnets push one claim through 8 wrappers whose whole prompts fall
+    into 8 clusters: no cluster holds half of any account's prompts, the linked group does."""
+    world = Window()
+    claim = world.direction()
+    # Each wrapper pulls the claim its own way: wrapper clusters are ~0.6 alike, not one.
+    wrappers = [unit(claim + 0.8 * world.direction()) for _ in range(8)]
+    members = {f"op-{i}" for i in range(25)}
+    for i, account in enumerate(sorted(members)):
+        subnet = ("203.0.113", "198.51.100", "192.0.2")[i % 3]
+        for n in range(15):
+            w = (i + n) % 8
+            world.post(account, T0 + n * 10 * MINUTE + int(world.rng.integers(0, 90_000)),
+                       near(world.rng, wrappers[w], 0.93), f"wrapper {w} claim",
+                       ip=f"{subnet}.{i + 10}", agent=AGENTS[i % 2],
+                       key_first_seen=T0 - HOUR, wrapper=f"w{w}")
+    world.background()
+    _, findings = world.run()
+    assert len(members_found(findings, members)) >= 0.9 * len(members)
+    assert not outsiders(findings, members)
+    final = findings[-1]
+    assert len(final.evidence["clusters"]) >= 4  # it spans the wrappers' clusters
+    assert len(final.evidence["wrappers"]) >= 4
+    assert len({f.campaign_id for f in findings}) == 1  # one id as it grows and links
+
+
+def test_an_operation_behind_residential_proxies_is_found_without_shared_networks() -> None:
+    """12 old-looking accounts, a new address per request, ordinary clients, human pace and
+    ordinary use mixed in: what remains is one narrative, reused among them only."""
+    world = Window(seed=5)
+    claim = world.direction()
+    members = {f"px-{i}" for i in range(12)}
+    for i, account in enumerate(sorted(members)):
+        seen = T0 - int(world.rng.integers(30, 900)) * DAY
+        for n in range(8):
+            world.post(account, T0 + int(world.rng.integers(0, 3 * HOUR)),
+                       near(world.rng, claim, 0.95), f"claim wording {n % 3}",
+                       ip=world.random_ip(), agent=AGENTS[i % len(AGENTS)],
+                       key_first_seen=seen)
+        world.elsewhere(account, 4)
+    world.background()
+    _, findings = world.run()
+    assert members_found(findings, members) == members
+    assert not outsiders(findings, members)
+    evidence = findings[-1].evidence
+    assert evidence["shared_networks"] < 0.2 and evidence["payload_reuse"] > 0.7
+
+
+def test_the_crowds_that_look_alike_are_never_campaigns() -> None:
+    world = Window(seed=7)
+    # A popular public template: 200 accounts, tight vectors, varied fills, most do plenty else.
+    template = world.direction()
+    for i in range(200):
+        seen = T0 - int(world.rng.integers(30, 900)) * DAY
+        ip = world.random_ip()
+        for n in range(int(world.rng.integers(1, 4))):
+            world.post(f"tpl-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
+                       near(world.rng, template, 0.96), f"template fill {i}-{n}", ip=ip,
+                       agent=AGENTS[i % len(AGENTS)], key_first_seen=seen)
+        world.elsewhere(f"tpl-{i}", int(world.rng.integers(0, 20)))
+    # An office behind one NAT with one internal client, asking varied things together.
+    for i in range(25):
+        for n in range(6):
+            world.post(f"office-{i}", T0 + n * 20 * MINUTE + int(world.rng.integers(0, 60_000)),
+                       unit(world.rng.normal(size=DIM)).astype(np.float32), f"work {i} {n}",
+                       ip=f"198.18.0.{i + 2}", agent="acme-internal/2.1",
+                       key_first_seen=T0 - 200 * DAY)
+    # A batch customer: one account, one template, all day.
+    batch = world.direction()
+    for n in range(300):
+        world.post("batch-1", T0 + n * 30_000, near(world.rng, batch, 0.97), f"ticket {n}",
+                   ip="198.19.0.7", agent="batch/1.0", key_first_seen=T0 - 300 * DAY)
+    # A viral topic: 60 accounts ask about one piece of news in their own words, once or twice.
+    news = world.direction()
+    for i in range(60):
+        seen = T0 - int(world.rng.integers(30, 900)) * DAY
+        ip = world.random_ip()
+        for n in range(int(world.rng.integers(1, 3))):
+            world.post(f"viral-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
+                       near(world.rng, news, 0.85), f"own words {i}-{n}", ip=ip,
+                       agent=AGENTS[i % len(AGENTS)], key_first_seen=seen)
+        world.elsewhere(f"viral-{i}", int(world.rng.integers(4, 15)))
+    # A popular wrapper with many payloads: the payloads point everywhere.
+    for i in range(60):
+        seen = T0 - int(world.rng.integers(30, 900)) * DAY
+        ip = world.random_ip()
+        for n in range(3):
+            world.post(f"wrap-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
+                       unit(world.rng.normal(size=DIM)).astype(np.float32),
+                       f"payload {i}-{n}", ip=ip, agent=AGENTS[i % len(AGENTS)],
+                       key_first_seen=seen, wrapper="tweet saying that {}")
+        world.elsewhere(f"wrap-{i}", 5)
+    world.background()
+    _, findings = world.run()
+    assert findings == []
+
+
+def test_a_script_sending_many_unrelated_prompts_from_every_account_is_no_narrative() -> None:
+    """Eight accounts spray the same twenty unrelated jailbreak preambles: coordinated (the
+    jailbreak detectors' business), but twenty topics linked by their senders are not one
+    narrative."""
+    world = Window(seed=9)
+    preambles = [world.direction() for _ in range(20)]
+    for i in range(8):
+        for n in range(60):
+            k = (i + n) % 20
+            world.post(f"spray-{i}", T0 + n * 2 * MINUTE + i * 1000,
+                       near(world.rng, preambles[k], 0.97), f"preamble {k}",
+                       ip=world.random_ip(), agent="jb-runner/1.0",
+                       key_first_seen=T0 - 100 * DAY)
+    world.background()
+    tracker, findings = world.run()
+    assert findings == []
+    groups = tracker.linker.groups(
+        [tracker.spaces["full"].summary(c) for c in tracker.spaces["full"].cluster_ids(2)],
+        len(tracker.activity))
+    assert max(len(g) for g in groups) >= 10  # linked by their accounts, rejected as a topic
+
+
+def test_linking_needs_shared_accounts_beyond_chance() -> None:
+    from detectors.clustering import ClusterSummary
+
+    def summary(cid: str, accounts: set[str], centroid: np.ndarray) -> ClusterSummary:
+        return ClusterSummary(cid, T0, "full", len(accounts), frozenset(accounts), centroid)
+
+    rng = np.random.default_rng(1)
+    a, b = unit(rng.normal(size=DIM)), unit(rng.normal(size=DIM))
+    op = {f"op-{i}" for i in range(10)}
+    linker = ClusterLinker()
+    # Two clusters of one operation: the same ten accounts.
+    groups = linker.groups([summary("c1", op, a), summary("c2", op, b)], active_accounts=500)
+    assert len(groups) == 1
+    # Two big crowds sharing the few accounts chance predicts: not linked.
+    crowd_a = {f"x-{i}" for i in range(200)}
+    crowd_b = {f"x-{i}" for i in range(180, 380)}
+    groups = linker.groups([summary("c1", crowd_a, a), summary("c2", crowd_b, b)],
+                           active_accounts=500)
+    assert len(groups) == 2
+    # Four shared accounts (of ten) among 2,000 active: beyond chance, but under half the
+    # smaller cluster, so they link only clusters of one narrative.
+    others = (op - {f"op-{i}" for i in range(6)}) | {f"y-{i}" for i in range(20)}
+    small = linker.groups([summary("c1", op, a), summary("c2", others, b)],
+                          active_accounts=2000)
+    same = linker.groups([summary("c1", op, a), summary("c2", others, unit(a + 0.3 * b))],
+                         active_accounts=2000)
+    assert len(small) == 2 and len(same) == 1
+
+
+def test_a_policy_reload_retunes_the_judge_and_keeps_the_clusters() -> None:
+    world = Window(seed=5)
+    claim = world.direction()
+    for i in range(12):
+        for n in range(8):
+            world.post(f"px-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
+                       near(world.rng, claim, 0.95), f"claim wording {n % 3}",
+                       ip=world.random_ip(), agent=AGENTS[i % len(AGENTS)],
+                       key_first_seen=T0 - 100 * DAY)
+    tracker, findings = world.run()
+    assert findings
+    clusters = len(tracker.spaces["full"])
+    strict = Policy.model_validate({"rules": {"campaign": {"min_accounts": 13}}})
+    tracker.reconfigure(strict)
+    assert tracker.judge.min_accounts == 13
+    assert len(tracker.spaces["full"]) == clusters
+    assert tracker.judge_all() == []
