@@ -11,7 +11,9 @@ in the evidence an analyst reads. Content copied by many accounts outside the gr
 a public template and is down-weighted the way coordination research down-weights viral items.
 
 Only "core" accounts are judged and reported: those that spend at least `min_member_share` of
-their prompts in the linked clusters. An ordinary user who once asked about the same topic is
+their prompts in the linked clusters, and at least `min_member_prompts` prompts (one prompt
+says nothing about where an account spends its traffic: early in a stream every account has
+sent only one or two). An ordinary user who once asked about the same topic is
 not accused along with the accounts that push it.
 """
 
@@ -94,6 +96,7 @@ class CampaignJudge:
                  min_cohesion: float = 0.7, min_concentration: float = 0.5,
                  min_coordination: float = 0.5,
                  min_score: float = 0.6, min_member_share: float = 0.3,
+                 min_member_prompts: int = 2,
                  template_jaccard: float = 0.5, new_key_ms: int = 2 * DAY_MS,
                  burst_ms: int = 3_600_000, max_timing_accounts: int = 300,
                  max_text_samples: int = 60, weights: CoordinationWeights | None = None,
@@ -105,6 +108,7 @@ class CampaignJudge:
         self.min_coordination = min_coordination
         self.min_score = min_score
         self.min_member_share = min_member_share
+        self.min_member_prompts = min_member_prompts
         self.template_jaccard = template_jaccard
         self.new_key_ms = new_key_ms
         self.burst_ms = burst_ms
@@ -134,7 +138,8 @@ class CampaignJudge:
         snapshot = merge_snapshots(parts)
         shares = {account: events / max(account_activity.get(account, events), events)
                   for account, events in snapshot.accounts.items()}
-        core = sorted(a for a, share in shares.items() if share >= self.min_member_share)
+        core = sorted(a for a, share in shares.items() if share >= self.min_member_share
+                      and snapshot.accounts[a] >= self.min_member_prompts)
         core_set = set(core)
         points = [p for p in snapshot.members if p.account_id in core_set]
         if len(points) < 2:

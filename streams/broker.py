@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -62,6 +62,36 @@ def consumer_lag(settings: Settings, group_id: str, topics: list[str]) -> int:
             committed = consumer.committed(partition) or 0
             lag += max(0, ends[partition] - committed)
         return lag
+    finally:
+        consumer.close()
+
+
+def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> Iterator[bytes]:
+    """The values of `topic` written since `since_ms` (message time) up to what `group_id` has
+    committed: what a stage processed before it stopped, to rebuild its in-memory state from.
+    Messages past the committed offset are left to the stage, which reads them again. The
+    partitions are assigned by hand, so reading back neither joins the group nor commits."""
+    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
+                             enable_auto_commit=False, max_poll_records=5000,
+                             fetch_max_bytes=50 * 1024 * 1024)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        ends = {p: consumer.committed(p) or 0 for p in partitions}
+        todo = {p for p in partitions if starts[p] is not None and starts[p].offset < ends[p]}
+        if not todo:
+            return
+        consumer.assign(sorted(todo))
+        for partition in todo:
+            consumer.seek(partition, starts[partition].offset)
+        while todo:
+            for partition, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    if record.offset < ends[partition]:
+                        yield record.value
+                if consumer.position(partition) >= ends[partition]:
+                    todo.discard(partition)
+                    consumer.pause(partition)
     finally:
         consumer.close()
 

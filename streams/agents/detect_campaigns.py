@@ -4,6 +4,7 @@ per campaign, updated as it grows."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -14,8 +15,10 @@ from detectors.campaigns import campaign_alert
 from detectors.clustering import ClusterPoint
 from streams import clock, codec
 from streams.app import app
+from streams.broker import read_back
 from streams.policy import current_policy
 from streams.publish import publish_alert, publish_document
+from streams.settings import get_settings
 from streams.sinks.documents import campaign_document
 from streams.topics import prompt_vectors_topic
 
@@ -32,9 +35,28 @@ def add_record(tracker: CampaignTracker, record: dict[str, Any]) -> None:
         record["space"], int(record["account_prompts"]), int(record["key_first_seen"]))
 
 
+def rebuild(tracker: CampaignTracker) -> int:
+    """Clusters live in memory: at start, replay the window's vectors that this stage had
+    already processed, and judge them once without reporting (they were reported before the
+    restart), so campaigns keep their ids and only changes are reported from here on. Blocking:
+    call it off the event loop."""
+    settings = get_settings()
+    since_ms = clock.now_ms() - tracker.policy.campaigns.window_seconds * 1000
+    points = 0
+    for value in read_back(settings, prompt_vectors_topic.get_topic_name(), settings.app_id,
+                           since_ms):
+        add_record(tracker, codec.loads(value))
+        points += 1
+    tracker.judge_all()
+    tracker.merged.clear()
+    return points
+
+
 @app.agent(prompt_vectors_topic)
 async def detect_campaigns(stream: StreamT) -> None:
     tracker = CampaignTracker(current_policy())
+    points = await asyncio.get_running_loop().run_in_executor(None, rebuild, tracker)
+    log.info("campaigns_rebuilt points=%d campaigns=%d", points, len(tracker.emitted))
     # In a replay, event time runs far ahead of the wall clock: judging on event time alone
     # would spend the stage judging. Between idle moments, at most every few wall seconds.
     pacing = clock.Every(5.0)

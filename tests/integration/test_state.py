@@ -96,3 +96,39 @@ def test_an_analysts_clearing_and_allowlisting_survive_later_signals(pipeline: P
     actions = pipeline.search("actions", {"term": {"user.id": account}})
     assert {a["event"]["action"] for a in actions} == {"cleared", "allowlisted"}
     assert all(a["misuse"]["actor"] == "test-analyst" for a in actions)
+
+
+def test_a_campaign_keeps_its_id_and_grows_after_the_worker_is_killed(
+        pipeline: Pipeline, tmp_path) -> None:
+    """Clusters live in memory: a restarted worker rebuilds them from the vectors it had
+    processed, so the operation continues under the same campaign id instead of starting over
+    as a new, smaller campaign."""
+    simulator = TrafficSimulator(91, clock.now_ms() - 2 * 3_600_000)
+    events, labels = simulator.campaign(accounts=12, duration_ms=3_600_000)
+    members = {label.entity_id for label in labels}
+    cut = min(e["ts"] for e in events) + 40 * 60_000
+    before, after = [e for e in events if e["ts"] < cut], [e for e in events if e["ts"] >= cut]
+
+    def campaign_of_members() -> list[dict]:
+        pipeline.es.indices.refresh(index=pipeline.settings.index("campaigns"),
+                                    ignore_unavailable=True)
+        return [c for c in pipeline.search("campaigns", {"term": {"misuse.status": "active"}})
+                if len(members & set(c["misuse"]["accounts"])) >= 8]
+
+    pipeline.produce(before)
+    pipeline.wait_drained()
+    [first] = campaign_of_members()
+    time.sleep(4)  # past the commit interval, so the kill loses nothing acknowledged
+
+    pipeline.worker.stop(kill=True)
+    env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / "fresh-data"))
+    pipeline.worker = WorkerProcess(pipeline.settings, pipeline.worker.log_path, env)
+    pipeline.worker.start()
+    pipeline.produce(after)
+    pipeline.wait_drained()
+
+    [grown] = campaign_of_members()
+    assert grown["misuse"]["campaign_id"] == first["misuse"]["campaign_id"]
+    assert grown["misuse"]["size"] > first["misuse"]["size"]
+    assert grown["misuse"]["first_seen"] == first["misuse"]["first_seen"]
+    assert "campaigns_rebuilt" in pipeline.worker.log_path.read_text()

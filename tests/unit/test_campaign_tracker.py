@@ -209,6 +209,20 @@ def test_a_script_sending_many_unrelated_prompts_from_every_account_is_no_narrat
     assert max(len(g) for g in groups) >= 10  # linked by their accounts, rejected as a topic
 
 
+def test_a_stream_just_started_is_no_campaign_yet() -> None:
+    """In the first minutes every account has sent one or two prompts: eight strangers whose
+    first prompt happens to be the same popular text are all "concentrated" on it and share it
+    with nobody else yet. One prompt each says nothing about where they spend their traffic."""
+    world = Window(seed=11)
+    text = world.direction()
+    for i in range(8):
+        world.post(f"early-{i}", T0 + i * 5_000, near(world.rng, text, 0.99),
+                   "What is the history of the roman empire?", ip=world.random_ip(),
+                   agent=AGENTS[i % len(AGENTS)], key_first_seen=T0 + i * 5_000)
+    _, findings = world.run()
+    assert findings == []
+
+
 def test_linking_needs_shared_accounts_beyond_chance() -> None:
     from detectors.clustering import ClusterSummary
 
