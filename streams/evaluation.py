@@ -56,6 +56,8 @@ class CampaignMatch:
     found_members: int
     member_recall: float
     outsiders: tuple[str, ...]
+    # Event time from the operation's first narrative post to the first campaign alert.
+    delay_s: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,14 +166,22 @@ def _score(family: str, labelled: Mapping[Entity, int], detected: Mapping[Entity
     return score, delays
 
 
-def _score_campaigns(labels: Iterable[Label],
-                     campaigns: Iterable[Mapping[str, Any]]) -> CampaignReport:
+def _score_campaigns(labels: Iterable[Label], campaigns: Iterable[Mapping[str, Any]],
+                     alerts: Iterable[Mapping[str, Any]] = ()) -> CampaignReport:
     """A found campaign matches the true campaign holding more than half of its accounts (so at
     most one); a true campaign split over several documents is matched by each of them."""
     truth: dict[str, set[str]] = defaultdict(set)
+    started: dict[str, int] = {}
     for label in labels:
         if label.rule == "campaign" and label.entity_kind == "account":
             truth[label.scenario].add(label.entity_id)
+            started[label.scenario] = min(label.start_ms,
+                                          started.get(label.scenario, label.start_ms))
+    alerted: dict[str, int] = {}
+    for alert in alerts:
+        if alert["entity"]["kind"] == "campaign":
+            campaign, end = str(alert["entity"]["id"]), int(alert["window_end_ms"])
+            alerted[campaign] = min(end, alerted.get(campaign, end))
     found = [c for c in campaigns if c.get("status") == "active"]
     docs_of: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     spurious = []
@@ -187,10 +197,13 @@ def _score_campaigns(labels: Iterable[Label],
     for name, docs in sorted(docs_of.items()):
         members = truth[name]
         accounts = set().union(*(set(d.get("accounts", ())) for d in docs))
+        ids = tuple(sorted(str(d["campaign_id"]) for d in docs))
+        first_alert = min((alerted[i] for i in ids if i in alerted), default=None)
+        found = len(accounts & members)
         matched.append(CampaignMatch(
-            name, tuple(sorted(str(d["campaign_id"]) for d in docs)), len(members),
-            len(accounts & members), len(accounts & members) / len(members),
-            tuple(sorted(accounts - members))))
+            name, ids, len(members), found, found / len(members),
+            tuple(sorted(accounts - members)),
+            None if first_alert is None else max(0, first_alert - started[name]) / 1000))
     return CampaignReport(len(found), tuple(matched), tuple(sorted(truth.keys() - docs_of.keys())),
                           tuple(sorted(spurious)))
 
@@ -237,7 +250,8 @@ def evaluate(labels: Sequence[Label], alerts: Sequence[Mapping[str, Any]],
     benign = tuple(BenignEntity(kind, id_, tuple(sorted(rules.get((kind, id_), ()))),
                                 statuses.get((kind, id_)))
                    for kind, id_ in sorted((rules.keys() | statuses.keys()) - misusers))
-    return Evaluation(tuple(scores), overall, _score_campaigns(labels, campaigns), benign)
+    return Evaluation(tuple(scores), overall, _score_campaigns(labels, campaigns, alerts),
+                      benign)
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -259,7 +273,7 @@ def format_table(evaluation: Evaluation) -> str:
     for m in c.matched:
         lines.append(f"  {m.true_campaign}: members {m.found_members}/{m.members}"
                      f" (recall {m.member_recall:.3f}), outsiders {len(m.outsiders)},"
-                     f" docs {', '.join(m.campaign_ids)}")
+                     f" first alert after {_fmt(m.delay_s, 1)} s, docs {', '.join(m.campaign_ids)}")
     lines += [f"  missed {name}" for name in c.missed]
     lines += [f"  spurious {cid}" for cid in c.spurious]
     lines.append(f"\nbenign entities flagged: {len(evaluation.benign)}")

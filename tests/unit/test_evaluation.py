@@ -150,6 +150,7 @@ def test_campaigns_matched_missed_and_spurious() -> None:
     assert moon.true_campaign == "campaign:moon" and moon.campaign_ids == ("c1",)
     assert (moon.members, moon.found_members, moon.member_recall) == (4, 3, 0.75)
     assert moon.outsiders == ("acct-x1",)
+    assert moon.delay_s == 300.0  # from the first member's start to the first campaign alert
     cp = family(result, "campaign")
     assert (cp.tp, cp.fp, cp.fn) == (3, 1, 4)
 
