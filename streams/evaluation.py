@@ -199,9 +199,9 @@ def _score_campaigns(labels: Iterable[Label], campaigns: Iterable[Mapping[str, A
         accounts = set().union(*(set(d.get("accounts", ())) for d in docs))
         ids = tuple(sorted(str(d["campaign_id"]) for d in docs))
         first_alert = min((alerted[i] for i in ids if i in alerted), default=None)
-        found = len(accounts & members)
+        hits = len(accounts & members)
         matched.append(CampaignMatch(
-            name, ids, len(members), found, found / len(members),
+            name, ids, len(members), hits, hits / len(members),
             tuple(sorted(accounts - members)),
             None if first_alert is None else max(0, first_alert - started[name]) / 1000))
     return CampaignReport(len(found), tuple(matched), tuple(sorted(truth.keys() - docs_of.keys())),
