@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: all venv up down status demo test unit integration bench lint clean
+.PHONY: all venv up down status demo test unit integration bench eval lint clean
 
 all: test
 
@@ -43,6 +43,16 @@ test: venv up
 
 bench: venv up
 	$(BIN)/python -m tests.bench
+
+# Detection quality on held-out wordings: the simulator's test half and the real-text corpus's
+# test half, each through the real pipeline (EVAL_SPLIT=dev for the half thresholds are tuned on).
+EVAL_SPLIT ?= test
+eval: venv up
+	mkdir -p .bench
+	$(BIN)/misuse simulate --preset full --split $(EVAL_SPLIT) --seed 11 --out .bench/simulated-$(EVAL_SPLIT).jsonl
+	$(BIN)/misuse eval .bench/simulated-$(EVAL_SPLIT).jsonl --json .bench/simulated-$(EVAL_SPLIT).eval.json
+	$(BIN)/misuse simulate --preset realtext --split $(EVAL_SPLIT) --seed 7 --out .bench/realtext-$(EVAL_SPLIT).jsonl
+	$(BIN)/misuse eval .bench/realtext-$(EVAL_SPLIT).jsonl --json .bench/realtext-$(EVAL_SPLIT).eval.json
 
 lint: venv
 	$(BIN)/ruff check streams detectors tests
