@@ -156,24 +156,8 @@ class CampaignJudge:
         content = narrowness * (1.0 - popularity)
         concentration = float(np.mean([shares[a] for a in core])) if core else 0.0
 
-        timing = self._timing_sync(core, snapshot)
-        reuse, _ = _link_strength(core, core_texts, text_users, snapshot.account_texts, None)
-        networks, shared_ranges = _link_strength(
-            core, {a: {network_range(ip) for ip in snapshot.account_ips.get(a, ())}
-                   for a in core},
-            census.network_accounts if census else None, snapshot.account_ips, network_range)
-        agents, _ = _link_strength(
-            core, {a: set(snapshot.account_user_agents.get(a, ())) for a in core},
-            census.user_agent_accounts if census else None, snapshot.account_user_agents, None)
-        history = KeyHistory.of(key_first_seen_ms)
-        new_keys, new_keys_chance = self._new_keys(core, snapshot, history)
-        burst, burst_chance = self._creation_burst(core, snapshot, history)
-        components = {"timing": timing, "payload_reuse": reuse,
-                      "new_keys": _surprise(new_keys, len(core), new_keys_chance),
-                      # The densest span was picked among about one per core account.
-                      "creation_burst": _surprise(burst, len(core), burst_chance,
-                                                  tries=len(core)),
-                      "networks": networks, "user_agents": agents}
+        components, coordination_evidence = self._coordination(
+            core, core_texts, snapshot, census, KeyHistory.of(key_first_seen_ms))
         coordination = 1.0 - math.prod(1.0 - getattr(self.weights, name) * value
                                        for name, value in components.items())
         score = 0.2 * content + 0.3 * concentration + 0.5 * coordination
@@ -183,16 +167,10 @@ class CampaignJudge:
             "cluster_size": snapshot.size, "clusters": [p.cluster_id for p in parts][:20],
             "narrowness": _r(narrowness), "narrowness_floor": _r(floor),
             "cohesion": _r(cohesion),
-            "pairwise_similarity": _r(pairwise), "outside_popularity": _r(popularity),
-            "template_share": _r(template_share), "popularity": _r(popularity),
+            "pairwise_similarity": _r(pairwise), "popularity": _r(popularity),
+            "template_share": _r(template_share),
             "content": _r(content), "concentration": _r(concentration),
-            "timing_sync": _r(timing), "timing_bin_s": snapshot.bin_ms // 1000,
-            "payload_reuse": _r(reuse),
-            "shared_networks": _r(networks), "network_ranges": shared_ranges[:20],
-            "shared_user_agents": _r(agents), "new_key_share": _r(new_keys),
-            "new_key_share_population": _r(new_keys_chance),
-            "creation_burst": _r(burst), "creation_burst_population": _r(burst_chance),
-            "new_keys_known": key_first_seen_ms is not None,
+            **coordination_evidence, "new_keys_known": key_first_seen_ms is not None,
             "wrappers": _wrappers(points),
             "coordination_components": {k: _r(v) for k, v in components.items()},
             "coordination": _r(coordination), "score": _r(score),
@@ -210,6 +188,38 @@ class CampaignJudge:
         if not failed:
             finding = self._finding(snapshot, core, points, centre, _r(score), evidence, reasons)
         return CampaignAssessment(snapshot.cluster_id, evidence, reasons, failed, finding)
+
+    def _coordination(self, core: list[str], core_texts: Mapping[str, set[str]],
+                      snapshot: ClusterSnapshot, census: Census | None,
+                      history: KeyHistory | None) -> tuple[dict[str, float], dict[str, Any]]:
+        """The chance-corrected coordination components (each 0..1) and their evidence."""
+        timing = self._timing_sync(core, snapshot)
+        text_users = census.text_accounts if census else snapshot.text_accounts
+        reuse, _ = _link_strength(core, core_texts, text_users, snapshot.account_texts, None)
+        networks, shared_ranges = _link_strength(
+            core, {a: {network_range(ip) for ip in snapshot.account_ips.get(a, ())}
+                   for a in core},
+            census.network_accounts if census else None, snapshot.account_ips, network_range)
+        agents, _ = _link_strength(
+            core, {a: set(snapshot.account_user_agents.get(a, ())) for a in core},
+            census.user_agent_accounts if census else None, snapshot.account_user_agents, None)
+        new_keys, new_keys_chance = self._new_keys(core, snapshot, history)
+        burst, burst_chance = self._creation_burst(core, snapshot, history)
+        components = {"timing": timing, "payload_reuse": reuse,
+                      "new_keys": _surprise(new_keys, len(core), new_keys_chance),
+                      # The densest span was picked among about one per core account.
+                      "creation_burst": _surprise(burst, len(core), burst_chance,
+                                                  tries=len(core)),
+                      "networks": networks, "user_agents": agents}
+        evidence = {
+            "timing_sync": _r(timing), "timing_bin_s": snapshot.bin_ms // 1000,
+            "payload_reuse": _r(reuse),
+            "shared_networks": _r(networks), "network_ranges": shared_ranges[:20],
+            "shared_user_agents": _r(agents), "new_key_share": _r(new_keys),
+            "new_key_share_population": _r(new_keys_chance),
+            "creation_burst": _r(burst), "creation_burst_population": _r(burst_chance),
+        }
+        return components, evidence
 
     def _narrowness(self, parts: Sequence[ClusterSnapshot],
                     core: set[str]) -> tuple[float, float, float]:
@@ -325,7 +335,7 @@ class CampaignJudge:
             f"prompts on this narrative ({e['cluster_accounts']} accounts touched it, in "
             f"{len(e['clusters'])} linked cluster(s) and {len(e['wrappers'])} wrapper(s))",
             f"prompts are {e['narrowness']:.2f} similar to the narrative's centre "
-            f"({e['outside_popularity']:.0%} of it is also sent by accounts outside the group)",
+            f"({e['popularity']:.0%} of it is also sent by accounts outside the group)",
         ]
         parts = e["coordination_components"]
         if parts["payload_reuse"] >= 0.3:

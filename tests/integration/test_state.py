@@ -17,6 +17,15 @@ from streams.sinks.documents import iso
 from .conftest import Pipeline
 
 
+def kill_and_restart_elsewhere(pipeline: Pipeline, tmp_path) -> None:
+    """SIGKILL the worker and start a new one with an empty data directory, as on another
+    machine: whatever it knows of the past must come from Kafka."""
+    pipeline.worker.stop(kill=True)
+    env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / "fresh-data"))
+    pipeline.worker = WorkerProcess(pipeline.settings, pipeline.worker.log_path, env)
+    pipeline.worker.start()
+
+
 def test_window_state_survives_a_killed_worker_via_the_changelog(
         pipeline: Pipeline, tmp_path) -> None:
     simulator = TrafficSimulator(77, clock.now_ms() - 3_600_000)
@@ -31,10 +40,7 @@ def test_window_state_survives_a_killed_worker_via_the_changelog(
 
     # Killed, and restarted on a machine without its local RocksDB: only the changelog topic
     # can give the new worker the 15 attempts it saw before.
-    pipeline.worker.stop(kill=True)
-    env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / "fresh-data"))
-    pipeline.worker = WorkerProcess(pipeline.settings, pipeline.worker.log_path, env)
-    pipeline.worker.start()
+    kill_and_restart_elsewhere(pipeline, tmp_path)
 
     pipeline.produce(after)
     pipeline.wait_drained()
@@ -109,25 +115,33 @@ def test_a_campaign_keeps_its_id_and_grows_after_the_worker_is_killed(
     cut = min(e["ts"] for e in events) + 40 * 60_000
     before, after = [e for e in events if e["ts"] < cut], [e for e in events if e["ts"] >= cut]
 
-    def campaign_of_members() -> list[dict]:
-        pipeline.es.indices.refresh(index=pipeline.settings.index("campaigns"),
-                                    ignore_unavailable=True)
-        return [c for c in pipeline.search("campaigns", {"term": {"misuse.status": "active"}})
-                if len(members & set(c["misuse"]["accounts"])) >= 8]
+    def campaign_of_members(grown_past: int = 0, timeout_s: float = 120) -> dict:
+        """The one active campaign holding most of the members, once its size passes
+        `grown_past`: the campaign stage judges after it has read its input, so a drained
+        pipeline may still be about to publish the document."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pipeline.es.indices.refresh(index=pipeline.settings.index("campaigns"),
+                                        ignore_unavailable=True)
+            found = [c for c in pipeline.search("campaigns",
+                                                {"term": {"misuse.status": "active"}})
+                     if len(members & set(c["misuse"]["accounts"])) >= 8]
+            if (found and found[0]["misuse"]["size"] > grown_past) \
+                    or time.monotonic() > deadline:
+                assert len(found) == 1, found
+                return found[0]
+            time.sleep(1.0)
 
     pipeline.produce(before)
     pipeline.wait_drained()
-    [first] = campaign_of_members()
+    first = campaign_of_members()
     time.sleep(4)  # past the commit interval, so the kill loses nothing acknowledged
 
-    pipeline.worker.stop(kill=True)
-    env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / "fresh-data"))
-    pipeline.worker = WorkerProcess(pipeline.settings, pipeline.worker.log_path, env)
-    pipeline.worker.start()
+    kill_and_restart_elsewhere(pipeline, tmp_path)
     pipeline.produce(after)
     pipeline.wait_drained()
 
-    [grown] = campaign_of_members()
+    grown = campaign_of_members(grown_past=first["misuse"]["size"])
     assert grown["misuse"]["campaign_id"] == first["misuse"]["campaign_id"]
     assert grown["misuse"]["size"] > first["misuse"]["size"]
     assert grown["misuse"]["first_seen"] == first["misuse"]["first_seen"]

@@ -4,6 +4,7 @@ never be a campaign (popular template, office behind one NAT, batch customer, vi
 popular wrapper with many payloads). Vectors are a direction per theme plus noise."""
 
 from collections import Counter
+from collections.abc import Callable
 
 import numpy as np
 
@@ -59,6 +60,20 @@ class Window:
     def random_ip(self) -> str:
         a, b, c, d = self.rng.integers(11, 200), *self.rng.integers(0, 255, size=3)
         return f"{a}.{b}.{c}.{d}"
+
+    def crowd(self, prefix: str, accounts: int, prompts: tuple[int, int],
+              vector: Callable[[], np.ndarray], elsewhere: tuple[int, int] = (0, 1),
+              wrapper: str = "") -> None:
+        """Independent accounts with old keys, own addresses and clients, posting at random
+        times: `prompts` and `elsewhere` are [low, high) counts per account."""
+        for i in range(accounts):
+            seen = T0 - int(self.rng.integers(30, 900)) * DAY
+            ip = self.random_ip()
+            for n in range(int(self.rng.integers(*prompts))):
+                self.post(f"{prefix}-{i}", T0 + int(self.rng.integers(0, 3 * HOUR)), vector(),
+                          f"{prefix} {i}-{n}", ip=ip, agent=AGENTS[i % len(AGENTS)],
+                          key_first_seen=seen, wrapper=wrapper)
+            self.elsewhere(f"{prefix}-{i}", int(self.rng.integers(*elsewhere)))
 
     def background(self, accounts: int = 200) -> None:
         """Ordinary users with old keys asking unrelated things."""
@@ -142,14 +157,7 @@ def test_the_crowds_that_look_alike_are_never_campaigns() -> None:
     world = Window(seed=7)
     # A popular public template: 200 accounts, tight vectors, varied fills, most do plenty else.
     template = world.direction()
-    for i in range(200):
-        seen = T0 - int(world.rng.integers(30, 900)) * DAY
-        ip = world.random_ip()
-        for n in range(int(world.rng.integers(1, 4))):
-            world.post(f"tpl-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
-                       near(world.rng, template, 0.96), f"template fill {i}-{n}", ip=ip,
-                       agent=AGENTS[i % len(AGENTS)], key_first_seen=seen)
-        world.elsewhere(f"tpl-{i}", int(world.rng.integers(0, 20)))
+    world.crowd("tpl", 200, (1, 4), lambda: near(world.rng, template, 0.96), elsewhere=(0, 20))
     # An office behind one NAT with one internal client, asking varied things together.
     for i in range(25):
         for n in range(6):
@@ -164,24 +172,10 @@ def test_the_crowds_that_look_alike_are_never_campaigns() -> None:
                    ip="198.19.0.7", agent="batch/1.0", key_first_seen=T0 - 300 * DAY)
     # A viral topic: 60 accounts ask about one piece of news in their own words, once or twice.
     news = world.direction()
-    for i in range(60):
-        seen = T0 - int(world.rng.integers(30, 900)) * DAY
-        ip = world.random_ip()
-        for n in range(int(world.rng.integers(1, 3))):
-            world.post(f"viral-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
-                       near(world.rng, news, 0.85), f"own words {i}-{n}", ip=ip,
-                       agent=AGENTS[i % len(AGENTS)], key_first_seen=seen)
-        world.elsewhere(f"viral-{i}", int(world.rng.integers(4, 15)))
+    world.crowd("viral", 60, (1, 3), lambda: near(world.rng, news, 0.85), elsewhere=(4, 15))
     # A popular wrapper with many payloads: the payloads point everywhere.
-    for i in range(60):
-        seen = T0 - int(world.rng.integers(30, 900)) * DAY
-        ip = world.random_ip()
-        for n in range(3):
-            world.post(f"wrap-{i}", T0 + int(world.rng.integers(0, 3 * HOUR)),
-                       unit(world.rng.normal(size=DIM)).astype(np.float32),
-                       f"payload {i}-{n}", ip=ip, agent=AGENTS[i % len(AGENTS)],
-                       key_first_seen=seen, wrapper="tweet saying that {}")
-        world.elsewhere(f"wrap-{i}", 5)
+    world.crowd("wrap", 60, (3, 4), lambda: unit(world.rng.normal(size=DIM)).astype(np.float32),
+                elsewhere=(5, 6), wrapper="tweet saying that {}")
     world.background()
     _, findings = world.run()
     assert findings == []
