@@ -36,6 +36,7 @@ class CampaignTracker:
         self.keys: dict[str, tuple[int, int]] = {}
         self.latest_ms = 0
         self.judged_ms = 0
+        self.unjudged = 0  # points added since the last judging round, whatever their time
         self.judged: dict[tuple[str, ...], int] = {}
         self.campaign_of: dict[str, str] = {}  # cluster id -> the campaign it was reported in
         self.first_seen: dict[str, int] = {}  # campaign id -> first seen, fixed at first report
@@ -77,16 +78,19 @@ class CampaignTracker:
         first, _ = self.keys.get(point.api_key_id, (key_first_seen_ms, 0))
         self.keys[point.api_key_id] = (min(first, key_first_seen_ms), point.ts_ms)
         self.latest_ms = max(self.latest_ms, point.ts_ms)
+        self.unjudged += 1
         clusterer.add(point)
 
     def due(self, idle: bool) -> bool:
+        """Every `judge_every_seconds` of event time, and whenever the input pauses with points
+        not yet judged: late events older than the newest one count too."""
         every_ms = self.policy.campaigns.judge_every_seconds * 1000
-        return self.latest_ms - self.judged_ms >= every_ms or (idle and
-                                                               self.latest_ms > self.judged_ms)
+        return self.latest_ms - self.judged_ms >= every_ms or (idle and self.unjudged > 0)
 
     def judge_all(self) -> list[CampaignFinding]:
         """Expire, refine (merge, split), link, then judge every linked group that changed."""
         self.judged_ms = self.latest_ms
+        self.unjudged = 0
         self._expire()
         summaries = [clusterer.summary(cluster_id) for clusterer in self.spaces.values()
                      for cluster_id in clusterer.cluster_ids(min_accounts=2)]

@@ -76,6 +76,7 @@ class CoordinationWeights:
     payload_reuse: float = 0.75
     new_keys: float = 0.6
     creation_burst: float = 0.5
+    cadence: float = 0.4
     networks: float = 0.5
     user_agents: float = 0.3
 
@@ -205,12 +206,13 @@ class CampaignJudge:
             census.user_agent_accounts if census else None, snapshot.account_user_agents, None)
         new_keys, new_keys_chance = self._new_keys(core, snapshot, history)
         burst, burst_chance = self._creation_burst(core, snapshot, history)
+        cadence = self._cadence(core, snapshot)
         components = {"timing": timing, "payload_reuse": reuse,
                       "new_keys": _surprise(new_keys, len(core), new_keys_chance),
                       # The densest span was picked among about one per core account.
                       "creation_burst": _surprise(burst, len(core), burst_chance,
                                                   tries=len(core)),
-                      "networks": networks, "user_agents": agents}
+                      "cadence": cadence, "networks": networks, "user_agents": agents}
         evidence = {
             "timing_sync": _r(timing), "timing_bin_s": snapshot.bin_ms // 1000,
             "payload_reuse": _r(reuse),
@@ -218,6 +220,7 @@ class CampaignJudge:
             "shared_user_agents": _r(agents), "new_key_share": _r(new_keys),
             "new_key_share_population": _r(new_keys_chance),
             "creation_burst": _r(burst), "creation_burst_population": _r(burst_chance),
+            "similar_cadence": _r(cadence),
         }
         return components, evidence
 
@@ -309,6 +312,29 @@ class CampaignJudge:
                   for account in core)
         return new / len(core), history.share_between(since, None)
 
+    def _cadence(self, core: list[str], snapshot: ClusterSnapshot) -> float:
+        """How much the core accounts send like one scheduler: regular gaps (1 - coefficient
+        of variation: a Poisson stream or a person's sessions score 0) times alike periods
+        (1 - spread of the core's log median gaps / the spread over everyone who touched the
+        narrative). 0 with fewer than 5 core accounts (or 10 in all) with three or more recent
+        prompts."""
+        times: dict[str, list[int]] = {}
+        for point in snapshot.members:
+            times.setdefault(point.account_id, []).append(point.ts_ms)
+        gaps = {account: np.diff(np.sort(np.asarray(ts, dtype=np.float64)))
+                for account, ts in times.items() if len(ts) >= 3}
+        periods = {a: float(np.log(max(1.0, float(np.median(g))))) for a, g in gaps.items()}
+        ours = [a for a in core if a in gaps]
+        if len(ours) < 5 or len(gaps) < 10:
+            return 0.0
+        regular = float(np.mean([np.clip(1.0 - float(np.std(gaps[a]))
+                                          / max(float(np.mean(gaps[a])), 1.0), 0.0, 1.0)
+                                  for a in ours]))
+        # Sample spreads (ddof=1): a handful of accounts looks alike by luck otherwise.
+        spread = float(np.std(list(periods.values()), ddof=1))
+        alike = 1.0 - float(np.std([periods[a] for a in ours], ddof=1)) / max(spread, 1e-9)
+        return float(np.clip(regular * alike, 0.0, 1.0))
+
     def _creation_burst(self, core: list[str], snapshot: ClusterSnapshot,
                         history: KeyHistory | None) -> tuple[float, float]:
         """(largest share of core accounts whose first key appeared within one `burst_ms`
@@ -344,6 +370,9 @@ class CampaignJudge:
         if e["timing_sync"] >= 0.3:
             reasons.append(f"the accounts act in the same {e['timing_bin_s']} s windows "
                            f"(synchrony {e['timing_sync']:.2f}, 0 = chance)")
+        if parts["cadence"] >= 0.3:
+            reasons.append(f"they send at alike cadences (similarity {e['similar_cadence']:.2f}, "
+                           f"0 = as varied as everyone else on the narrative)")
         if e["shared_networks"] >= 0.3:
             reasons.append(f"{e['shared_networks']:.0%} of them share network ranges with each "
                            f"other: {', '.join(e['network_ranges'][:5])}")

@@ -455,6 +455,10 @@ class OnlineClusterer:
             return None
         cluster.checked_at = cluster.added
         vectors = np.stack([_unit(np.asarray(p.vector, dtype=np.float64)) for p in members])
+        # Copies share one vector: a cluster of one text has nothing to split (and KMeans
+        # would warn that it found fewer distinct points than clusters).
+        if len(np.unique(vectors, axis=0)) < 2:
+            return None
         # Seeding with two far-apart members finds two real groups in one run, deterministically.
         first = int(np.argmin(vectors @ _unit(vectors.sum(axis=0))))
         second = int(np.argmin(vectors @ vectors[first]))

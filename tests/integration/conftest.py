@@ -97,8 +97,10 @@ def pipeline(isolated: tuple[Settings, dict[str, str]],
     worker = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log",
                            isolated_env)
     worker.start()
-    yield Pipeline(settings, worker)
-    worker.stop()
+    pipeline = Pipeline(settings, worker)
+    yield pipeline
+    # Tests that kill and restart the worker replace pipeline.worker: stop the one running now.
+    pipeline.worker.stop()
     es = Elasticsearch(settings.elasticsearch_url)
     es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
     for name in list(es.indices.get_index_template(name=f"{settings.index_prefix}*")

@@ -263,3 +263,67 @@ def test_a_policy_reload_retunes_the_judge_and_keeps_the_clusters() -> None:
     assert tracker.judge.min_accounts == 13
     assert len(tracker.spaces["full"]) == clusters
     assert tracker.judge_all() == []
+
+
+def cadence_of(world: Window) -> float:
+    from detectors.campaigns import CampaignJudge
+    from detectors.clustering import OnlineClusterer
+
+    clusterer = OnlineClusterer(window_ms=6 * HOUR)
+    for point, _ in sorted(world.points, key=lambda p: p[0].ts_ms):
+        clusterer.add(point)
+    biggest = max(clusterer.cluster_ids(), key=clusterer.size)
+    return CampaignJudge().assess(clusterer.snapshot(biggest),
+                                  world.activity).evidence["similar_cadence"]
+
+
+def test_one_scheduler_behind_many_accounts_shows_in_their_cadence() -> None:
+    """Ten accounts posting every six minutes from a scheduler, among thirty people who touch
+    the same story at their own pace (and do plenty else): the scheduled ones share a cadence
+    that the people do not."""
+    def world_with(scheduled: bool) -> Window:
+        world = Window(seed=13)
+        story = world.direction()
+        for i in range(10):
+            offset = int(world.rng.integers(0, 6 * MINUTE))
+            times = [offset + n * 6 * MINUTE + int(world.rng.integers(0, 20_000))
+                     for n in range(12)] if scheduled \
+                else sorted(int(t) for t in world.rng.integers(0, 3 * HOUR, size=12))
+            for n, t in enumerate(times):
+                world.post(f"op-{i}", T0 + t, near(world.rng, story, 0.95), f"op {i} {n}",
+                           ip=world.random_ip(), agent=AGENTS[i % len(AGENTS)],
+                           key_first_seen=T0 - 100 * DAY)
+        for i in range(30):
+            for n, t in enumerate(sorted(world.rng.integers(0, 3 * HOUR,
+                                                            size=int(world.rng.integers(2, 8))))):
+                world.post(f"person-{i}", T0 + int(t), near(world.rng, story, 0.95),
+                           f"person {i} {n}", ip=world.random_ip(),
+                           agent=AGENTS[i % len(AGENTS)], key_first_seen=T0 - 100 * DAY)
+            world.elsewhere(f"person-{i}", 30)
+        return world
+
+    assert cadence_of(world_with(scheduled=True)) > 0.6
+    assert cadence_of(world_with(scheduled=False)) < 0.3
+
+
+def test_late_points_older_than_the_newest_are_judged_when_the_input_pauses() -> None:
+    """A backlog of an operation's older events arrives after newer traffic: the stage still
+    judges it (event time does not move forward, but there is something new to judge)."""
+    world = Window(seed=5)
+    claim = world.direction()
+    for i in range(12):
+        for n in range(8):
+            world.post(f"px-{i}", T0 + int(world.rng.integers(0, HOUR)),
+                       near(world.rng, claim, 0.95), f"claim wording {n % 3}",
+                       ip=world.random_ip(), agent=AGENTS[i % len(AGENTS)],
+                       key_first_seen=T0 - 100 * DAY)
+    tracker = CampaignTracker(Policy())
+    newer = ClusterPoint("newest", T0 + 5 * HOUR, unit(world.rng.normal(size=DIM)), "someone",
+                         "key-x", "10.9.9.9", "", "unrelated", "unrelated")
+    tracker.add(newer, "full", 1, T0)
+    assert tracker.judge_all() == []
+    for point, key_seen in sorted(world.points, key=lambda p: p[0].ts_ms):
+        tracker.add(point, "full", world.activity[point.account_id], key_seen)
+    assert tracker.due(idle=True)
+    assert tracker.judge_all()
+    assert not tracker.due(idle=True)

@@ -85,7 +85,7 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False, outsiders_c
         agent = "Mozilla/5.0 (X11; Linux x86_64) Chrome/119.0" if coordinated else \
             SDK_AGENTS[i % len(SDK_AGENTS)]
         world.key_first_seen[key] = T0 - 3_600_000 if coordinated else \
-            T0 - int(rng.integers(30, 900)) * DAY
+            T0 - int(rng.integers(30 * DAY, 900 * DAY))
         for burst in range(6):
             for k in range(2):
                 if coordinated:
@@ -116,7 +116,7 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False, outsiders_c
     # A text gone viral: ordinary accounts send the very text the group copies, once each.
     for i in range(outsiders_copy):
         account = f"sharer-{i}"
-        world.key_first_seen[f"vk-{i}"] = T0 - int(rng.integers(30, 900)) * DAY
+        world.key_first_seen[f"vk-{i}"] = T0 - int(rng.integers(30 * DAY, 900 * DAY))
         add(world, rng, account, T0 + rng.integers(0, WINDOW - MINUTE),
             noisy(rng, directions["narrative"], 0.9), COPIED, f"vk-{i}",
             f"100.{i % 200}.{i % 7}.3", SDK_AGENTS[i % 5])
@@ -130,7 +130,7 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False, outsiders_c
         account = f"shop-{i}"
         world.template_accounts.add(account)
         key = f"sk-{i}"
-        world.key_first_seen[key] = T0 - int(rng.integers(30, 900)) * DAY
+        world.key_first_seen[key] = T0 - int(rng.integers(30 * DAY, 900 * DAY))
         ip = f"{rng.integers(1, 223)}.{rng.integers(0, 255)}.{rng.integers(0, 255)}.{i % 200 + 1}"
         for _ in range(1 + i % 2):
             prompt = (f"Write a product description for our {products[rng.integers(0, 8)]} in a "
@@ -145,7 +145,7 @@ def build_world(seed=11, coordinated=True, bots_copy_template=False, outsiders_c
         account = f"seeker-{i}"
         world.letter_accounts.add(account)
         key = f"jk-{i}"
-        world.key_first_seen[key] = T0 - int(rng.integers(1, 900)) * DAY
+        world.key_first_seen[key] = T0 - int(rng.integers(DAY, 900 * DAY))
         ip = f"{rng.integers(1, 223)}.{rng.integers(0, 255)}.{rng.integers(0, 255)}.{i % 250 + 1}"
         add(world, rng, account, T0 + rng.integers(0, WINDOW - MINUTE),
             noisy(rng, directions["letter"], 0.85),

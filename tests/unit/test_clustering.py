@@ -155,3 +155,16 @@ def test_state_pickles_and_keeps_working():
         clusterer.add(point(n, noisy(rng, basis(n % 2))))
     restored = pickle.loads(pickle.dumps(clusterer))
     assert restored.add(point(99, noisy(rng, basis(0)))) == clusterer.cluster_of("e0")
+
+
+def test_a_cluster_of_one_copied_text_is_not_split_and_raises_no_warning() -> None:
+    import warnings
+
+    vector = np.ones(8, dtype=np.float32) / np.sqrt(8)
+    clusterer = OnlineClusterer(window_ms=3_600_000, split_min_members=5)
+    for i in range(30):
+        clusterer.add(ClusterPoint(f"copy-{i}", 1_790_000_000_000 + i, vector, f"a{i}", "k",
+                                   "10.0.0.1", "", "same text", "t"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert clusterer.refine().split == ()
