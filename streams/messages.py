@@ -1,0 +1,179 @@
+"""Messages between stages: typed, versioned, and batched.
+
+Every internal topic carries batches. One Kafka message is one batch of records of one type,
+all bound for the same partition of that topic:
+
+    msgpack map {"v": 1, "type": "<record type>", "records": [<record>, ...]}
+
+`v` is the wire version of the envelope and of every record type's fields. A record is the
+plain form of its type (`to_plain`): a msgpack map of str keys and plain values (str, int,
+float, bool, None, bytes, lists and maps of them). Nothing is pickled, so nothing written to a
+topic can run code in the worker. A reader refuses a batch whose version or type it does not
+know, or whose records do not fit their type, with `MessageError`, whose text says why; the
+stage runtime dead-letters such a batch and goes on.
+
+Why batches: a stage that sends one Kafka message per record spends most of its time in the
+producer's send path. Records bound for one partition (chosen with the same murmur2
+partitioner as a keyed send, `streams/outbox.py`) share one message, so keyed state still lands
+where its key says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import msgpack
+import numpy as np
+
+from detectors.events import InvalidEventError, UsageEvent, event_from_dict
+
+WIRE_VERSION = 1
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # a reader refuses anything larger before decoding it
+
+R = TypeVar("R", bound="Record")
+
+
+class MessageError(ValueError):
+    """A batch that cannot be read: not msgpack, unknown version or type, or a record that
+    does not fit its type. The text says which."""
+
+
+class Record(Protocol):
+    """A record type: a frozen dataclass with a wire name and a plain form."""
+
+    TYPE: ClassVar[str]
+
+    def to_plain(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_plain(cls: type[R], plain: Mapping[str, Any]) -> R: ...
+
+
+class PlainRecord:
+    """The plain form of a dataclass whose fields are already plain values (str, numbers,
+    bools, None, bytes, lists and maps of them)."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_plain(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_plain(cls: type[R], plain: Mapping[str, Any]) -> R:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(plain) - names
+        if unknown:
+            raise MessageError(f"{cls.TYPE}: unknown field(s) {', '.join(sorted(unknown))}")
+        try:
+            return cls(**plain)
+        except TypeError as exc:  # a required field is missing
+            raise MessageError(f"{cls.TYPE}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    type: str
+    records: tuple[Mapping[str, Any], ...]
+
+
+def encode_batch(record_type: str, records: Sequence[Record]) -> bytes:
+    return msgpack.packb({"v": WIRE_VERSION, "type": record_type,
+                          "records": [r.to_plain() for r in records]}, use_bin_type=True)
+
+
+def decode_batch(raw: bytes | None) -> Batch:
+    """The envelope of one Kafka message; its records stay plain until `records_of`."""
+    if raw is None:
+        raise MessageError("empty message: a batch has a value")
+    if len(raw) > MAX_BATCH_BYTES:
+        raise MessageError(f"batch of {len(raw)} bytes is over {MAX_BATCH_BYTES}")
+    try:
+        envelope = msgpack.unpackb(raw, raw=False, strict_map_key=True,
+                                   max_bin_len=MAX_BATCH_BYTES, max_str_len=MAX_BATCH_BYTES)
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise MessageError(f"not a msgpack batch: {type(exc).__name__}: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MessageError("not a batch: the message is not a map")
+    version = envelope.get("v")
+    if version != WIRE_VERSION:
+        raise MessageError(f"unknown wire version {version!r}; this worker reads "
+                           f"{WIRE_VERSION}")
+    records = envelope.get("records")
+    if not isinstance(envelope.get("type"), str) or not isinstance(records, list) \
+            or not all(isinstance(r, dict) for r in records):
+        raise MessageError("not a batch: it needs a str type and a list of record maps")
+    return Batch(envelope["type"], tuple(records))
+
+
+def records_of(batch: Batch, record_type: type[R]) -> list[R]:
+    if batch.type != record_type.TYPE:
+        raise MessageError(f"expected {record_type.TYPE} records, got {batch.type!r}")
+    return [record_type.from_plain(plain) for plain in batch.records]
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """A vector on the wire: float16, 768 bytes for 384 dimensions."""
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def vector_from(raw: bytes) -> np.ndarray:
+    """The unit float32 vector of `vector_bytes`; a wrong size is a MessageError."""
+    if not isinstance(raw, bytes) or len(raw) % 2:
+        raise MessageError("a vector is float16 bytes")
+    vector = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise MessageError("a vector has a NaN or infinite component")
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+# The record types. Each names its wire type; a field added later must have a default, and a
+# renamed or retyped field is a new wire version.
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A validated usage event forwarded by ingest (without its prompt on the network topic,
+    with its redacted prompt on the prompts topic). Read back through the same validation as
+    the input: a stage never trusts a record it did not make."""
+
+    TYPE: ClassVar[str] = "usage-event"
+    event: UsageEvent
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.event.to_dict()
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> EventRecord:
+        try:
+            # Forwarded events were checked against the clock when they came in.
+            return cls(event_from_dict(dict(plain), now_ms=_NO_CLOCK_CHECK))
+        except InvalidEventError as exc:
+            raise MessageError(f"{cls.TYPE}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class PromptVector(PlainRecord):
+    """One embedded prompt for the campaign stage: the vector of its narrative (payload or
+    whole prompt) in its space, who sent it, and what the embedding stage knows of the
+    account and key that the campaign stage, keyed by LSH bucket, cannot."""
+
+    TYPE: ClassVar[str] = "prompt-vector"
+    event_id: str
+    ts: int
+    account_id: str
+    api_key_id: str
+    ip: str
+    user_agent: str
+    sample: str
+    text_key: str
+    space: str
+    vector: bytes
+    account_prompts: int
+    key_first_seen: int
+    wrapper_key: str = ""
+    wrapper: str = ""
+
+
+_NO_CLOCK_CHECK = 2**62

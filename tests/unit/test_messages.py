@@ -1,0 +1,111 @@
+"""The wire between stages: typed batches that round-trip, refuse what they cannot read with a
+reason, and land on the partition a keyed send would have chosen."""
+
+import msgpack
+import numpy as np
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from detectors.events import UsageEvent
+from streams.messages import (
+    EventRecord,
+    MessageError,
+    PromptVector,
+    decode_batch,
+    encode_batch,
+    records_of,
+    vector_bytes,
+    vector_from,
+)
+from streams.outbox import Outbox, partition_for
+
+EVENT = UsageEvent(event_id="ev-1", ts_ms=1_790_000_000_000, account_id="acct-1",
+                   api_key_id="key-1", ip="198.51.100.7", endpoint="/v1/chat/completions",
+                   status=200, prompt="hello there", extra={"max_tokens": 64})
+
+
+def vector_record(n: int = 0) -> PromptVector:
+    return PromptVector(f"ev-{n}", 1_790_000_000_000 + n, "acct-1", "key-1", "198.51.100.7",
+                        "python-sdk/1.0", "sample", "text", "full",
+                        vector_bytes(np.ones(384, dtype=np.float32)), 3, 1_789_000_000_000)
+
+
+def test_records_round_trip_through_a_batch() -> None:
+    batch = decode_batch(encode_batch(PromptVector.TYPE, [vector_record(1), vector_record(2)]))
+    assert records_of(batch, PromptVector) == [vector_record(1), vector_record(2)]
+    [event] = records_of(decode_batch(encode_batch(EventRecord.TYPE, [EventRecord(EVENT)])),
+                         EventRecord)
+    assert event.event == EVENT
+
+
+@pytest.mark.parametrize(("raw", "reason"), [
+    (None, "empty message"),
+    (b"\xc1", "not a msgpack batch"),
+    (b'{"v": 1}', "not a msgpack batch"),
+    (msgpack.packb([1, 2]), "not a map"),
+    (msgpack.packb({"v": 2, "type": "prompt-vector", "records": []}), "unknown wire version"),
+    (msgpack.packb({"v": 1, "type": 7, "records": []}), "str type"),
+    (msgpack.packb({"v": 1, "type": "x", "records": [1]}), "record maps"),
+])
+def test_an_unreadable_batch_is_refused_with_its_reason(raw: bytes | None, reason: str) -> None:
+    with pytest.raises(MessageError, match=reason):
+        decode_batch(raw)
+
+
+def test_a_record_that_does_not_fit_its_type_is_refused() -> None:
+    plain = vector_record().to_plain()
+    wrong_type = decode_batch(encode_batch(PromptVector.TYPE, [vector_record()]))
+    with pytest.raises(MessageError, match="expected usage-event"):
+        records_of(wrong_type, EventRecord)
+    extra = msgpack.packb({"v": 1, "type": "prompt-vector", "records": [plain | {"x": 1}]})
+    with pytest.raises(MessageError, match="unknown field"):
+        records_of(decode_batch(extra), PromptVector)
+    missing = {k: v for k, v in plain.items() if k != "account_id"}
+    short = msgpack.packb({"v": 1, "type": "prompt-vector", "records": [missing]})
+    with pytest.raises(MessageError, match="account_id"):
+        records_of(decode_batch(short), PromptVector)
+    bad_event = msgpack.packb({"v": 1, "type": "usage-event",
+                               "records": [EVENT.to_dict() | {"status": "two hundred"}]})
+    with pytest.raises(MessageError, match="status"):
+        records_of(decode_batch(bad_event), EventRecord)
+
+
+def test_vectors_travel_as_float16_and_come_back_unit_length() -> None:
+    vector = np.arange(1, 385, dtype=np.float32)
+    back = vector_from(vector_bytes(vector))
+    assert back.dtype == np.float32 and abs(float(np.linalg.norm(back)) - 1.0) < 1e-3
+    assert float(back @ (vector / np.linalg.norm(vector))) > 0.999
+    with pytest.raises(MessageError):
+        vector_from(b"\x00\x7c" * 4)  # float16 infinity
+
+
+def test_records_go_to_the_partition_a_keyed_send_would_choose() -> None:
+    partitioner = DefaultPartitioner()
+    partitions = list(range(6))
+    for key in (b"acct-1", b"acct-2", b"198.51.100.0/24", b"full:3", b"\xff\x00"):
+        assert partition_for(key, 6) == partitioner(key, partitions, partitions)
+
+
+def test_the_outbox_sends_one_message_per_partition_and_splits_big_batches() -> None:
+    outbox = Outbox(partitions=lambda topic: 3, max_records=50)
+    for n in range(120):
+        outbox.put("vectors", f"full:{n % 4}", vector_record(n))
+    assert len(outbox) == 120
+    envelopes = list(outbox.drain())
+    assert len(outbox) == 0
+    assert sum(e.records for e in envelopes) == 120
+    assert all(e.records <= 50 for e in envelopes)
+    seen = {}
+    for envelope in envelopes:
+        for record in records_of(decode_batch(envelope.value), PromptVector):
+            key = f"full:{int(record.event_id.split('-')[1]) % 4}".encode()
+            assert envelope.partition == partition_for(key, 3)
+            seen[record.event_id] = envelope.partition
+    assert len(seen) == 120
+    # A batch over the byte limit is split, never sent too big.
+    small = Outbox(partitions=lambda topic: 1, max_bytes=4_000)
+    for n in range(20):
+        small.put("vectors", "k", vector_record(n))
+    split = list(small.drain())
+    assert len(split) > 1 and all(len(e.value) <= 4_000 for e in split)
+    assert sum(e.records for e in split) == 20
