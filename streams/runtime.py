@@ -1,0 +1,167 @@
+"""One loop for every stage.
+
+A stage is a plain object (`Stage`): the record types it reads, `process(record, emit,
+now_ms)`, `reconfigure(policy)`, `housekeeping(latest_event_ms)` and `flush()` for its state,
+and optionally `prepare(records)`, a pure step over a whole message's records (the embedding
+model's batch) whose result `process` then receives record by record. It knows nothing of
+Faust or Kafka. `StageDriver` runs one batch of Kafka messages through a stage with the loop's
+contract; the Faust adapter only feeds it and sends what it produced.
+
+The contract, per batch of Kafka messages:
+1. a changed policy is applied (`reconfigure`) before anything is processed;
+2. each message is decoded into records; one that cannot be read becomes a dead letter with
+   the reason, and the others go on;
+3. each record is processed with its message as the current event (its partition is where
+   per-key state of the record lives);
+4. a record the stage fails on with a data error (`RECORD_ERRORS`: what bad input raises)
+   becomes a dead letter with the stage's name and the error, and the others go on; any other
+   error (I/O, memory, the stage's own `StageError`) is raised, so the batch is not
+   acknowledged and is read again after a restart;
+5. everything the stage emitted is sent as one batch per partition (`streams/outbox.py`);
+6. housekeeping and state write-back, then the batch is acknowledged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from detectors.policy import Policy
+from streams.messages import MessageError, Record, decode_batch
+from streams.outbox import Envelope, Outbox
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, "str | bytes", Record], None]
+M = TypeVar("M")  # one Kafka message as the adapter sees it
+
+
+# What bad input raises inside a stage; anything else is the stage's or the world's fault.
+RECORD_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, RecursionError,
+                 AttributeError, UnicodeError)
+
+
+class Stage:
+    """The base of every stage: no state, nothing to tune, nothing to tidy. Subclasses set
+    `name` and `reads` and override what they need."""
+
+    name: ClassVar[str] = "stage"
+    reads: ClassVar[tuple[type[Record], ...]] = ()
+
+    def prepare(self, records: Sequence[Record]) -> Sequence[Any]:
+        """A pure step over one message's records, before they are processed one by one (the
+        default passes each record on as it is). Must not touch state: on a data error it is
+        retried record by record."""
+        return records
+
+    def process(self, item: Any, emit: Emit, now_ms: int) -> None:
+        raise NotImplementedError
+
+    def reconfigure(self, policy: Policy) -> None:
+        """Apply new thresholds; state (windows, clusters) stays."""
+
+    def housekeeping(self, latest_event_ms: int) -> None:
+        """Drop what has been idle longer than its window."""
+
+    def flush(self) -> None:
+        """Write changed state back before the batch is acknowledged."""
+
+    def decode(self, raw: bytes | None) -> list[Record]:
+        """The records of one Kafka message: a batch of one of the types this stage reads."""
+        batch = decode_batch(raw)
+        for record_type in self.reads:
+            if batch.type == record_type.TYPE:
+                return [record_type.from_plain(plain) for plain in batch.records]
+        raise MessageError(f"stage {self.name} does not read {batch.type!r} records")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter(Generic[M]):
+    message: M
+    reason: str
+
+
+@dataclass
+class BatchResult(Generic[M]):
+    envelopes: list[Envelope] = field(default_factory=list)
+    dead_letters: list[DeadLetter[M]] = field(default_factory=list)
+    records: int = 0
+
+
+class StageError(RuntimeError):
+    """The stage failed in a way no single record explains: the batch must not be
+    acknowledged."""
+
+
+@dataclass
+class StageDriver(Generic[M]):
+    """Runs batches of messages through a stage. `value` and `activate` are the adapter's:
+    the raw value of a message, and making a message the current event (for per-partition
+    state); both are plain functions in tests."""
+
+    stage: Stage
+    outbox: Outbox
+    value: Callable[[M], bytes | None]
+    activate: Callable[[M], None] = lambda message: None
+    policy: Policy | None = None
+
+    def run(self, messages: Sequence[M], now_ms: int, policy: Policy | None = None
+            ) -> BatchResult[M]:
+        if policy is not None and policy is not self.policy:
+            if self.policy is not None:
+                self.stage.reconfigure(policy)
+            self.policy = policy
+        result: BatchResult[M] = BatchResult()
+        latest_ms = 0
+        for message in messages:
+            try:
+                records = self.stage.decode(self.value(message))
+            except MessageError as exc:
+                result.dead_letters.append(DeadLetter(message, str(exc)))
+                continue
+            self.activate(message)
+            for record, item in self._prepared(message, records, result):
+                try:
+                    self.stage.process(item, self.outbox.put, now_ms)
+                except RECORD_ERRORS as exc:
+                    self._dead(message, record, exc, result)
+                    continue
+                result.records += 1
+                latest_ms = max(latest_ms, _event_ms(record))
+        result.envelopes = list(self.outbox.drain())
+        self.stage.housekeeping(latest_ms)
+        self.stage.flush()
+        return result
+
+    def _prepared(self, message: M, records: list[Record], result: BatchResult[M]
+                  ) -> list[tuple[Record, Any]]:
+        try:
+            return list(zip(records, self.stage.prepare(records), strict=True))
+        except RECORD_ERRORS:
+            pass
+        prepared = []
+        for record in records:  # which one? each alone
+            try:
+                prepared.append((record, self.stage.prepare([record])[0]))
+            except RECORD_ERRORS as exc:
+                self._dead(message, record, exc, result)
+        return prepared
+
+    def _dead(self, message: M, record: Record, exc: BaseException,
+              result: BatchResult[M]) -> None:
+        log.warning("record_dead_lettered stage=%s type=%s error=%r", self.stage.name,
+                    record.TYPE, exc)
+        result.dead_letters.append(DeadLetter(
+            message, f"stage {self.stage.name} failed on a {record.TYPE} record: {exc!r}"))
+
+
+def _event_ms(record: Any) -> int:
+    """The event time of a record, for housekeeping; 0 when it has none."""
+    for name in ("ts", "ts_ms"):
+        value = getattr(record, name, None)
+        if isinstance(value, int):
+            return value
+    event = getattr(record, "event", None)
+    return int(getattr(event, "ts_ms", 0) or 0)
