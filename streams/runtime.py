@@ -18,7 +18,12 @@ The contract, per batch of Kafka messages:
    error (I/O, memory, the stage's own `StageError`) is raised, so the batch is not
    acknowledged and is read again after a restart;
 5. everything the stage emitted is sent as one batch per partition (`streams/outbox.py`);
-6. housekeeping and state write-back, then the batch is acknowledged.
+6. the stage's end-of-batch work (`after`) and state write-back, then the batch is
+   acknowledged.
+
+The driver runs in two steps so that the adapter can run the first, which may block (the
+embedding model), off the event loop: `prepare` decodes and prepares (pure), `finish`
+processes, sends and writes state (on the loop, where Faust's tables live).
 """
 
 from __future__ import annotations
@@ -62,8 +67,9 @@ class Stage:
     def reconfigure(self, policy: Policy) -> None:
         """Apply new thresholds; state (windows, clusters) stays."""
 
-    def housekeeping(self, latest_event_ms: int) -> None:
-        """Drop what has been idle longer than its window."""
+    def after(self, emit: Emit, latest_event_ms: int) -> None:
+        """At the end of every batch: periodic work (judging, refits, summaries) and dropping
+        what has been idle longer than its window."""
 
     def flush(self) -> None:
         """Write changed state back before the batch is acknowledged."""
@@ -90,6 +96,15 @@ class BatchResult(Generic[M]):
     records: int = 0
 
 
+@dataclass
+class Prepared(Generic[M]):
+    """A batch after the pure step: each readable message with its (record, prepared item)
+    pairs, and the dead letters found so far."""
+
+    messages: list[tuple[M, list[tuple[Record, Any]]]] = field(default_factory=list)
+    dead_letters: list[DeadLetter[M]] = field(default_factory=list)
+
+
 class StageError(RuntimeError):
     """The stage failed in a way no single record explains: the batch must not be
     acknowledged."""
@@ -109,33 +124,45 @@ class StageDriver(Generic[M]):
 
     def run(self, messages: Sequence[M], now_ms: int, policy: Policy | None = None
             ) -> BatchResult[M]:
-        if policy is not None and policy is not self.policy:
-            if self.policy is not None:
-                self.stage.reconfigure(policy)
-            self.policy = policy
-        result: BatchResult[M] = BatchResult()
-        latest_ms = 0
+        return self.finish(self.prepare(messages), now_ms, policy)
+
+    def prepare(self, messages: Sequence[M]) -> Prepared[M]:
+        """Decode every message and run the stage's pure batch step; touches no state."""
+        prepared: Prepared[M] = Prepared()
         for message in messages:
             try:
                 records = self.stage.decode(self.value(message))
             except MessageError as exc:
-                result.dead_letters.append(DeadLetter(message, str(exc)))
+                prepared.dead_letters.append(DeadLetter(message, str(exc)))
                 continue
+            prepared.messages.append((message, self._prepared(message, records,
+                                                              prepared.dead_letters)))
+        return prepared
+
+    def finish(self, prepared: Prepared[M], now_ms: int, policy: Policy | None = None
+               ) -> BatchResult[M]:
+        if policy is not None and policy is not self.policy:
+            if self.policy is not None:
+                self.stage.reconfigure(policy)
+            self.policy = policy
+        result: BatchResult[M] = BatchResult(dead_letters=list(prepared.dead_letters))
+        latest_ms = 0
+        for message, items in prepared.messages:
             self.activate(message)
-            for record, item in self._prepared(message, records, result):
+            for record, item in items:
                 try:
                     self.stage.process(item, self.outbox.put, now_ms)
                 except RECORD_ERRORS as exc:
-                    self._dead(message, record, exc, result)
+                    self._dead(message, record, exc, result.dead_letters)
                     continue
                 result.records += 1
                 latest_ms = max(latest_ms, _event_ms(record))
+        self.stage.after(self.outbox.put, latest_ms)
         result.envelopes = list(self.outbox.drain())
-        self.stage.housekeeping(latest_ms)
         self.stage.flush()
         return result
 
-    def _prepared(self, message: M, records: list[Record], result: BatchResult[M]
+    def _prepared(self, message: M, records: list[Record], dead: list[DeadLetter[M]]
                   ) -> list[tuple[Record, Any]]:
         try:
             return list(zip(records, self.stage.prepare(records), strict=True))
@@ -146,14 +173,14 @@ class StageDriver(Generic[M]):
             try:
                 prepared.append((record, self.stage.prepare([record])[0]))
             except RECORD_ERRORS as exc:
-                self._dead(message, record, exc, result)
+                self._dead(message, record, exc, dead)
         return prepared
 
     def _dead(self, message: M, record: Record, exc: BaseException,
-              result: BatchResult[M]) -> None:
+              dead: list[DeadLetter[M]]) -> None:
         log.warning("record_dead_lettered stage=%s type=%s error=%r", self.stage.name,
                     record.TYPE, exc)
-        result.dead_letters.append(DeadLetter(
+        dead.append(DeadLetter(
             message, f"stage {self.stage.name} failed on a {record.TYPE} record: {exc!r}"))
 
 
