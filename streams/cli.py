@@ -164,16 +164,17 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
     """Record an analyst's decision on an account; the worker never overrides it."""
     from streams import clock
     from streams.broker import producer
+    from streams.messages import FeedbackRecord, encode_batch
 
     settings = get_settings()
     until_ms = None
     if until is not None:
         until_ms = int((until if until.tzinfo else until.replace(tzinfo=UTC)).timestamp() * 1000)
-    record = {"account_id": account, "decision": decision, "until_ms": until_ms,
-              "analyst": analyst, "note": note, "ts_ms": clock.now_ms()}
+    record = FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
+                            analyst=analyst, note=note, ts_ms=clock.now_ms())
     kafka = producer(settings)
     kafka.send(settings.topic("misuse.feedback"), key=account.encode(),
-               value=json.dumps(record).encode())
+               value=encode_batch(FeedbackRecord.TYPE, [record]))
     kafka.flush()
     kafka.close()
     click.echo(f"{decision}: {account} (by {analyst})")

@@ -20,19 +20,22 @@ where its key says.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
 
 import msgpack
 import numpy as np
 
+from detectors.alerts import Alert
 from detectors.events import InvalidEventError, UsageEvent, event_from_dict
+from detectors.risk import Signal
 
 WIRE_VERSION = 1
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # a reader refuses anything larger before decoding it
 
 R = TypeVar("R", bound="Record")
+T = TypeVar("T")
 
 
 class MessageError(ValueError):
@@ -113,6 +116,11 @@ def records_of(batch: Batch, record_type: type[R]) -> list[R]:
     return [record_type.from_plain(plain) for plain in batch.records]
 
 
+def alerts_in(raw: bytes | None) -> list[Alert]:
+    """The alerts of one message of the alerts topic, for tools that read it (eval, bench)."""
+    return [record.alert for record in records_of(decode_batch(raw), AlertRecord)]
+
+
 def vector_bytes(vector: np.ndarray) -> bytes:
     """A vector on the wire: float16, 768 bytes for 384 dimensions."""
     return np.asarray(vector, dtype=np.float16).tobytes()
@@ -146,11 +154,94 @@ class EventRecord:
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any]) -> EventRecord:
-        try:
-            # Forwarded events were checked against the clock when they came in.
-            return cls(event_from_dict(dict(plain), now_ms=_NO_CLOCK_CHECK))
-        except InvalidEventError as exc:
-            raise MessageError(f"{cls.TYPE}: {exc}") from None
+        return cls(forwarded_event(plain))
+
+
+def forwarded_event(plain: Mapping[str, Any]) -> UsageEvent:
+    """A usage event as one stage forwards it to another: validated again (a stage never
+    trusts a record it did not make), but not against the clock, which ingest did."""
+    return _read(EventRecord.TYPE, lambda p: event_from_dict(dict(p), _NO_CLOCK_CHECK), plain)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    TYPE: ClassVar[str] = "alert"
+    alert: Alert
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.alert.to_dict()
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> AlertRecord:
+        return cls(_read(cls.TYPE, Alert.from_dict, plain))
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    TYPE: ClassVar[str] = "signal"
+    signal: Signal
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.signal.to_dict()
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> SignalRecord:
+        return cls(_read(cls.TYPE, Signal.from_dict, plain))
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord(PlainRecord):
+    """A campaign, account or action document for Elasticsearch (`index` without prefix),
+    written as a partial update."""
+
+    TYPE: ClassVar[str] = "document"
+    index: str
+    id: str
+    source: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord(PlainRecord):
+    """An analyst's decision on an account: cleared, allowlisted (optionally until a time) or
+    unlisted."""
+
+    TYPE: ClassVar[str] = "feedback"
+    account_id: str
+    decision: str
+    analyst: str
+    ts_ms: int
+    until_ms: int | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class JailbreakMatch(PlainRecord):
+    """A prompt close to a pattern of the jailbreak bank, for the cross-account spread rule
+    (keyed by pattern id). The event travels without its prompt."""
+
+    TYPE: ClassVar[str] = "jailbreak-match"
+    event: dict[str, Any]
+    similarity: float
+    pattern_id: str
+    pattern_category: str
+    pattern_text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest(PlainRecord):
+    """An action the risk stage asks for (a suspension), for the act stage."""
+
+    TYPE: ClassVar[str] = "action-request"
+    request: dict[str, Any]
+
+
+def _read(record_type: str, parse: Callable[[Mapping[str, Any]], T],
+          plain: Mapping[str, Any]) -> T:
+    """`parse(plain)`, with whatever a malformed record makes it raise as a MessageError."""
+    try:
+        return parse(plain)
+    except (InvalidEventError, KeyError, TypeError, ValueError) as exc:
+        raise MessageError(f"{record_type}: {exc!r}") from None
 
 
 @dataclass(frozen=True, slots=True)

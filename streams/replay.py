@@ -12,6 +12,7 @@ from kafka import KafkaConsumer
 
 from streams.broker import connection_options, create_topics, produce_lines
 from streams.evaluation import Evaluation, evaluate
+from streams.messages import alerts_in
 from streams.runner import WorkerProcess, isolated_environment
 from streams.settings import REPO_ROOT, Settings
 from streams.simulation import Label
@@ -40,7 +41,7 @@ def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
     consumer = KafkaConsumer(settings.topic("misuse.alerts"), **connection_options(settings),
                              auto_offset_reset="earliest", enable_auto_commit=False,
                              consumer_timeout_ms=3000)
-    alerts = [json.loads(record.value) for record in consumer]
+    alerts = [alert.to_dict() for record in consumer for alert in alerts_in(record.value)]
     consumer.close()
     return alerts
 

@@ -2,43 +2,45 @@
 
 from __future__ import annotations
 
-from faust.types import StreamT
+from typing import Any
 
-from detectors.events import event_from_dict
 from detectors.jailbreak import Pattern, PatternSpreadDetector
-from streams import clock, codec
-from streams.app import app
-from streams.policy import current_policy
-from streams.publish import publish_alert
+from detectors.policy import Policy
+from streams.messages import JailbreakMatch, forwarded_event
+from streams.publish import emit_alert
 from streams.rules import Housekeeping, build, retune
-from streams.state import TableState, state_table, use_event
-from streams.topics import jailbreak_matches_topic
+from streams.runtime import Emit, Stage
+from streams.state import TableState, state_table
 
 pattern_spread_table = state_table("state-pattern-spread")
 
 
-@app.agent(jailbreak_matches_topic)
-async def detect_pattern_spread(stream: StreamT) -> None:
-    policy = current_policy()
-    detector = build(PatternSpreadDetector, policy.rules.jailbreak_spread)
-    state = TableState(pattern_spread_table)
-    detector.patterns = state
-    housekeeping = Housekeeping(detector)
-    async for batch in stream.take_events(100, within=1.0):  # type: ignore[attr-defined]
-        if (latest := current_policy()) is not policy:
-            policy = latest
-            retune(detector, policy.rules.jailbreak_spread)
-        rule = policy.rules.jailbreak_spread
-        now = clock.now_ms()
-        latest_ms = 0
-        for message in batch:
-            use_event(message)
-            record = codec.loads(message.value)
-            event = event_from_dict(record["event"], now_ms=now)
-            latest_ms = max(latest_ms, event.ts_ms)
-            match = (Pattern(**record["pattern"]), float(record["similarity"]))
-            if rule.enabled:
-                for alert in detector.observe(event, match):
-                    await publish_alert(alert, rule)
-        housekeeping.run(latest_ms)
-        state.flush()
+class PatternSpread(Stage):
+    name = "detect_pattern_spread"
+    reads = (JailbreakMatch,)
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.detector = build(PatternSpreadDetector, policy.rules.jailbreak_spread)
+        self.state = TableState(pattern_spread_table)
+        self.detector.patterns = self.state
+        self.housekeeper = Housekeeping(self.detector)
+
+    def reconfigure(self, policy: Policy) -> None:
+        self.policy = policy
+        retune(self.detector, policy.rules.jailbreak_spread)
+
+    def process(self, item: Any, emit: Emit, now_ms: int) -> None:
+        rule = self.policy.rules.jailbreak_spread
+        if not rule.enabled:
+            return
+        event = forwarded_event(item.event)
+        pattern = Pattern(item.pattern_id, item.pattern_category, item.pattern_text)
+        for alert in self.detector.observe(event, (pattern, item.similarity)):
+            emit_alert(emit, alert, rule)
+
+    def after(self, emit: Emit, latest_event_ms: int) -> None:
+        self.housekeeper.run(latest_event_ms)
+
+    def flush(self) -> None:
+        self.state.flush()

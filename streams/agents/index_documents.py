@@ -8,58 +8,80 @@ import logging
 from elasticsearch import AsyncElasticsearch
 from faust.types import EventT, StreamT
 
-from detectors.alerts import Alert
-from streams import clock, codec
+from streams import clock
 from streams.app import app
+from streams.messages import (
+    AlertRecord,
+    DocumentRecord,
+    MessageError,
+    Record,
+    decode_batch,
+    encode_batch,
+    records_of,
+)
 from streams.settings import get_settings
 from streams.sinks.documents import alert_document
 from streams.sinks.elasticsearch import Document, ElasticsearchSink, client_options
-from streams.topics import alerts_topic, deadletter_topic, documents_topic
+from streams.stage_agent import topic
 
 log = logging.getLogger(__name__)
 _settings = get_settings()
 INDEXES = {"campaigns", "accounts", "actions"}
-alerts_and_documents = app.topic(alerts_topic.get_topic_name(), documents_topic.get_topic_name(),
+alerts_and_documents = app.topic(_settings.topic("misuse.alerts"),
+                                 _settings.topic("misuse.documents"),
                                  key_type=bytes, value_type=bytes)
 
 
-async def reject(value: bytes, topic: str, reason: str) -> None:
-    log.error("document_rejected topic=%s reason=%r", topic, reason[:200])
-    await deadletter_topic.send(value=value, headers={
+async def reject(value: bytes, source: str, reason: str) -> None:
+    log.error("document_rejected topic=%s reason=%r", source, reason[:200])
+    await topic("misuse.deadletter").send(value=value, headers={
         "misuse.reason": reason.encode("utf-8"),
-        "misuse.source.topic": topic.encode(),
+        "misuse.source.topic": source.encode(),
         "misuse.rejected_at_ms": str(clock.now_ms()).encode(),
     })
 
 
-def to_document(topic: str, value: bytes) -> Document:
-    record = codec.loads(value)
-    if topic == alerts_topic.get_topic_name():
-        return alert_document(Alert.from_dict(record), _settings)
-    if record["index"] not in INDEXES:
-        raise ValueError(f"unknown index {record['index']!r}")
-    return Document(_settings.index(record["index"]), str(record["id"]), record["source"],
-                    partial=True)
+def to_document(record: Record) -> Document:
+    if isinstance(record, AlertRecord):
+        return alert_document(record.alert, _settings)
+    assert isinstance(record, DocumentRecord)
+    if record.index not in INDEXES:
+        raise ValueError(f"unknown index {record.index!r}")
+    return Document(_settings.index(record.index), record.id, record.source, partial=True)
+
+
+def records(value: bytes | None) -> list[Record]:
+    batch = decode_batch(value)
+    kind = AlertRecord if batch.type == AlertRecord.TYPE else DocumentRecord
+    return list(records_of(batch, kind))
 
 
 async def index_batch(sink: ElasticsearchSink, batch: list[EventT]) -> None:
     # A document updated several times in one batch is written once, in its last version;
     # partial updates of one document are merged in order.
-    latest: dict[tuple[str, str], tuple[Document, bytes, str]] = {}
+    latest: dict[tuple[str, str], tuple[Document, Record, str]] = {}
     for event in batch:
-        topic, value = event.message.topic, event.message.value or b""
+        source, value = event.message.topic, event.message.value
         try:
-            document = to_document(topic, value)
-        except (ValueError, KeyError, TypeError) as exc:
-            await reject(value, topic, f"undecodable document: {exc!r}")
+            decoded = records(value)
+        except MessageError as exc:
+            await reject(value or b"", source, f"undecodable batch: {exc}")
             continue
-        key = (document.index, document.id)
-        if document.partial and key in latest:
-            document = merge(latest[key][0], document)
-        latest[key] = (document, value, topic)
+        for record in decoded:
+            try:
+                document = to_document(record)
+            except (ValueError, KeyError, TypeError) as exc:
+                await reject(encode_batch(record.TYPE, [record]), source,
+                             f"undecodable document: {exc!r}")
+                continue
+            key = (document.index, document.id)
+            if document.partial and key in latest:
+                document = merge(latest[key][0], document)
+            latest[key] = (document, record, source)
     for rejected in await sink.write([doc for doc, _, _ in latest.values()]):
-        _, value, topic = latest[(rejected.document.index, rejected.document.id)]
-        await reject(value, topic, f"elasticsearch refused the document: {rejected.reason}")
+        _, record, source = latest[(rejected.document.index, rejected.document.id)]
+        await reject(encode_batch(record.TYPE, [record]), source,
+                     f"elasticsearch refused the document: {rejected.reason}")
 
 
 @app.agent(alerts_and_documents)

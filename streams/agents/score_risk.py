@@ -7,26 +7,20 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from faust.types import StreamT
-
 from detectors.accounts import AccountStatus, StatusChange, next_status
 from detectors.policy import Policy
 from detectors.risk import RiskAssessment, RiskScorer, Signal
-from streams import clock, codec
-from streams.app import app
-from streams.policy import current_policy
-from streams.publish import publish_document
+from streams import clock
+from streams.messages import ActionRequest, FeedbackRecord, SignalRecord
+from streams.publish import emit_document
+from streams.runtime import Emit, Stage
 from streams.sinks.documents import account_document, action_document
-from streams.state import TableState, state_table, use_event
-from streams.topics import account_actions_topic, feedback_topic, signals_topic
+from streams.state import TableState, state_table
 
 log = logging.getLogger(__name__)
 
 risk_table = state_table("state-risk")
 status_table = state_table("state-account-status")
-signals_and_feedback = app.topic(signals_topic.get_topic_name(),
-                                 feedback_topic.get_topic_name(),
-                                 key_type=bytes, value_type=bytes)
 MAX_HISTORY = 100
 
 
@@ -59,7 +53,10 @@ class AccountRecord:
         del self.history[:-MAX_HISTORY]
 
 
-class RiskStage:
+class RiskStage(Stage):
+    name = "score_risk"
+    reads = (SignalRecord, FeedbackRecord)
+
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
         self.scorer = risk_scorer(policy)
@@ -67,18 +64,47 @@ class RiskStage:
         self.records = TableState(status_table)
         self.scorer.accounts = self.risk_state
         self.touched: dict[str, RiskAssessment] = {}
+        self.pruning = clock.Every(60)
 
-    async def on_signal(self, signal: Signal) -> None:
+    def reconfigure(self, policy: Policy) -> None:
+        """New weights and thresholds; the decaying contributions stay."""
+        self.policy = policy
+        scorer = risk_scorer(policy)
+        scorer.accounts = self.risk_state
+        self.scorer = scorer
+
+    def process(self, item: Any, emit: Emit, now_ms: int) -> None:
+        if isinstance(item, FeedbackRecord):
+            self.on_feedback(item, emit)
+        else:
+            self.on_signal(item.signal, emit)
+
+    def after(self, emit: Emit, latest_event_ms: int) -> None:
+        for account, assessment in self.touched.items():
+            record: AccountRecord = self.records[account]
+            assert record.status is not None
+            emit_document(emit, "accounts", account, account_document(
+                account, asdict(record.status), assessment, record.first_flagged_ms,
+                record.last_flagged_ms, record.history))
+        self.touched.clear()
+        if self.pruning.due():
+            self.scorer.prune(clock.now_ms())
+
+    def flush(self) -> None:
+        self.risk_state.flush()
+        self.records.flush()
+
+    def on_signal(self, signal: Signal, emit: Emit) -> None:
         assessment = self.scorer.add(signal)
         record: AccountRecord = self.records.get(signal.account_id) or AccountRecord()
         change = next_status(record.status, assessment, signal.ts_ms)
         if change is not None:
-            await self.apply(record, change)
+            self.apply(record, change, emit)
         self.records[signal.account_id] = record
         if record.status is not None:
             self.touched[signal.account_id] = assessment
 
-    async def apply(self, record: AccountRecord, change: StatusChange) -> None:
+    def apply(self, record: AccountRecord, change: StatusChange, emit: Emit) -> None:
         record.status = change.apply(record.status)
         record.first_flagged_ms = record.first_flagged_ms or change.ts_ms
         record.last_flagged_ms = change.ts_ms
@@ -87,69 +113,35 @@ class RiskStage:
         log.info("account_status account=%s status=%s previous=%s score=%.2f",
                  change.account_id, change.status, change.previous, change.score)
         if change.request_suspension:
-            await self.request_suspension(change)
+            self.request_suspension(change, emit)
 
-    async def request_suspension(self, change: StatusChange) -> None:
+    def request_suspension(self, change: StatusChange, emit: Emit) -> None:
         automation = self.policy.automation
         allowed = automation.suspension_enabled and suspension_allowed(self.policy, change)
         request = {**change.to_dict(), "action": "suspend", "automated": True,
                    # Dry run unless the policy turns automation on: then the act stage may
                    # carry it out, within its hourly cap.
                    "dry_run": automation.dry_run or not allowed}
-        await account_actions_topic.send(key=change.account_id.encode(),
-                                         value=codec.dumps(request))
-        await publish_document("actions", f"suspend-{change.account_id}-{change.ts_ms}",
-                               action_document(request, outcome="requested"))
+        emit("misuse.account-actions", change.account_id, ActionRequest(request))
+        emit_document(emit, "actions", f"suspend-{change.account_id}-{change.ts_ms}",
+                      action_document(request, outcome="requested"))
 
-    async def on_feedback(self, decision: dict[str, Any]) -> None:
+    def on_feedback(self, decision: FeedbackRecord, emit: Emit) -> None:
         """An analyst's decision: cleared, allowlisted (optionally until a time) or unlisted."""
-        account = str(decision["account_id"])
-        ts_ms = int(decision["ts_ms"])
+        account, ts_ms, kind = decision.account_id, decision.ts_ms, decision.decision
         record: AccountRecord = self.records.get(account) or AccountRecord()
-        kind = decision["decision"]
         if kind == "cleared":
             record.status = AccountStatus("cleared", "analyst", cleared_at_ms=ts_ms,
                                           since_ms=ts_ms)
         elif kind == "allowlisted":
             record.status = AccountStatus("allowlisted", "analyst", since_ms=ts_ms,
-                                          allowlisted_until_ms=decision.get("until_ms"))
+                                          allowlisted_until_ms=decision.until_ms)
         else:  # "unlisted": the allowlisting ends now; what it covered stays reviewed
             record.status = AccountStatus("allowlisted", "analyst", since_ms=ts_ms,
                                           allowlisted_until_ms=ts_ms)
-        record.record({"ts_ms": ts_ms, "status": kind, "by": decision.get("analyst", "analyst"),
-                       "note": decision.get("note", "")})
+        record.record({"ts_ms": ts_ms, "status": kind, "by": decision.analyst,
+                       "note": decision.note})
         self.records[account] = record
         self.touched[account] = self.scorer.assess(account, ts_ms)
-        await publish_document("actions", f"{kind}-{account}-{ts_ms}",
-                               action_document({**decision, "action": kind,
-                                                "automated": False}, outcome="done"))
-
-    async def publish_accounts(self) -> None:
-        for account, assessment in self.touched.items():
-            record: AccountRecord = self.records[account]
-            assert record.status is not None
-            await publish_document("accounts", account, account_document(
-                account, asdict(record.status), assessment, record.first_flagged_ms,
-                record.last_flagged_ms, record.history))
-        self.touched.clear()
-
-
-@app.agent(signals_and_feedback)
-async def score_risk(stream: StreamT) -> None:
-    stage = RiskStage(current_policy())
-    housekeeping = clock.Every(60)
-    feedback_name = feedback_topic.get_topic_name()
-    async for batch in stream.take_events(500, within=0.5):  # type: ignore[attr-defined]
-        stage.policy = current_policy()
-        for message in batch:
-            use_event(message)
-            record = codec.loads(message.value)
-            if message.message.topic == feedback_name:
-                await stage.on_feedback(record)
-            else:
-                await stage.on_signal(Signal.from_dict(record))
-        await stage.publish_accounts()
-        stage.risk_state.flush()
-        stage.records.flush()
-        if housekeeping.due():
-            stage.scorer.prune(clock.now_ms())
+        emit_document(emit, "actions", f"{kind}-{account}-{ts_ms}", action_document(
+            {**decision.to_plain(), "action": kind, "automated": False}, outcome="done"))

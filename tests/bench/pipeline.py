@@ -12,6 +12,7 @@ from kafka import KafkaConsumer
 
 from streams import clock
 from streams.broker import connection_options, consumer_lag, produce_lines, producer
+from streams.messages import alerts_in
 from streams.runner import WorkerProcess
 from streams.settings import Settings
 
@@ -98,9 +99,9 @@ def alert_latencies(settings: Settings, since_ms: int) -> list[float]:
                              consumer_timeout_ms=3000)
     out = []
     for record in consumer:
-        alert = json.loads(record.value)
-        if alert["window_end_ms"] >= since_ms:  # fired by this phase's (re-stamped) events
-            out.append((record.timestamp - alert["window_end_ms"]) / 1000)
+        for alert in alerts_in(record.value):
+            if alert.window_end_ms >= since_ms:  # fired by this phase's (re-stamped) events
+                out.append((record.timestamp - alert.window_end_ms) / 1000)
     consumer.close()
     return out
 

@@ -15,9 +15,9 @@ from detectors.alerts import Alert, Entity
 from detectors.campaign_tracker import CampaignTracker
 from detectors.events import event_from_dict
 from detectors.redaction import redact
-from streams import clock, codec
-from streams.agents.detect_campaigns import add_record
-from streams.agents.embed_prompts import vector_record
+from streams import clock
+from streams.agents.detect_campaigns import add_vector
+from streams.agents.embed_prompts import prompt_vector
 from streams.broker import connection_options, produce_lines
 from streams.embedder import PromptEmbedder
 from streams.embedding_model import load_model
@@ -96,8 +96,8 @@ def embedding_and_campaigns(settings: Settings, events: list[dict[str, Any]],
             counts[event["account_id"]] = counts.get(event["account_id"], 0) + 1
             first_seen = key_first_seen.setdefault(event["api_key_id"], event["ts"])
             usage = event_from_dict(event, now_ms=event["ts"] + 1000)
-            add_record(tracker, codec.loads(vector_record(
-                usage, vector, counts[event["account_id"]], first_seen)))
+            add_vector(tracker, prompt_vector(usage, vector, counts[event["account_id"]],
+                                              first_seen))
         if tracker.due(idle=False) and pacing.due():  # as the agent paces it
             tracker.judge_all()
     tracker.judge_all()

@@ -14,6 +14,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
 
+from streams.messages import encode_batch
 from streams.runner import WorkerProcess, isolated_environment
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import search_sources
@@ -31,10 +32,15 @@ class Pipeline:
         self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
 
     def produce(self, events: list[Any], topic: str = "api.usage") -> None:
+        """Usage events (dicts, or raw bytes to test bad input) into api.usage; records into
+        an internal topic, each as a batch of one, as a stage would send it."""
         futures = []
         for event in events:
-            raw = event if isinstance(event, bytes) else json.dumps(event).encode()
-            key = event.get("account_id") if isinstance(event, dict) else None
+            if topic != "api.usage":
+                raw, key = encode_batch(event.TYPE, [event]), None
+            else:
+                raw = event if isinstance(event, bytes) else json.dumps(event).encode()
+                key = event.get("account_id") if isinstance(event, dict) else None
             futures.append(self.producer.send(self.settings.topic(topic), value=raw,
                                               key=key.encode() if isinstance(key, str) else None))
         self.producer.flush()

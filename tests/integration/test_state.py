@@ -9,6 +9,7 @@ import uuid
 
 from detectors.risk import Signal
 from streams import clock
+from streams.messages import SignalRecord
 from streams.runner import WorkerProcess
 from streams.settings import REPO_ROOT
 from streams.simulation import TrafficSimulator
@@ -70,9 +71,9 @@ def account_status(pipeline: Pipeline, account: str) -> str | None:
     return docs[0]["misuse"]["status"] if docs else None
 
 
-def signal(account: str, ts_ms: int, alert_id: str, strength: float = 1.0) -> dict:
-    return Signal(account, "jailbreak", "jailbreak.spray", strength, ts_ms, alert_id,
-                  "test evidence", alert_id).to_dict()
+def signal(account: str, ts_ms: int, alert_id: str, strength: float = 1.0) -> SignalRecord:
+    return SignalRecord(Signal(account, "jailbreak", "jailbreak.spray", strength, ts_ms,
+                               alert_id, "test evidence", alert_id))
 
 
 def test_an_analysts_clearing_and_allowlisting_survive_later_signals(pipeline: Pipeline) -> None:
