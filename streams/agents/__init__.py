@@ -13,7 +13,7 @@ from streams.stage_agent import register_stage
 register_stage("ingest", ["api.usage"], Ingest, within=0.2)
 register_stage("detect_network_abuse", ["misuse.events.by-network"], NetworkAbuse,
                within=0.2)
-register_stage("embed_prompts", ["misuse.prompts"], EmbedPrompts, batch_size=64,
+register_stage("embed_prompts", ["misuse.prompts"], EmbedPrompts, batch_size=8,
                within=1.0, blocking=True)
 register_stage("detect_pattern_spread", ["misuse.jailbreak-matches"], PatternSpread,
                batch_size=100, within=1.0)
