@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import inspect
+from collections import deque
 from typing import Any, TypeVar
 
 from detectors.policy import RulePolicy
+from streams import clock
 from streams.clock import Every
 
 T = TypeVar("T")
@@ -29,13 +31,30 @@ def retune(detector: object, rule: RulePolicy) -> None:
 
 class Housekeeping:
     """Drops per-entity state that has been idle (in event time) for longer than its window,
-    at most once per `every_seconds` of wall time, so tables stay the size of what is live."""
+    at most once per `every_seconds` of wall time, so tables stay the size of what is live.
 
-    def __init__(self, *detectors: Any, every_seconds: float = 60.0) -> None:
+    "Idle" is judged against a watermark that lags `lateness_seconds` of wall time behind the
+    newest event time seen. The newest event comes from whichever input partition the consumer
+    is furthest along on; an entity's next events may still sit unread in a partition that
+    lags in event time (a replay, a backlog, events keyed by another field upstream), and
+    dropping its state mid-attack would split one incident into two alerts. Partitions are
+    fetched round-robin, so their lag in wall time stays small even when their lag in event
+    time is not."""
+
+    def __init__(self, *detectors: Any, every_seconds: float = 60.0,
+                 lateness_seconds: float = 60.0) -> None:
         self.detectors = detectors
         self.pacing = Every(every_seconds)
+        self.lateness_seconds = lateness_seconds
+        self._newest: deque[tuple[float, int]] = deque()  # (wall time, newest event time then)
+        self.watermark_ms = 0
 
-    def run(self, latest_event_ms: int) -> None:
-        if latest_event_ms and self.pacing.due():
+    def run(self, latest_event_ms: int, wall_s: float | None = None) -> None:
+        wall_s = clock.monotonic_s() if wall_s is None else wall_s
+        if latest_event_ms > (self._newest[-1][1] if self._newest else self.watermark_ms):
+            self._newest.append((wall_s, latest_event_ms))
+        while self._newest and wall_s - self._newest[0][0] >= self.lateness_seconds:
+            self.watermark_ms = self._newest.popleft()[1]
+        if self.watermark_ms and self.pacing.due():
             for detector in self.detectors:
-                detector.forget_idle(latest_event_ms)
+                detector.forget_idle(self.watermark_ms)
