@@ -1,12 +1,11 @@
-"""The Faust app. Agents register themselves on it when streams.agents is imported."""
+"""The Faust app, built from settings. `streams.agents.build_app` registers every stage on it;
+importing a module starts nothing."""
 
 from __future__ import annotations
 
-import warnings
-
 import faust
 
-from streams.settings import Settings, get_settings
+from streams.settings import Settings
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
@@ -43,8 +42,3 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=512 * 1024,
     )
 
-
-# Detector state tables are pickled: their changelog topics are internal, written and read by
-# this app alone, which is the case the warning allows.
-warnings.filterwarnings("ignore", message="The pickle codec calls pickle.loads")
-app = create_app(get_settings())

@@ -43,14 +43,13 @@ def worker(loglevel: str) -> None:
     """Run the stream worker (all stages) until stopped."""
     from faust.worker import Worker
 
-    from streams import agents  # noqa: F401  (registers the agents)
-    from streams.app import app
+    from streams.agents import build_app
     from streams.policy import current_policy
 
     current_policy()  # an invalid policy stops the worker here, with the reason
     check_elasticsearch_templates()
     get_settings().data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
-    Worker(app, loglevel=loglevel).execute_from_commandline()
+    Worker(build_app(get_settings()), loglevel=loglevel).execute_from_commandline()
 
 
 def check_elasticsearch_templates() -> None:

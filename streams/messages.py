@@ -268,3 +268,16 @@ class PromptVector(PlainRecord):
 
 
 _NO_CLOCK_CHECK = 2**62
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    t.TYPE: t for t in (EventRecord, AlertRecord, SignalRecord, DocumentRecord, FeedbackRecord,
+                        JailbreakMatch, ActionRequest, PromptVector)}
+
+
+def records_in(raw: bytes | None) -> list[Record]:
+    """The records of one message, whatever their type (for tools that read any topic)."""
+    batch = decode_batch(raw)
+    if batch.type not in RECORD_TYPES:
+        raise MessageError(f"unknown record type {batch.type!r}")
+    return records_of(batch, RECORD_TYPES[batch.type])

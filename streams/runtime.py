@@ -1,11 +1,13 @@
 """One loop for every stage.
 
-A stage is a plain object (`Stage`): the record types it reads, `process(record, emit,
-now_ms)`, `reconfigure(policy)`, `housekeeping(latest_event_ms)` and `flush()` for its state,
-and optionally `prepare(records)`, a pure step over a whole message's records (the embedding
-model's batch) whose result `process` then receives record by record. It knows nothing of
-Faust or Kafka. `StageDriver` runs one batch of Kafka messages through a stage with the loop's
-contract; the Faust adapter only feeds it and sends what it produced.
+A stage is a plain object (`Stage`): the record types it reads, the per-entity state tables
+it keeps (plain mappings it gets from a `StateStore` when it is built), `process(record, emit,
+now_ms)`, `reconfigure(policy)`, `after(emit, latest_event_ms)` for periodic work and
+housekeeping, and optionally `prepare(records)`, a pure step over a whole message's records
+(the embedding model's batch) whose result `process` then receives record by record. It knows
+nothing of Faust or Kafka: in tests its state is `MemoryState`, in the worker Faust tables.
+`StageDriver` runs one batch of Kafka messages through a stage with the loop's contract;
+the Faust adapter only feeds it and sends what it produced.
 
 The contract, per batch of Kafka messages:
 1. a changed policy is applied (`reconfigure`) before anything is processed;
@@ -18,8 +20,8 @@ The contract, per batch of Kafka messages:
    error (I/O, memory, the stage's own `StageError`) is raised, so the batch is not
    acknowledged and is read again after a restart;
 5. everything the stage emitted is sent as one batch per partition (`streams/outbox.py`);
-6. the stage's end-of-batch work (`after`) and state write-back, then the batch is
-   acknowledged.
+6. the stage's end-of-batch work (`after`) and the state's write-back (`StateStore.flush`),
+   then the batch is acknowledged.
 
 The driver runs in two steps so that the adapter can run the first, which may block (the
 embedding model), off the event loop: `prepare` decodes and prepares (pure), `finish`
@@ -29,9 +31,9 @@ processes, sends and writes state (on the loop, where Faust's tables live).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from detectors.policy import Policy
 from streams.messages import MessageError, Record, decode_batch
@@ -48,12 +50,36 @@ RECORD_ERRORS = (ValueError, TypeError, KeyError, IndexError, ArithmeticError, R
                  AttributeError, UnicodeError)
 
 
+class StateStore(Protocol):
+    """Where a stage's per-entity state lives: one mapping per table name, written back once
+    per batch."""
+
+    def table(self, name: str) -> MutableMapping[str, Any]: ...
+
+    def flush(self) -> None: ...
+
+
+class MemoryState:
+    """State in plain dicts, for stage tests and in-process benchmarks."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, Any]] = {}
+
+    def table(self, name: str) -> MutableMapping[str, Any]:
+        return self.tables.setdefault(name, {})
+
+    def flush(self) -> None:
+        pass
+
+
 class Stage:
     """The base of every stage: no state, nothing to tune, nothing to tidy. Subclasses set
-    `name` and `reads` and override what they need."""
+    `name`, `reads` and `tables` (the state tables they ask their `StateStore` for) and
+    override what they need. The runtime builds a stage as `make_stage(policy, state)`."""
 
     name: ClassVar[str] = "stage"
     reads: ClassVar[tuple[type[Record], ...]] = ()
+    tables: ClassVar[tuple[str, ...]] = ()
 
     def prepare(self, records: Sequence[Record]) -> Sequence[Any]:
         """A pure step over one message's records, before they are processed one by one (the
@@ -71,9 +97,6 @@ class Stage:
         """At the end of every batch: periodic work (judging, refits, summaries) and dropping
         what has been idle longer than its window."""
 
-    def flush(self) -> None:
-        """Write changed state back before the batch is acknowledged."""
-
     def decode(self, raw: bytes | None) -> list[Record]:
         """The records of one Kafka message: a batch of one of the types this stage reads."""
         batch = decode_batch(raw)
@@ -81,6 +104,20 @@ class Stage:
             if batch.type == record_type.TYPE:
                 return [record_type.from_plain(plain) for plain in batch.records]
         raise MessageError(f"stage {self.name} does not read {batch.type!r} records")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Where a stage runs: the topics it reads (logical names), how its batches are taken,
+    and how it is built in the worker (by default its constructor; `build` may first restore
+    what the stage keeps outside its tables). `blocking`: its batch step runs in a thread."""
+
+    stage: type[Stage]
+    reads: tuple[str, ...]
+    build: Callable[[Policy, StateStore], Stage] | None = None
+    batch_size: int = 500
+    within: float = 0.5
+    blocking: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,13 +151,15 @@ class StageError(RuntimeError):
 class StageDriver(Generic[M]):
     """Runs batches of messages through a stage. `value` and `activate` are the adapter's:
     the raw value of a message, and making a message the current event (for per-partition
-    state); both are plain functions in tests."""
+    state); both are plain functions in tests. `state` is the store the stage was built with:
+    written back after every batch."""
 
     stage: Stage
     outbox: Outbox
     value: Callable[[M], bytes | None]
     activate: Callable[[M], None] = lambda message: None
     policy: Policy | None = None
+    state: StateStore = field(default_factory=MemoryState)
 
     def run(self, messages: Sequence[M], now_ms: int, policy: Policy | None = None
             ) -> BatchResult[M]:
@@ -159,7 +198,7 @@ class StageDriver(Generic[M]):
                 latest_ms = max(latest_ms, _event_ms(record))
         self.stage.after(self.outbox.put, latest_ms)
         result.envelopes = list(self.outbox.drain())
-        self.stage.flush()
+        self.state.flush()
         return result
 
     def _prepared(self, message: M, records: list[Record], dead: list[DeadLetter[M]]

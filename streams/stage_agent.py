@@ -11,72 +11,76 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
 
-from faust.types import EventT, StreamT, TopicT
+from faust.types import AppT, EventT, StreamT, TopicT
 
-from detectors.policy import Policy
 from streams import clock
-from streams.app import app
 from streams.outbox import Outbox
 from streams.policy import current_policy
-from streams.runtime import Stage, StageDriver
-from streams.settings import get_settings
-from streams.state import use_event
+from streams.runtime import StageDriver, StageSpec
+from streams.settings import Settings
+from streams.state import FaustState, use_event
 
 log = logging.getLogger(__name__)
-_topics: dict[str, TopicT] = {}
 
 
-def topic(name: str) -> TopicT:
-    """The topic of a logical name ("misuse.alerts"), with this worker's prefix."""
-    if name not in _topics:
-        _topics[name] = app.topic(get_settings().topic(name), key_type=bytes,
-                                  value_type=bytes)
-    return _topics[name]
+class Topics:
+    """This worker's topics by logical name ("misuse.alerts"), with its prefix."""
+
+    def __init__(self, app: AppT, settings: Settings) -> None:
+        self.app, self.settings = app, settings
+        self._topics: dict[str, TopicT] = {}
+
+    def __call__(self, *names: str) -> TopicT:
+        key = ",".join(names)
+        if key not in self._topics:
+            self._topics[key] = self.app.topic(*(self.settings.topic(n) for n in names),
+                                               key_type=bytes, value_type=bytes)
+        return self._topics[key]
+
+    async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str,
+                          origin: dict[str, str]) -> None:
+        """Keep the original bytes untouched and say why, and where they came from, in
+        headers."""
+        log.warning("dead_letter %s reason=%r",
+                    " ".join(f"{k}={v}" for k, v in origin.items()), reason[:300])
+        headers = {f"misuse.source.{k}": v.encode() for k, v in origin.items()}
+        await self("misuse.deadletter").send(key=key, value=value, headers={
+            "misuse.reason": reason.encode("utf-8"), **headers,
+            "misuse.rejected_at_ms": str(clock.now_ms()).encode()})
 
 
-async def dead_letter(event: EventT, reason: str) -> None:
-    """Keep the original bytes untouched and say why, and where they came from, in headers."""
+async def dead_letter(topics: Topics, event: EventT, reason: str) -> None:
     message = event.message
-    log.warning("dead_letter topic=%s partition=%s offset=%s reason=%r",
-                message.topic, message.partition, message.offset, reason[:300])
-    await topic("misuse.deadletter").send(
-        key=message.key, value=message.value,
-        headers={
-            "misuse.reason": reason.encode("utf-8"),
-            "misuse.source.topic": message.topic.encode("utf-8"),
-            "misuse.source.partition": str(message.partition).encode(),
-            "misuse.source.offset": str(message.offset).encode(),
-            "misuse.rejected_at_ms": str(clock.now_ms()).encode(),
-        },
-    )
+    await topics.dead_letter(message.key, message.value, reason, {
+        "topic": message.topic, "partition": str(message.partition),
+        "offset": str(message.offset)})
 
 
-def register_stage(name: str, reads: Sequence[str], make_stage: Callable[[Policy], Stage], *,
-                   batch_size: int = 500, within: float = 0.5, blocking: bool = False) -> None:
-    """An agent named `name` running the stage built by `make_stage` over the topics `reads`
-    (logical names). `blocking`: the stage's batch step is run in a thread."""
-    settings = get_settings()
-    source = app.topic(*(settings.topic(n) for n in reads), key_type=bytes, value_type=bytes)
+def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
+    """An agent running the stage of `spec`, named after it."""
+    name, reads, make_stage = spec.stage.name, spec.reads, spec.build or spec.stage
+    # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
+    state = FaustState(app, spec.stage.tables)
+    partitions = topics.settings.topic_partitions
 
     async def run_stage(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         policy = current_policy()
-        stage = await loop.run_in_executor(None, make_stage, policy)
         driver: StageDriver[EventT] = StageDriver(
-            stage, Outbox(partitions=lambda _: settings.topic_partitions),
-            value=lambda event: event.message.value, activate=use_event, policy=policy)
+            await loop.run_in_executor(None, make_stage, policy, state),
+            Outbox(partitions=lambda _: partitions), value=lambda event: event.message.value,
+            activate=use_event, policy=policy, state=state)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
-        async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
-            prepared = (await loop.run_in_executor(None, driver.prepare, events) if blocking
+        async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
+            prepared = (await loop.run_in_executor(None, driver.prepare, events) if spec.blocking
                         else driver.prepare(events))
             result = driver.finish(prepared, clock.now_ms(), current_policy())
             for dead in result.dead_letters:
-                await dead_letter(dead.message, dead.reason)
+                await dead_letter(topics, dead.message, dead.reason)
             for envelope in result.envelopes:
-                await topic(envelope.topic).send(value=envelope.value,
-                                                 partition=envelope.partition)
+                await topics(envelope.topic).send(value=envelope.value,
+                                                  partition=envelope.partition)
 
     run_stage.__name__ = run_stage.__qualname__ = name
-    app.agent(source, name=name)(run_stage)
+    app.agent(topics(*reads), name=name)(run_stage)

@@ -13,12 +13,7 @@ from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 from faust.streams import _current_event, current_event
-from faust.types import EventT, TableT
-
-from streams.app import app
-
-# Every state of this worker: they live as long as their agents, i.e. the process.
-_live: list[TableState] = []
+from faust.types import AppT, EventT, TableT
 
 
 def use_event(event: EventT) -> None:
@@ -31,7 +26,7 @@ def use_event(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def state_table(name: str) -> TableT:
+def state_table(app: AppT, name: str) -> TableT:
     """A table of per-entity detector state. Pickle, not JSON: the states hold sets, deques
     and counters; the changelog topic is internal and read only by this app."""
     table = app.Table(name, key_type=str)
@@ -53,7 +48,6 @@ class TableState(MutableMapping[str, Any]):
         self.origin: dict[str, EventT | None] = {}
         self.dirty: set[str] = set()
         self._scanned = False
-        _live.append(self)
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -113,9 +107,22 @@ class TableState(MutableMapping[str, Any]):
         self._scanned = False
 
 
-async def forget_caches(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-    for state in _live:
-        state.forget_cache()
+class FaustState:
+    """A stage's `StateStore` in the worker: its tables, declared on the app before it starts
+    (Faust subscribes to their changelogs at start), each behind a write-behind `TableState`."""
 
+    def __init__(self, app: AppT, names: tuple[str, ...]) -> None:
+        self.states = {name: TableState(state_table(app, name)) for name in names}
+        # After a rebalance the tables are the truth for whatever partitions we now own.
+        app.on_partitions_revoked.connect(self.forget_caches)  # type: ignore[arg-type]
 
-app.on_partitions_revoked.connect(forget_caches)  # type: ignore[arg-type]
+    def table(self, name: str) -> TableState:
+        return self.states[name]
+
+    def flush(self) -> None:
+        for state in self.states.values():
+            state.flush()
+
+    async def forget_caches(self, sender: Any, *args: Any, **kwargs: Any) -> None:
+        for state in self.states.values():
+            state.forget_cache()

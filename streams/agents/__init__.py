@@ -1,23 +1,39 @@
-"""One module per stage; importing this package registers every stage on the app, each run
-by the same loop (`streams/stage_agent.py`), and the Elasticsearch indexer."""
+"""One module per stage; `STAGES` says where each runs. `build_app` makes the worker: the Faust
+app with every stage run by the same loop (`streams/stage_agent.py`), and the Elasticsearch
+indexer."""
 
-from streams.agents import index_documents
+from __future__ import annotations
+
+import faust
+
 from streams.agents.detect_campaigns import DetectCampaigns
 from streams.agents.detect_network_abuse import NetworkAbuse
 from streams.agents.detect_pattern_spread import PatternSpread
 from streams.agents.embed_prompts import EmbedPrompts
+from streams.agents.index_documents import register_indexer
 from streams.agents.ingest import Ingest
 from streams.agents.score_risk import RiskStage
-from streams.stage_agent import register_stage
+from streams.app import create_app
+from streams.runtime import StageSpec
+from streams.settings import Settings
+from streams.stage_agent import Topics, register_stage
 
-register_stage("ingest", ["api.usage"], Ingest, within=0.2)
-register_stage("detect_network_abuse", ["misuse.events.by-network"], NetworkAbuse,
-               within=0.2)
-register_stage("embed_prompts", ["misuse.prompts"], EmbedPrompts, batch_size=8,
-               within=1.0, blocking=True)
-register_stage("detect_pattern_spread", ["misuse.jailbreak-matches"], PatternSpread,
-               batch_size=100, within=1.0)
-register_stage("detect_campaigns", ["misuse.prompt-vectors"], DetectCampaigns, within=1.0)
-register_stage("score_risk", ["misuse.signals", "misuse.feedback"], RiskStage, within=0.5)
+STAGES = (
+    StageSpec(Ingest, ("api.usage",), within=0.2),
+    StageSpec(NetworkAbuse, ("misuse.events.by-network",), within=0.2),
+    # Small batches: one blocking model step per loop turn stays short.
+    StageSpec(EmbedPrompts, ("misuse.prompts",), batch_size=8, within=1.0, blocking=True),
+    StageSpec(PatternSpread, ("misuse.jailbreak-matches",), batch_size=100, within=1.0),
+    StageSpec(DetectCampaigns, ("misuse.prompt-vectors",), build=DetectCampaigns.restored,
+              within=1.0),
+    StageSpec(RiskStage, ("misuse.signals", "misuse.feedback"), within=0.5),
+)
 
-__all__ = ["index_documents"]
+
+def build_app(settings: Settings) -> faust.App:
+    app = create_app(settings)
+    topics = Topics(app, settings)
+    for spec in STAGES:
+        register_stage(app, topics, spec)
+    register_indexer(app, topics)
+    return app

@@ -5,6 +5,7 @@ per campaign, updated as it grows."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from detectors.campaign_tracker import CampaignTracker
@@ -15,7 +16,7 @@ from streams import clock
 from streams.broker import read_back
 from streams.messages import MessageError, PromptVector, decode_batch, records_of, vector_from
 from streams.publish import emit_alert, emit_document
-from streams.runtime import Emit, Stage
+from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
 from streams.sinks.documents import campaign_document
 
@@ -31,39 +32,44 @@ def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
         record.space, record.account_prompts, record.key_first_seen)
 
 
-def rebuild(tracker: CampaignTracker) -> int:
-    """Clusters live in memory: at start, replay the window's vectors that this stage had
-    already processed, and judge them once without reporting (they were reported before the
-    restart), so campaigns keep their ids and only changes are reported from here on."""
+def vectors_read_back(window_seconds: int) -> Iterator[PromptVector]:
+    """The window's vectors that this stage had already processed before a restart, read back
+    from its input topic up to the committed offsets."""
     settings = get_settings()
-    since_ms = clock.now_ms() - tracker.policy.campaigns.window_seconds * 1000
-    points = 0
+    since_ms = clock.now_ms() - window_seconds * 1000
     for value in read_back(settings, settings.topic("misuse.prompt-vectors"), settings.app_id,
                            since_ms):
         try:
-            records = records_of(decode_batch(value), PromptVector)
+            yield from records_of(decode_batch(value), PromptVector)
         except MessageError:
             continue  # dead-lettered when it was first read
-        for record in records:
-            add_vector(tracker, record)
-            points += 1
-    tracker.judge_all()
-    tracker.merged.clear()
-    return points
 
 
 class DetectCampaigns(Stage):
     name = "detect_campaigns"
     reads = (PromptVector,)
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, state: StateStore,
+                 history: Iterable[PromptVector] = ()) -> None:
+        """Clusters live in memory: `history` (the vectors processed before a restart) is
+        added and judged once without reporting, since it was reported before, so campaigns
+        keep their ids and only changes are reported from here on."""
         self.tracker = CampaignTracker(policy)
-        points = rebuild(self.tracker)
+        points = 0
+        for record in history:
+            add_vector(self.tracker, record)
+            points += 1
+        self.tracker.judge_all()
+        self.tracker.merged.clear()
         log.info("campaigns_rebuilt points=%d campaigns=%d", points, len(self.tracker.emitted))
         # In a replay, event time runs far ahead of the wall clock: judging on event time
         # alone would spend the stage judging. Between idle moments, every few wall seconds.
         self.pacing = clock.Every(5.0)
         self.batch_records = 0
+
+    @classmethod
+    def restored(cls, policy: Policy, state: StateStore) -> DetectCampaigns:
+        return cls(policy, state, vectors_read_back(policy.campaigns.window_seconds))
 
     def reconfigure(self, policy: Policy) -> None:
         self.tracker.reconfigure(policy)

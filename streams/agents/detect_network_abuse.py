@@ -10,23 +10,19 @@ from detectors.sybil import SybilDetector
 from streams.messages import EventRecord
 from streams.publish import emit_alert
 from streams.rules import Housekeeping, build, retune
-from streams.runtime import Emit, Stage
-from streams.state import TableState, state_table
-
-stuffing_table = state_table("state-credential-stuffing")
-sybil_table = state_table("state-sybil")
+from streams.runtime import Emit, Stage, StateStore
 
 
 class NetworkAbuse(Stage):
     name = "detect_network_abuse"
     reads = (EventRecord,)
+    tables = ("state-credential-stuffing", "state-sybil")
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, state: StateStore) -> None:
         self.policy = policy
         self.stuffing = build(CredentialStuffingDetector, policy.rules.credential_stuffing)
         self.sybil = build(SybilDetector, policy.rules.sybil)
-        self.states = [TableState(stuffing_table), TableState(sybil_table)]
-        self.stuffing.ranges, self.sybil.ranges = self.states
+        self.stuffing.ranges, self.sybil.ranges = map(state.table, self.tables)
         self.housekeeper = Housekeeping(self.stuffing, self.sybil)
 
     def reconfigure(self, policy: Policy) -> None:
@@ -45,7 +41,3 @@ class NetworkAbuse(Stage):
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         self.housekeeper.run(latest_event_ms)
-
-    def flush(self) -> None:
-        for state in self.states:
-            state.flush()

@@ -9,21 +9,18 @@ from detectors.policy import Policy
 from streams.messages import JailbreakMatch, forwarded_event
 from streams.publish import emit_alert
 from streams.rules import Housekeeping, build, retune
-from streams.runtime import Emit, Stage
-from streams.state import TableState, state_table
-
-pattern_spread_table = state_table("state-pattern-spread")
+from streams.runtime import Emit, Stage, StateStore
 
 
 class PatternSpread(Stage):
     name = "detect_pattern_spread"
     reads = (JailbreakMatch,)
+    tables = ("state-pattern-spread",)
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, state: StateStore) -> None:
         self.policy = policy
         self.detector = build(PatternSpreadDetector, policy.rules.jailbreak_spread)
-        self.state = TableState(pattern_spread_table)
-        self.detector.patterns = self.state
+        self.detector.patterns = state.table("state-pattern-spread")
         self.housekeeper = Housekeeping(self.detector)
 
     def reconfigure(self, policy: Policy) -> None:
@@ -41,6 +38,3 @@ class PatternSpread(Stage):
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         self.housekeeper.run(latest_event_ms)
-
-    def flush(self) -> None:
-        self.state.flush()

@@ -16,14 +16,10 @@ from streams.embedder import EmbeddedPrompt, PromptEmbedder
 from streams.messages import EventRecord, JailbreakMatch, PromptVector, Record, vector_bytes
 from streams.publish import emit_alert
 from streams.rules import Housekeeping, build, retune
-from streams.runtime import Emit, Stage
+from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
-from streams.state import TableState, state_table
 
 log = logging.getLogger(__name__)
-
-jailbreak_table = state_table("state-jailbreak")
-key_first_seen_table = state_table("state-key-first-seen")
 
 
 def prompt_vector(event: UsageEvent, embedded: EmbeddedPrompt, activity: int,
@@ -52,18 +48,18 @@ class EmbedPrompts(Stage):
 
     name = "embed_prompts"
     reads = (EventRecord,)
+    tables = ("state-jailbreak", "state-key-first-seen")
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, state: StateStore) -> None:
         settings = get_settings()
         self.policy = policy
         self.embedder = PromptEmbedder(settings.embedding_model, settings.cache_dir,
                                        settings.jailbreak_patterns_file, policy.embedding,
                                        settings.embedding_batch_size)
         self.jailbreak = build(JailbreakSprayDetector, policy.rules.jailbreak)
-        self.jailbreak_state = TableState(jailbreak_table)
-        self.jailbreak.accounts = self.jailbreak_state
+        self.jailbreak.accounts = state.table("state-jailbreak")
         self.activity = ActivityCounter(policy.campaigns.window_seconds * 1000)
-        self.key_first_seen = TableState(key_first_seen_table)
+        self.key_first_seen = state.table("state-key-first-seen")
         self.housekeeper = Housekeeping(self.jailbreak, self.activity)
         log.info("embedder_ready model=%s", settings.embedding_model)
 
@@ -106,7 +102,3 @@ class EmbedPrompts(Stage):
         if self.embedder.reload_patterns():
             log.info("jailbreak_patterns_reloaded path=%s",
                      get_settings().jailbreak_patterns_file)
-
-    def flush(self) -> None:
-        self.jailbreak_state.flush()
-        self.key_first_seen.flush()

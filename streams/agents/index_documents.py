@@ -6,10 +6,8 @@ from __future__ import annotations
 import logging
 
 from elasticsearch import AsyncElasticsearch
-from faust.types import EventT, StreamT
+from faust.types import AppT, EventT, StreamT
 
-from streams import clock
-from streams.app import app
 from streams.messages import (
     AlertRecord,
     DocumentRecord,
@@ -19,35 +17,12 @@ from streams.messages import (
     encode_batch,
     records_of,
 )
-from streams.settings import get_settings
 from streams.sinks.documents import alert_document
 from streams.sinks.elasticsearch import Document, ElasticsearchSink, client_options
-from streams.stage_agent import topic
+from streams.stage_agent import Topics
 
 log = logging.getLogger(__name__)
-_settings = get_settings()
 INDEXES = {"campaigns", "accounts", "actions"}
-alerts_and_documents = app.topic(_settings.topic("misuse.alerts"),
-                                 _settings.topic("misuse.documents"),
-                                 key_type=bytes, value_type=bytes)
-
-
-async def reject(value: bytes, source: str, reason: str) -> None:
-    log.error("document_rejected topic=%s reason=%r", source, reason[:200])
-    await topic("misuse.deadletter").send(value=value, headers={
-        "misuse.reason": reason.encode("utf-8"),
-        "misuse.source.topic": source.encode(),
-        "misuse.rejected_at_ms": str(clock.now_ms()).encode(),
-    })
-
-
-def to_document(record: Record) -> Document:
-    if isinstance(record, AlertRecord):
-        return alert_document(record.alert, _settings)
-    assert isinstance(record, DocumentRecord)
-    if record.index not in INDEXES:
-        raise ValueError(f"unknown index {record.index!r}")
-    return Document(_settings.index(record.index), record.id, record.source, partial=True)
 
 
 def records(value: bytes | None) -> list[Record]:
@@ -56,44 +31,64 @@ def records(value: bytes | None) -> list[Record]:
     return list(records_of(batch, kind))
 
 
-async def index_batch(sink: ElasticsearchSink, batch: list[EventT]) -> None:
-    # A document updated several times in one batch is written once, in its last version;
-    # partial updates of one document are merged in order.
-    latest: dict[tuple[str, str], tuple[Document, Record, str]] = {}
-    for event in batch:
-        source, value = event.message.topic, event.message.value
-        try:
-            decoded = records(value)
-        except MessageError as exc:
-            await reject(value or b"", source, f"undecodable batch: {exc}")
-            continue
-        for record in decoded:
+class Indexer:
+    def __init__(self, topics: Topics, sink: ElasticsearchSink) -> None:
+        self.topics, self.settings, self.sink = topics, topics.settings, sink
+
+    def to_document(self, record: Record) -> Document:
+        if isinstance(record, AlertRecord):
+            return alert_document(record.alert, self.settings)
+        assert isinstance(record, DocumentRecord)
+        if record.index not in INDEXES:
+            raise ValueError(f"unknown index {record.index!r}")
+        return Document(self.settings.index(record.index), record.id, record.source,
+                        partial=True)
+
+    async def reject(self, value: bytes, source: str, reason: str) -> None:
+        log.error("document_rejected topic=%s reason=%r", source, reason[:200])
+        await self.topics.dead_letter(None, value, reason, {"topic": source})
+
+    async def index_batch(self, batch: list[EventT]) -> None:
+        # A document updated several times in one batch is written once, in its last
+        # version; partial updates of one document are merged in order.
+        latest: dict[tuple[str, str], tuple[Document, Record, str]] = {}
+        for event in batch:
+            source, value = event.message.topic, event.message.value
             try:
-                document = to_document(record)
-            except (ValueError, KeyError, TypeError) as exc:
-                await reject(encode_batch(record.TYPE, [record]), source,
-                             f"undecodable document: {exc!r}")
+                decoded = records(value)
+            except MessageError as exc:
+                await self.reject(value or b"", source, f"undecodable batch: {exc}")
                 continue
-            key = (document.index, document.id)
-            if document.partial and key in latest:
-                document = merge(latest[key][0], document)
-            latest[key] = (document, record, source)
-    for rejected in await sink.write([doc for doc, _, _ in latest.values()]):
-        _, record, source = latest[(rejected.document.index, rejected.document.id)]
-        await reject(encode_batch(record.TYPE, [record]), source,
-                     f"elasticsearch refused the document: {rejected.reason}")
+            for record in decoded:
+                try:
+                    document = self.to_document(record)
+                except (ValueError, KeyError, TypeError) as exc:
+                    await self.reject(encode_batch(record.TYPE, [record]), source,
+                                      f"undecodable document: {exc!r}")
+                    continue
+                key = (document.index, document.id)
+                if document.partial and key in latest:
+                    document = merge(latest[key][0], document)
+                latest[key] = (document, record, source)
+        for rejected in await self.sink.write([doc for doc, _, _ in latest.values()]):
+            _, record, source = latest[(rejected.document.index, rejected.document.id)]
+            await self.reject(encode_batch(record.TYPE, [record]), source,
+                              f"elasticsearch refused the document: {rejected.reason}")
 
 
-@app.agent(alerts_and_documents)
-async def index_documents(stream: StreamT) -> None:
-    client = AsyncElasticsearch(**client_options(_settings))
-    sink = ElasticsearchSink(client)
-    try:
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-                _settings.index_batch_size, within=_settings.index_batch_seconds):
-            await index_batch(sink, batch)
-    finally:
-        await client.close()
+def register_indexer(app: AppT, topics: Topics) -> None:
+    settings = topics.settings
+
+    @app.agent(topics("misuse.alerts", "misuse.documents"), name="index_documents")
+    async def index_documents(stream: StreamT) -> None:
+        client = AsyncElasticsearch(**client_options(settings))
+        indexer = Indexer(topics, ElasticsearchSink(client))
+        try:
+            async for batch in stream.take_events(  # type: ignore[attr-defined]
+                    settings.index_batch_size, within=settings.index_batch_seconds):
+                await indexer.index_batch(batch)
+        finally:
+            await client.close()
 
 
 def merge(first: Document, second: Document) -> Document:

@@ -17,18 +17,15 @@ from streams import clock
 from streams.messages import EventRecord, MessageError, Record
 from streams.publish import emit_alert, emit_signal
 from streams.rules import Housekeeping, build, retune
-from streams.runtime import Emit, Stage
+from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
-from streams.state import TableState, state_table
-
-scraping_table = state_table("state-scraping")
-leaked_key_table = state_table("state-leaked-key")
 
 
 class Ingest(Stage):
     name = "ingest"
+    tables = ("state-scraping", "state-leaked-key")
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, state: StateStore) -> None:
         rules = policy.rules
         self.policy = policy
         self.skew_ms = get_settings().max_future_skew_seconds * 1000
@@ -37,8 +34,7 @@ class Ingest(Stage):
         self.anomaly = build(PopulationAnomalyModel, rules.anomaly)
         # The anomaly model's per-account features stay in memory: a supporting signal that
         # relearns within an hour is not worth a changelog write per account per batch.
-        self.states = [TableState(scraping_table), TableState(leaked_key_table)]
-        self.scraping.accounts, self.leaked_key.keys = self.states
+        self.scraping.accounts, self.leaked_key.keys = map(state.table, self.tables)
         self.housekeeper = Housekeeping(self.scraping, self.leaked_key, self.anomaly)
 
     def decode(self, raw: bytes | None) -> list[Record]:
@@ -81,7 +77,3 @@ class Ingest(Stage):
             for score in self.anomaly.outliers(latest_event_ms):
                 emit_signal(emit, to_signal(score, latest_event_ms))
         self.housekeeper.run(latest_event_ms)
-
-    def flush(self) -> None:
-        for state in self.states:
-            state.flush()

@@ -13,14 +13,11 @@ from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
 from streams.messages import ActionRequest, FeedbackRecord, SignalRecord
 from streams.publish import emit_document
-from streams.runtime import Emit, Stage
+from streams.runtime import Emit, Stage, StateStore
 from streams.sinks.documents import account_document, action_document
-from streams.state import TableState, state_table
 
 log = logging.getLogger(__name__)
 
-risk_table = state_table("state-risk")
-status_table = state_table("state-account-status")
 MAX_HISTORY = 100
 
 
@@ -56,12 +53,12 @@ class AccountRecord:
 class RiskStage(Stage):
     name = "score_risk"
     reads = (SignalRecord, FeedbackRecord)
+    tables = ("state-risk", "state-account-status")
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, state: StateStore) -> None:
         self.policy = policy
         self.scorer = risk_scorer(policy)
-        self.risk_state = TableState(risk_table)
-        self.records = TableState(status_table)
+        self.risk_state, self.records = map(state.table, self.tables)
         self.scorer.accounts = self.risk_state
         self.touched: dict[str, RiskAssessment] = {}
         self.pruning = clock.Every(60)
@@ -89,10 +86,6 @@ class RiskStage(Stage):
         self.touched.clear()
         if self.pruning.due():
             self.scorer.prune(clock.now_ms())
-
-    def flush(self) -> None:
-        self.risk_state.flush()
-        self.records.flush()
 
     def on_signal(self, signal: Signal, emit: Emit) -> None:
         assessment = self.scorer.add(signal)

@@ -9,7 +9,7 @@ import pytest
 from detectors.policy import Policy
 from streams.messages import PlainRecord, decode_batch, encode_batch, records_of
 from streams.outbox import Outbox
-from streams.runtime import Emit, Stage, StageDriver
+from streams.runtime import Emit, MemoryState, Stage, StageDriver
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +30,6 @@ class Doubler(Stage):
         self.factor = 2
         self.seen: list[int] = []
         self.prepared_batches = 0
-        self.flushed = 0
 
     def prepare(self, records: Any) -> Any:
         self.prepared_batches += 1
@@ -49,6 +48,12 @@ class Doubler(Stage):
     def reconfigure(self, policy: Policy) -> None:
         self.factor = 3
 
+
+class CountingState(MemoryState):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed = 0
+
     def flush(self) -> None:
         self.flushed += 1
 
@@ -57,8 +62,9 @@ def message(*numbers: int) -> bytes:
     return encode_batch(Number.TYPE, [Number(f"k{n % 3}", n, 1000 + n) for n in numbers])
 
 
-def driver(stage: Doubler) -> StageDriver[bytes]:
-    return StageDriver(stage, Outbox(partitions=lambda topic: 2), value=lambda m: m)
+def driver(stage: Doubler, state: MemoryState | None = None) -> StageDriver[bytes]:
+    return StageDriver(stage, Outbox(partitions=lambda topic: 2), value=lambda m: m,
+                       state=state or MemoryState())
 
 
 def outputs(result: Any) -> list[int]:
@@ -67,11 +73,11 @@ def outputs(result: Any) -> list[int]:
 
 
 def test_records_are_processed_and_sent_as_one_batch_per_partition() -> None:
-    stage = Doubler()
-    result = driver(stage).run([message(1, 2, 3), message(4, 5)], now_ms=0)
+    state = CountingState()
+    result = driver(Doubler(), state).run([message(1, 2, 3), message(4, 5)], now_ms=0)
     assert outputs(result) == [2, 4, 6, 8, 10]
     assert len(result.envelopes) <= 2 and result.records == 5 and not result.dead_letters
-    assert stage.flushed == 1
+    assert state.flushed == 1
 
 
 def test_an_unreadable_message_and_a_bad_record_are_dead_letters_the_rest_goes_on() -> None:
@@ -92,10 +98,10 @@ def test_a_batch_step_that_fails_is_retried_record_by_record() -> None:
 
 
 def test_an_error_no_record_explains_is_raised_so_the_batch_is_not_acknowledged() -> None:
-    stage = Doubler()
+    state = CountingState()
     with pytest.raises(OSError):
-        driver(stage).run([message(1, -1, 2)], now_ms=0)
-    assert stage.flushed == 0  # nothing written back for a batch that will be read again
+        driver(Doubler(), state).run([message(1, -1, 2)], now_ms=0)
+    assert state.flushed == 0  # nothing written back for a batch that will be read again
 
 
 def test_a_new_policy_reconfigures_the_stage_before_the_batch() -> None:
