@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from detectors.accounts import AccountStatus, StatusChange, next_status
+from detectors.accounts import AccountRecord, AccountStatus, StatusChange, next_status
 from detectors.policy import Policy
 from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
@@ -21,7 +21,6 @@ log = logging.getLogger(__name__)
 
 risk_table = state_table("state-risk")
 status_table = state_table("state-account-status")
-MAX_HISTORY = 100
 
 
 def risk_scorer(policy: Policy) -> RiskScorer:
@@ -37,20 +36,6 @@ def suspension_allowed(policy: Policy, change: StatusChange) -> bool:
     rules = policy.rules.model_dump()
     return any(rules.get(detector, {}).get("action") == "suspend"
                for detector in change.detectors)
-
-
-class AccountRecord:
-    """What the worker knows of an account between signals: status, flag times, history."""
-
-    def __init__(self) -> None:
-        self.status: AccountStatus | None = None
-        self.first_flagged_ms: int | None = None
-        self.last_flagged_ms: int | None = None
-        self.history: list[dict[str, Any]] = []
-
-    def record(self, entry: dict[str, Any]) -> None:
-        self.history.append(entry)
-        del self.history[:-MAX_HISTORY]
 
 
 class RiskStage(Stage):
