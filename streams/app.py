@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import faust
 
 from streams.settings import Settings, get_settings
@@ -44,7 +42,4 @@ def create_app(settings: Settings) -> faust.App:
     )
 
 
-# Detector state tables are pickled: their changelog topics are internal, written and read by
-# this app alone, which is the case the warning allows.
-warnings.filterwarnings("ignore", message="The pickle codec calls pickle.loads")
 app = create_app(get_settings())
