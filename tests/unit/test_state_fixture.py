@@ -67,8 +67,10 @@ def test_risk_and_account_records_carry_on():
     assert cleared.status.cleared_at_ms == T0
     # The analyst's clearing still holds: only evidence newer than it counts.
     change = next_status(cleared.status, assessment, T0 + 10 * MINUTE)
+    assert change is not None
     assert change.evidence_since_ms == T0 and change.detectors == ("sybil",)
-    assert next_status(flagged.status, assessment, T0 + 10 * MINUTE).status == "suspended"
+    change = next_status(flagged.status, assessment, T0 + 10 * MINUTE)
+    assert change is not None and change.status == "suspended"
 
 
 def test_activity_and_first_seen_carry_on():
