@@ -110,9 +110,9 @@ def decode_state(raw: bytes) -> Any:
     if not isinstance(envelope, dict) or set(envelope) != {"v", "state"}:
         raise StateCodecError("not a state: expected a map of 'v' and 'state'")
     version = envelope["v"]
-    if version != FORMAT_VERSION:
+    if type(version) is not int or not 1 <= version <= FORMAT_VERSION:
         raise StateCodecError(f"unknown state format version {version!r}; this worker reads "
-                              f"{FORMAT_VERSION}")
+                              f"1 to {FORMAT_VERSION}")
     try:
         return from_plain(_upgrade(version, envelope["state"]))
     except RecursionError:
@@ -120,7 +120,8 @@ def decode_state(raw: bytes) -> Any:
 
 
 def _upgrade(version: int, plain: Any) -> Any:
-    """The plain form of an older format version in the current one. Nothing to do yet."""
+    """The plain form of format `version` in the current one (nothing to do while there is
+    only version 1): one step per version, applied in turn."""
     return plain
 
 
