@@ -13,13 +13,14 @@ carried out, dry-run or refused by the hourly cap is the act stage's business.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from detectors.risk import RiskAssessment
 
 STATUSES = ("flagged", "suspended", "cleared", "allowlisted")
 SETTERS = ("worker", "analyst")
+MAX_HISTORY = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,21 @@ class AccountStatus:
         if self.status == "cleared" and self.cleared_at_ms is None:
             # Without the time of the clearing, "new evidence" has no meaning.
             raise ValueError("a cleared status needs cleared_at_ms")
+
+
+@dataclass
+class AccountRecord:
+    """What the worker knows of an account between signals: status, flag times, and the last
+    MAX_HISTORY status changes and analyst decisions. Stored per account in the risk stage."""
+
+    status: AccountStatus | None = None
+    first_flagged_ms: int | None = None
+    last_flagged_ms: int | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def record(self, entry: dict[str, Any]) -> None:
+        self.history.append(entry)
+        del self.history[:-MAX_HISTORY]
 
 
 @dataclass(frozen=True, slots=True)

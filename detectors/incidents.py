@@ -18,7 +18,7 @@ class Incident:
     has at least doubled since the last report. It closes once the condition has not held for a
     whole window, and the next time it holds is a new incident with a new id.
 
-    Plain data, picklable with the state that holds it.
+    Plain data, stored with the state that holds it (detectors/state_codec).
     """
 
     start_ms: int | None = None

@@ -40,7 +40,7 @@ def _expire(last_seen: dict[str, int], horizon_ms: int) -> None:
 
 @dataclass
 class KeyState:
-    """What one key's history and current window look like; plain data, picklable."""
+    """What one key's history and current window look like; plain data (detectors/state_codec)."""
 
     latest_ms: int = 0
     account_id: str | None = None

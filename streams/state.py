@@ -1,13 +1,17 @@
 """Detector state in Faust tables (RocksDB, recovered from the changelog topic), write-behind.
 
 Detectors keep per-entity state in a mutable mapping and write every changed state back. Giving
-them a table directly would pickle and send one changelog message per event per detector; this
+them a table directly would encode and send one changelog message per event per detector; this
 mapping keeps the working set in memory and writes each changed entity once per batch, before
 the batch is acknowledged, so a restarted worker resumes from the last acknowledged batch.
+
+The tables hold bytes: each value is encoded by the state codec (`detectors/state_codec.py`),
+plain versioned data that only builds the state types it knows, never pickle.
 """
 
 from __future__ import annotations
 
+import logging
 import weakref
 from collections.abc import Iterator, MutableMapping
 from typing import Any
@@ -15,9 +19,20 @@ from typing import Any
 from faust.streams import _current_event, current_event
 from faust.types import AppT, EventT, TableT
 
+from detectors.state_codec import StateCodecError, decode_state, encode_state
+
+log = logging.getLogger(__name__)
+
+UNREADABLE = object()  # what _decoded returns for bytes the codec refuses
+
 
 def use_event(event: EventT) -> None:
     """Make `event` the current event of this task, as Faust's tables expect of a write.
+
+    The one use of a private Faust name (`faust.streams._current_event`). A table write lands
+    in the partition of the current event, both in the changelog (`partition_for_key`) and in
+    the RocksDB store (`_set`), and faust-streaming 0.15 has no public way to name the
+    partition of a write; its own Stream._set_current_event is what we must not call (below).
 
     Only the context variable (what faust.current_event() reads), never the stream's own
     current_event attribute: Stream.take_events reads that attribute from its background task
@@ -27,15 +42,20 @@ def use_event(event: EventT) -> None:
 
 
 def state_table(app: AppT, name: str) -> TableT:
-    """A table of per-entity detector state. Pickle, not JSON: the states hold sets, deques
-    and counters; the changelog topic is internal and read only by this app."""
-    table = app.Table(name, key_type=str)
-    # Faust derives serializers from the value type (JSON for anything but a Record) and
-    # builds the changelog topic with them at once: set pickle, then build the topic again
-    # (the store is created later, on first use, and picks the serializer up by itself).
-    table.value_serializer = "pickle"  # type: ignore[attr-defined]
-    table.changelog_topic = table._new_changelog_topic()  # type: ignore[attr-defined]
-    return table
+    """A table of per-entity detector state, as codec bytes. Faust derives the raw value
+    serializer from `value_type=bytes`, for the store and the changelog topic alike."""
+    return app.Table(name, key_type=str, value_type=bytes)
+
+
+def _decoded(table: TableT, key: str, raw: bytes) -> Any:
+    """The state in `raw`, or UNREADABLE when it cannot be read (written by a newer worker, or
+    pickled by an older one): the entity starts afresh, which loses at most one window of
+    evidence, rather than stopping the stage on every event of that entity."""
+    try:
+        return decode_state(raw)
+    except StateCodecError as exc:
+        log.error("state_unreadable table=%s key=%s reason=%s", table.name, key, exc)
+        return UNREADABLE
 
 
 class TableState(MutableMapping[str, Any]):
@@ -53,7 +73,9 @@ class TableState(MutableMapping[str, Any]):
         try:
             return self.cache[key]
         except KeyError:
-            value = self.table[key]
+            value = _decoded(self.table, key, self.table[key])
+            if value is UNREADABLE:
+                raise KeyError(key) from None
             self.cache[key] = value
             self.origin[key] = current_event()
             return value
@@ -74,8 +96,11 @@ class TableState(MutableMapping[str, Any]):
         their values (the store cannot look them up outside their partition's events); after
         that the cache holds them all, as every new key comes through __setitem__."""
         if not self._scanned:
-            for key, value in list(self.table.items()):
+            for key, raw in list(self.table.items()):
                 if key not in self.cache:
+                    value = _decoded(self.table, key, raw)
+                    if value is UNREADABLE:
+                        continue
                     self.cache[key] = value
                     self.origin.setdefault(key, None)
             self._scanned = True
@@ -93,7 +118,7 @@ class TableState(MutableMapping[str, Any]):
                 continue
             use_event(event)
             if key in self.cache:
-                self.table[key] = self.cache[key]
+                self.table[key] = encode_state(self.cache[key])
             else:
                 self.table.pop(key, None)
                 self.origin.pop(key, None)

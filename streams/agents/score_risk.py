@@ -7,7 +7,7 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from detectors.accounts import AccountStatus, StatusChange, next_status
+from detectors.accounts import AccountRecord, AccountStatus, StatusChange, next_status
 from detectors.policy import Policy
 from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
@@ -18,7 +18,6 @@ from streams.sinks.documents import account_document, action_document
 
 log = logging.getLogger(__name__)
 
-MAX_HISTORY = 100
 
 
 def risk_scorer(policy: Policy) -> RiskScorer:
@@ -34,20 +33,6 @@ def suspension_allowed(policy: Policy, change: StatusChange) -> bool:
     rules = policy.rules.model_dump()
     return any(rules.get(detector, {}).get("action") == "suspend"
                for detector in change.detectors)
-
-
-class AccountRecord:
-    """What the worker knows of an account between signals: status, flag times, history."""
-
-    def __init__(self) -> None:
-        self.status: AccountStatus | None = None
-        self.first_flagged_ms: int | None = None
-        self.last_flagged_ms: int | None = None
-        self.history: list[dict[str, Any]] = []
-
-    def record(self, entry: dict[str, Any]) -> None:
-        self.history.append(entry)
-        del self.history[:-MAX_HISTORY]
 
 
 class RiskStage(Stage):

@@ -1,6 +1,5 @@
-import pickle
-
 from detectors.incidents import Incident
+from detectors.state_codec import decode_state, encode_state
 
 WINDOW = 600_000
 
@@ -53,10 +52,10 @@ def test_closes_after_a_whole_quiet_window_and_reopens_with_a_new_start():
     assert (incident.start_ms, incident.reported) == (700_000, 5)
 
 
-def test_close_is_idempotent_and_the_incident_pickles():
+def test_close_is_idempotent_and_the_incident_survives_the_state_table():
     incident = Incident()
     incident.close()
     assert not incident.is_open
     incident.report(1_000, 3, 2_000)
-    restored = pickle.loads(pickle.dumps(incident))
+    restored = decode_state(encode_state(incident))
     assert restored == incident

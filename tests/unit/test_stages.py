@@ -16,10 +16,10 @@ from streams.agents import STAGES
 from streams.agents.score_risk import RiskStage
 from streams.inprocess import InProcessPipeline
 from streams.messages import (
+    WIRE_VERSION,
     AlertRecord,
     DocumentRecord,
     EventRecord,
-    WIRE_VERSION,
     SignalRecord,
     encode_batch,
 )

@@ -1,0 +1,46 @@
+"""TableState against a dict standing in for a Faust table: what reaches the table is codec
+bytes, and what cannot be read back starts afresh instead of stopping the stage."""
+
+import logging
+from collections import Counter
+
+from detectors.incidents import Incident
+from detectors.state_codec import decode_state, encode_state
+from streams.state import TableState, use_event
+
+
+class FakeTable(dict):
+    name = "state-test"
+
+
+class FakeEvent:
+    """What use_event needs of an event: something to hold a weak reference to."""
+
+
+def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
+    table = FakeTable()
+    event = FakeEvent()
+    state = TableState(table)  # type: ignore[arg-type]
+    use_event(event)  # type: ignore[arg-type]
+    state["a"] = {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
+    state["b"] = 7
+    state.flush()
+    assert all(isinstance(raw, bytes) for raw in table.values())
+    assert decode_state(table["a"])["incident"] == Incident(1, 2, 3)
+
+    restarted = TableState(table)  # type: ignore[arg-type]
+    assert restarted["a"] == {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
+    assert restarted["b"] == 7
+    del restarted["b"]
+    restarted.flush()
+    assert list(table) == ["a"]
+
+
+def test_unreadable_state_is_logged_and_the_entity_starts_afresh(caplog):
+    table = FakeTable(good=encode_state(1), bad=b"\x80\x04pickled")
+    state = TableState(table)  # type: ignore[arg-type]
+    with caplog.at_level(logging.ERROR, logger="streams.state"):
+        assert state.get("bad") is None
+        assert list(state) == ["good"]
+    assert "state_unreadable table=state-test key=bad" in caplog.text
+    assert "pickled state" in caplog.text
