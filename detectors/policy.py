@@ -142,6 +142,11 @@ class Embedding(_Strict):
     sample_every_n: int = Field(20, ge=1)
     max_words: int = Field(64, ge=8)
     lsh_bits: int = Field(3, ge=1, le=8)
+    # A prompt with only a static vector that is this close to a known jailbreak in the static
+    # space is confirmed with the model. Static vectors of ordinary prompts sit close to
+    # everything (0.6 escalated four prompts in five); every model-confirmed match on the
+    # development halves was at >= 0.8 in the static space.
+    jailbreak_tripwire: float = Field(0.7, gt=0, le=1)
 
 
 class Risk(_Strict):

@@ -25,7 +25,12 @@ from detectors.embedding import EmbeddingPlanner, HyperplaneLSH, Plan, StaticEmb
 from detectors.jailbreak import Match, PatternBank, patterns_from_dict
 from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
-from streams.embedding_model import load_model, static_embedder, tokenize_batch
+from streams.embedding_model import (
+    encoding_model,
+    load_model,
+    static_embedder,
+    tokenize_batch,
+)
 
 FULL, STATIC = "full", "static"
 
@@ -49,14 +54,17 @@ class EmbeddedPrompt:
 
 class PromptEmbedder:
     def __init__(self, model_name: str, cache_dir: Path, patterns_file: Path,
-                 policy: Embedding, batch_size: int = 64,
-                 jailbreak_tripwire: float = 0.6) -> None:
-        self.model = load_model(model_name)
-        self.static: StaticEmbedder = static_embedder(self.model, model_name, cache_dir)
+                 policy: Embedding, batch_size: int = 64, device: str = "cpu",
+                 precision: str = "auto") -> None:
+        published = load_model(model_name, device)
+        self.static: StaticEmbedder = static_embedder(published, model_name, cache_dir)
+        self.model = encoding_model(published, device, precision)
         self.batch_size = batch_size
-        self.jailbreak_tripwire = jailbreak_tripwire
-        self.planner = EmbeddingPlanner(sample_every_n=policy.sample_every_n,
-                                        max_words=policy.max_words)
+        self.jailbreak_tripwire = policy.jailbreak_tripwire
+        # On a GPU the model is cheap: every novel prompt gets it.
+        self.planner = EmbeddingPlanner(
+            sample_every_n=policy.sample_every_n if device == "cpu" else 1,
+            max_words=policy.max_words)
         dim = self.static.dim
         self.lsh = {FULL: HyperplaneLSH(dim, policy.lsh_bits, seed=1),
                     STATIC: HyperplaneLSH(dim, policy.lsh_bits, seed=2)}

@@ -9,6 +9,7 @@ stage's state and the order it sees records in are per partition.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ class Collected:
     records: dict[str, list[Record]] = field(default_factory=lambda: defaultdict(list))
     dead_letters: list[tuple[str, str]] = field(default_factory=list)  # (topic, reason)
     processed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # per stage
 
 
 class InProcessPipeline:
@@ -57,7 +59,9 @@ class InProcessPipeline:
             else:
                 del pending[(topic, partition)]
             for name in self.readers[topic]:
+                began = time.perf_counter()
                 result = self.drivers[name].run(batch, self.now_ms(), self.policy)
+                self.collected.seconds[name] += time.perf_counter() - began
                 self.collected.processed[name] += result.records
                 self.collected.dead_letters += [(topic, d.reason) for d in result.dead_letters]
                 for envelope in result.envelopes:

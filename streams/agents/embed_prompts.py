@@ -55,7 +55,8 @@ class EmbedPrompts(Stage):
         self.policy = policy
         self.embedder = PromptEmbedder(settings.embedding_model, settings.cache_dir,
                                        settings.jailbreak_patterns_file, policy.embedding,
-                                       settings.embedding_batch_size)
+                                       settings.embedding_batch_size, settings.embed_device,
+                                       settings.embed_precision)
         self.jailbreak = build(JailbreakSprayDetector, policy.rules.jailbreak)
         self.jailbreak.accounts = state.table("state-jailbreak")
         self.activity = ActivityCounter(policy.campaigns.window_seconds * 1000)

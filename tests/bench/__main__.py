@@ -61,13 +61,13 @@ def main() -> None:
     try:
         results["consume_only"] = stages.consume_only(settings, lines)
         show("1. consume-only (kafka-python, decode JSON)", results["consume_only"])
-        results["encode_only"] = stages.encode_only(settings.embedding_model, prompts[:1024])
+        results["encode_only"] = stages.encode_only(settings, prompts[:1024])
         show("2. encode-only (all-MiniLM-L6-v2, batch 64)", results["encode_only"])
         results["index_only"] = stages.index_only(settings, es)
         show("3. index-only (Elasticsearch bulk, alert documents)", results["index_only"])
-        results["embed_and_campaigns"] = stages.embedding_and_campaigns(settings,
-                                                                        traffic.events)
-        show("   embedding + campaign stages in one process", results["embed_and_campaigns"])
+        results["in_process"] = stages.stages_in_process(lines)
+        show("   every stage in one process, no Kafka (seconds per stage)",
+             results["in_process"])
 
         worker = WorkerProcess(settings, REPO_ROOT / ".bench" / "worker.log", env)
         worker.start()
@@ -98,7 +98,8 @@ def main() -> None:
     results["ratios"] = {
         "pipeline / consume-only": full / consume,
         "pipeline / naive": full / results["naive"]["events_per_s"],
-        "embed stage full-model share": results["embed_and_campaigns"]["full_model_share"],
+        "pipeline / in-process stages": full / results["in_process"]["events_per_s"],
+        "embed stage full-model share": results["in_process"]["full_model_share"],
     }
     show("ratios (same run)", results["ratios"])
     print(f"  {'worker peak RSS':32s} {results['worker_peak_rss_bytes'] / 2**20:,.0f} MiB")

@@ -12,15 +12,13 @@ from elasticsearch import Elasticsearch, helpers
 from kafka import KafkaConsumer
 
 from detectors.alerts import Alert, Entity
-from detectors.campaign_tracker import CampaignTracker
 from detectors.events import event_from_dict
 from detectors.redaction import redact
 from streams import clock
-from streams.agents.detect_campaigns import add_vector
-from streams.agents.embed_prompts import prompt_vector
+from streams.agents import STAGES
 from streams.broker import connection_options, produce_lines
-from streams.embedder import PromptEmbedder
-from streams.embedding_model import load_model
+from streams.embedding_model import encoding_model, load_model
+from streams.inprocess import InProcessPipeline
 from streams.policy import current_policy
 from streams.settings import Settings
 from streams.sinks.documents import alert_document
@@ -49,14 +47,19 @@ def consume_only(settings: Settings, lines: list[bytes]) -> dict[str, Any]:
     return {"events": count, "seconds": seconds, "events_per_s": rate(count, seconds)}
 
 
-def encode_only(model_name: str, prompts: list[str], batch_size: int = 64) -> dict[str, Any]:
-    model = load_model(model_name)
-    model.encode(prompts[:batch_size], batch_size=batch_size)  # warm-up
-    began = time.perf_counter()
-    model.encode(prompts, batch_size=batch_size, normalize_embeddings=True)
-    seconds = time.perf_counter() - began
-    return {"prompts": len(prompts), "batch_size": batch_size, "seconds": seconds,
-            "prompts_per_s": rate(len(prompts), seconds)}
+def encode_only(settings: Settings, prompts: list[str], batch_size: int = 64
+                ) -> dict[str, Any]:
+    """The published (fp32) model and the one the worker encodes with, on the same prompts."""
+    published = load_model(settings.embedding_model, settings.embed_device)
+    worker = encoding_model(published, settings.embed_device, settings.embed_precision)
+    out: dict[str, Any] = {"prompts": len(prompts), "batch_size": batch_size}
+    for name, model in (("fp32", published), ("worker", worker)):
+        model.encode(prompts[:batch_size], batch_size=batch_size)  # warm-up
+        began = time.perf_counter()
+        model.encode(prompts, batch_size=batch_size, normalize_embeddings=True)
+        out[f"{name} prompts_per_s"] = rate(len(prompts), time.perf_counter() - began)
+    out["worker / fp32"] = out["worker prompts_per_s"] / out["fp32 prompts_per_s"]
+    return out
 
 
 def sample_alert(i: int) -> Alert:
@@ -76,43 +79,24 @@ def index_only(settings: Settings, es: Elasticsearch, count: int = 20_000) -> di
     return {"documents": count, "seconds": seconds, "documents_per_s": rate(count, seconds)}
 
 
-def embedding_and_campaigns(settings: Settings, events: list[dict[str, Any]],
-                            batch_size: int = 256) -> dict[str, Any]:
-    """The embed and campaign stages as their agents run them, minus Kafka."""
-    policy = current_policy()
-    embedder = PromptEmbedder(settings.embedding_model, settings.cache_dir,
-                              settings.jailbreak_patterns_file, policy.embedding)
-    tracker = CampaignTracker(policy)
-    pacing = clock.Every(5.0)
-    with_prompts = [e for e in events if e.get("prompt") and e.get("account_id")]
-    counts: dict[str, int] = {}
-    key_first_seen: dict[str, int] = {}
+def stages_in_process(lines: list[bytes]) -> dict[str, Any]:
+    """Every stage of the worker, as it runs them, minus Kafka and Faust: the pipeline's cost
+    in Python, stage by stage."""
+    pipeline = InProcessPipeline(STAGES, current_policy(), now_ms=clock.now_ms)
     began = time.perf_counter()
-    for start in range(0, len(with_prompts), batch_size):
-        batch = with_prompts[start:start + batch_size]
-        embedded = embedder.embed([redact(e["prompt"]) for e in batch],
-                                  [e["account_id"] for e in batch], [False] * len(batch))
-        for event, vector in zip(batch, embedded, strict=True):
-            counts[event["account_id"]] = counts.get(event["account_id"], 0) + 1
-            first_seen = key_first_seen.setdefault(event["api_key_id"], event["ts"])
-            usage = event_from_dict(event, now_ms=event["ts"] + 1000)
-            add_vector(tracker, prompt_vector(usage, vector, counts[event["account_id"]],
-                                              first_seen))
-        if tracker.due(idle=False) and pacing.due():  # as the agent paces it
-            tracker.judge_all()
-    tracker.judge_all()
+    collected = pipeline.run("api.usage", lines)
     seconds = time.perf_counter() - began
-    stats = embedder.planner.stats()
+    stats = pipeline.stage("embed_prompts").embedder.planner.stats()  # type: ignore[attr-defined]
     planned = max(1, stats["planned"])
     return {
-        "events": len(with_prompts), "seconds": seconds,
-        "events_per_s": rate(len(with_prompts), seconds),
+        "events": len(lines), "seconds": seconds, "events_per_s": rate(len(lines), seconds),
+        **{f"{name} s": value for name, value in collected.seconds.items()},
         "full_model_embeddings": stats["full"],
-        "full_model_embeddings_per_s": rate(stats["full"], seconds),
         "full_model_share": stats["full"] / planned,
         "exact_hit_rate": stats["exact"] / planned, "near_hit_rate": stats["near"] / planned,
         "static_share": stats["static"] / planned, "planner": stats,
-        "campaigns": len(tracker.emitted),
+        "alerts": len(collected.records["misuse.alerts"]),
+        "campaigns": len(pipeline.stage("detect_campaigns").tracker.emitted),  # type: ignore[attr-defined]
         "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
     }
 
