@@ -110,7 +110,8 @@ class Stage:
 class StageSpec:
     """Where a stage runs: the topics it reads (logical names), how its batches are taken,
     and how it is built in the worker (by default its constructor; `build` may first restore
-    what the stage keeps outside its tables). `blocking`: its batch step runs in a thread."""
+    what the stage keeps outside its tables). `blocking`: it runs in a thread, wholly when it
+    keeps no tables, else its `prepare` step (`streams/stage_agent.py`)."""
 
     stage: type[Stage]
     reads: tuple[str, ...]

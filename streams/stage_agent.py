@@ -4,7 +4,9 @@ The loop feeds batches of Kafka messages to the stage's `StageDriver` (`streams/
 which holds the contract), runs the stage's pure batch step off the event loop when the stage
 says it blocks (the embedding model), dead-letters what the driver refused with its reason and
 origin, and sends each output batch to its partition. A stage is built off the event loop too
-(loading a model, rebuilding clusters).
+(loading a model, rebuilding clusters). A blocking stage runs off the loop as well: all of it
+when it keeps no Faust table (the campaign stage's judging), else its pure batch step (the
+embedding model), since Faust's tables are written from the loop only.
 """
 
 from __future__ import annotations
@@ -73,9 +75,14 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             activate=use_event, policy=policy, state=state)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
-            prepared = (await loop.run_in_executor(None, driver.prepare, events) if spec.blocking
-                        else driver.prepare(events))
-            result = driver.finish(prepared, clock.now_ms(), current_policy())
+            now_ms, policy = clock.now_ms(), current_policy()
+            if not spec.blocking:
+                result = driver.run(events, now_ms, policy)
+            elif spec.stage.tables:  # Faust's tables are written from the loop only
+                prepared = await loop.run_in_executor(None, driver.prepare, events)
+                result = driver.finish(prepared, now_ms, policy)
+            else:
+                result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
             for dead in result.dead_letters:
                 await dead_letter(topics, dead.message, dead.reason)
             for envelope in result.envelopes:

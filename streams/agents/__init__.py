@@ -24,8 +24,9 @@ STAGES = (
     # Small batches: one blocking model step per loop turn stays short.
     StageSpec(EmbedPrompts, ("misuse.prompts",), batch_size=8, within=1.0, blocking=True),
     StageSpec(PatternSpread, ("misuse.jailbreak-matches",), batch_size=100, within=1.0),
+    # Judging clusters takes up to a second: off the loop, where the other stages run.
     StageSpec(DetectCampaigns, ("misuse.prompt-vectors",), build=DetectCampaigns.restored,
-              within=1.0),
+              within=1.0, blocking=True),
     StageSpec(RiskStage, ("misuse.signals", "misuse.feedback"), within=0.5),
 )
 

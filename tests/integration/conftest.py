@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -86,27 +87,24 @@ class Pipeline:
         return records
 
 
-@pytest.fixture(scope="session")
-def isolated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Settings, dict[str, str]]:
-    settings, env = isolated_environment("test", tmp_path_factory.mktemp("worker-data"))
-    env.update({"MISUSE_TOPIC_PARTITIONS": "3", "MISUSE_INDEX_BATCH_SECONDS": "0.5"})
-    return settings.model_copy(update={"topic_partitions": 3}), env
-
-
-@pytest.fixture(scope="session")
-def pipeline(isolated: tuple[Settings, dict[str, str]],
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    settings, isolated_env = isolated
-    setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=isolated_env,
+def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 3
+                  ) -> Pipeline:
+    """A worker with topics, indices, consumer group and state of its own, started."""
+    settings, env = isolated_environment(name, data_root)
+    env.update({"MISUSE_TOPIC_PARTITIONS": str(partitions), "MISUSE_INDEX_BATCH_SECONDS": "0.5"})
+    settings = settings.model_copy(update={"topic_partitions": partitions})
+    setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=env,
                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    worker = WorkerProcess(settings, tmp_path_factory.mktemp("logs") / "worker.log",
-                           isolated_env)
+    worker = WorkerProcess(settings, log_path, env)
     worker.start()
-    pipeline = Pipeline(settings, worker)
-    yield pipeline
+    return Pipeline(settings, worker)
+
+
+def close_pipeline(pipeline: Pipeline) -> None:
     # Tests that kill and restart the worker replace pipeline.worker: stop the one running now.
     pipeline.worker.stop()
+    settings = pipeline.settings
     es = Elasticsearch(settings.elasticsearch_url)
     es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
     for name in list(es.indices.get_index_template(name=f"{settings.index_prefix}*")
@@ -114,3 +112,9 @@ def pipeline(isolated: tuple[Settings, dict[str, str]],
         es.indices.delete_index_template(name=name["name"])
 
 
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+    pipeline = open_pipeline("test", tmp_path_factory.mktemp("worker-data"),
+                             tmp_path_factory.mktemp("logs") / "worker.log")
+    yield pipeline
+    close_pipeline(pipeline)

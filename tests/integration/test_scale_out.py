@@ -1,0 +1,64 @@
+"""Kafka consumer groups are the distribution mechanism: two `misuse worker` processes share the
+partitions, one joining mid-stream (a rebalance), and find what one worker finds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from streams import clock
+from streams.runner import WorkerProcess, free_port
+from streams.simulation import preset_options, simulate
+
+from .conftest import Pipeline, close_pipeline, open_pipeline
+
+
+def outcome(pipeline: Pipeline) -> dict[str, Any]:
+    """What analysts would see: each alerted entity with its number of distinct incidents, the
+    flagged accounts, and the members of the active campaigns."""
+    alerts: dict[str, int] = {}
+    for hit in pipeline.alerts():
+        source = hit["_source"]
+        key = f'{source["rule"]["id"]} {source["misuse"]["entity"]["kind"]} ' \
+              f'{source["misuse"]["entity"]["id"]}'
+        if not source["rule"]["id"].startswith("campaign."):  # named by campaign id below
+            alerts[key] = alerts.get(key, 0) + 1
+    accounts = {a["user"]["id"]: a["misuse"]["status"]
+                for a in pipeline.search("accounts", {"match_all": {}})}
+    campaigns = sorted(sorted(c["misuse"]["accounts"]) for c in pipeline.search(
+        "campaigns", {"term": {"misuse.status": "active"}}))
+    return {"alerts": alerts, "accounts": accounts, "campaign_members": campaigns}
+
+
+def run(name: str, events: list[dict], tmp_path: Path, workers: int) -> dict[str, Any]:
+    pipeline = open_pipeline(name, tmp_path / name / "data", tmp_path / name / "worker-1.log",
+                             partitions=4)
+    second: WorkerProcess | None = None
+    try:
+        half = len(events) // 2
+        pipeline.produce(events[:half])
+        if workers == 2:
+            # The second worker joins mid-stream, with its own state directory and web port.
+            env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / name / "data-2"),
+                       MISUSE_WEB_PORT=str(free_port()))
+            second = WorkerProcess(pipeline.settings, tmp_path / name / "worker-2.log", env)
+            second.start()
+        pipeline.produce(events[half:])
+        pipeline.wait_drained(timeout_s=900)
+        if second is not None:
+            second.wait_drained(timeout_s=60)
+        return outcome(pipeline)
+    finally:
+        if second is not None:
+            second.stop()
+        close_pipeline(pipeline)
+
+
+def test_two_workers_find_what_one_worker_finds(tmp_path: Path) -> None:
+    traffic = simulate(31, clock.now_ms() - 2 * 3_600_000, **preset_options("full", 0.3))
+    one = run("one", traffic.events, tmp_path, workers=1)
+    two = run("two", traffic.events, tmp_path, workers=2)
+    assert one["alerts"], "the traffic holds attacks: one worker must alert"
+    assert json.dumps(two, sort_keys=True, indent=1) == json.dumps(one, sort_keys=True,
+                                                                   indent=1)
