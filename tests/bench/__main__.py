@@ -80,7 +80,7 @@ def main() -> None:
             half = results["pipeline"]["events_per_s"] / 2
             fresh = pipeline.with_attacks(
                 iter_simulate(123, clock.now_ms(), **preset_options("full", 20)),
-                every=max(100, int(half * 5)))
+                every=max(50, int(half / 2)))  # two bursts a second: 100+ alerts a minute
             results["latency"] = pipeline.latency(worker, fresh, half, LATENCY_SECONDS)
             show("4b. event-to-alert latency at half that load", results["latency"])
             results["worker_peak_rss_bytes"] = worker.peak_rss_bytes()
