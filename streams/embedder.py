@@ -56,7 +56,9 @@ class PromptEmbedder:
     def __init__(self, model_name: str, cache_dir: Path, patterns_file: Path,
                  policy: Embedding, batch_size: int = 64, device: str = "cpu",
                  precision: str = "auto") -> None:
-        published = load_model(model_name, device)
+        # A model of its own (not the cached one), turned into the encoding model in place
+        # once the static embedding is distilled from it.
+        published = load_model.__wrapped__(model_name, device)
         self.static: StaticEmbedder = static_embedder(published, model_name, cache_dir)
         self.model = encoding_model(published, device, precision)
         self.batch_size = batch_size

@@ -81,6 +81,9 @@ class Stage:
     reads: ClassVar[tuple[type[Record], ...]] = ()
     tables: ClassVar[tuple[str, ...]] = ()
 
+    def __init__(self, policy: Policy, state: StateStore) -> None:
+        """Built for `policy`, with its tables from `state` (`state.table(name)`)."""
+
     def prepare(self, records: Sequence[Record]) -> Sequence[Any]:
         """A pure step over one message's records, before they are processed one by one (the
         default passes each record on as it is). Must not touch state: on a data error it is

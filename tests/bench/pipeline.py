@@ -64,7 +64,7 @@ def with_attacks(events: Iterator[dict[str, Any]], every: int, attempts: int = 3
         yield event
         if index % every == every - 1:
             burst = index // every
-            ip = f"203.0.{burst // 250 % 250}.{burst % 250 + 1}"
+            ip = f"203.{burst // 250 % 250}.{burst % 250}.7"  # a range of its own each time
             for attempt in range(attempts):
                 yield {"event_id": f"bench-burst-{burst}-{attempt}", "ts": 0,
                        "api_key_id": f"guess-{burst}-{attempt}", "ip": ip,

@@ -51,7 +51,9 @@ def encode_only(settings: Settings, prompts: list[str], batch_size: int = 64
                 ) -> dict[str, Any]:
     """The published (fp32) model and the one the worker encodes with, on the same prompts."""
     published = load_model(settings.embedding_model, settings.embed_device)
-    worker = encoding_model(published, settings.embed_device, settings.embed_precision)
+    worker = encoding_model(load_model.__wrapped__(settings.embedding_model,
+                                                   settings.embed_device),
+                            settings.embed_device, settings.embed_precision)
     out: dict[str, Any] = {"prompts": len(prompts), "batch_size": batch_size}
     for name, model in (("fp32", published), ("worker", worker)):
         model.encode(prompts[:batch_size], batch_size=batch_size)  # warm-up
