@@ -45,14 +45,15 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> Any:
 
 
 def encoding_model(model: Any, device: str, precision: str) -> Any:
-    """The model that encodes prompts, made from `model` in place: on the CPU by default with
-    int8 weights in its linear layers (dynamic quantization; about 2.5x the fp32 rate on two
-    cores, vectors within cosine 0.95 of fp32 at the median), on a GPU in fp16 with sequences
-    cut at 128 tokens (prompts are cut at `max_words` words before this anyway)."""
+    """The model that encodes prompts, made from `model` in place: fp32 on the CPU by default;
+    "int8" quantizes its linear layers' weights (dynamic quantization; about 2.5x the fp32 rate
+    on two cores, vectors within cosine 0.95 of fp32 at the median, which moves similarity
+    thresholds); on a GPU fp16, with sequences cut at 128 tokens (prompts are cut at
+    `max_words` words before this anyway)."""
     import torch
 
     if precision == "auto":
-        precision = "int8" if device == "cpu" else "fp16"
+        precision = "fp32" if device == "cpu" else "fp16"
     if precision == "int8":
         if device != "cpu":
             raise ValueError("int8 embedding runs on the CPU only; use fp16 or fp32 on a GPU")

@@ -29,6 +29,12 @@ class WorkerProcess:
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen[bytes] | None = None
 
+    def sibling(self, log_path: Path, data_dir: Path) -> WorkerProcess:
+        """Another worker of the same consumer group on this machine: it shares the partitions
+        with this one, with a state directory and a web port of its own."""
+        env = dict(self.env, MISUSE_DATA_DIR=str(data_dir), MISUSE_WEB_PORT=str(free_port()))
+        return WorkerProcess(self.settings, log_path, env)
+
     def start(self, timeout_s: float = 180) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0

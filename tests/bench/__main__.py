@@ -84,6 +84,17 @@ def main() -> None:
             results["latency"] = pipeline.latency(worker, fresh, half, LATENCY_SECONDS)
             show("4b. event-to-alert latency at half that load", results["latency"])
             results["worker_peak_rss_bytes"] = worker.peak_rss_bytes()
+            second = worker.sibling(REPO_ROOT / ".bench" / "worker-2.log",
+                                    REPO_ROOT / ".bench" / "worker" / f"{settings.app_id}-2")
+            second.start()
+            try:
+                more = [json.dumps(e).encode() for e in simulate(
+                    100, start_ms, **options).events]
+                results["two_workers"] = pipeline.saturation(worker, more)
+                show("4c. two workers on this machine at saturation (same group)",
+                     results["two_workers"])
+            finally:
+                second.stop()
         finally:
             worker.stop()
 
@@ -96,6 +107,7 @@ def main() -> None:
     consume = results["consume_only"]["events_per_s"]
     full = results["pipeline"]["events_per_s"]
     results["ratios"] = {
+        "two workers / one": results["two_workers"]["events_per_s"] / full,
         "pipeline / consume-only": full / consume,
         "pipeline / naive": full / results["naive"]["events_per_s"],
         "pipeline / in-process stages": full / results["in_process"]["events_per_s"],

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streams import clock
-from streams.runner import WorkerProcess, free_port
+from streams.runner import WorkerProcess
 from streams.simulation import preset_options, simulate
 
 from .conftest import Pipeline, close_pipeline, open_pipeline
@@ -39,10 +39,9 @@ def run(name: str, events: list[dict], tmp_path: Path, workers: int) -> dict[str
         half = len(events) // 2
         pipeline.produce(events[:half])
         if workers == 2:
-            # The second worker joins mid-stream, with its own state directory and web port.
-            env = dict(pipeline.worker.env, MISUSE_DATA_DIR=str(tmp_path / name / "data-2"),
-                       MISUSE_WEB_PORT=str(free_port()))
-            second = WorkerProcess(pipeline.settings, tmp_path / name / "worker-2.log", env)
+            # The second worker joins mid-stream: the partitions are rebalanced.
+            second = pipeline.worker.sibling(tmp_path / name / "worker-2.log",
+                                             tmp_path / name / "data-2")
             second.start()
         pipeline.produce(events[half:])
         pipeline.wait_drained(timeout_s=900)
