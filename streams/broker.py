@@ -31,13 +31,15 @@ def create_topics(settings: Settings, replication_factor: int = 1) -> list[str]:
     admin = KafkaAdminClient(**connection_options(settings))
     try:
         existing = set(admin.list_topics())
-        wanted = {settings.topic(name) for name in TOPIC_NAMES} - existing
+        wanted = {settings.topic(name): settings.partitions(name) for name in TOPIC_NAMES
+                  if settings.topic(name) not in existing}
         if wanted:
             # Another process may create them between list and create.
             with contextlib.suppress(TopicAlreadyExistsError):
                 admin.create_topics(
-                    {name: {"num_partitions": settings.topic_partitions,
-                            "replication_factor": replication_factor} for name in wanted},
+                    {name: {"num_partitions": partitions,
+                            "replication_factor": replication_factor}
+                     for name, partitions in wanted.items()},
                     wait_for_metadata=True)
         return sorted(wanted)
     finally:

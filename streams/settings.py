@@ -16,6 +16,10 @@ TOPIC_NAMES = (
     "misuse.prompt-vectors", "misuse.jailbreak-matches", "misuse.signals", "misuse.alerts",
     "misuse.documents", "misuse.account-actions", "misuse.feedback",
 )
+# One partition, so one worker sees all of it: the campaign stage links clusters across the
+# whole window, and a campaign split between workers would be found in pieces or not at all.
+# (It is a fifth of the pipeline's cost; the stage moves to another worker on failover.)
+SINGLE_PARTITION_TOPICS = ("misuse.prompt-vectors",)
 # The topics the worker consumes: when its group has committed all of them, it has caught up.
 CONSUMED_TOPICS = (
     "api.usage", "misuse.events.by-network", "misuse.prompts", "misuse.prompt-vectors",
@@ -71,6 +75,10 @@ class Settings(BaseSettings):
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
+
+    def partitions(self, name: str) -> int:
+        """How many partitions `misuse setup` gives a topic (logical name)."""
+        return 1 if name in SINGLE_PARTITION_TOPICS else self.topic_partitions
 
     def index(self, name: str) -> str:
         return f"{self.index_prefix}{name}"

@@ -64,14 +64,14 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
     name, reads, make_stage = spec.stage.name, spec.reads, spec.build or spec.stage
     # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
     state = FaustState(app, spec.stage.tables)
-    partitions = topics.settings.topic_partitions
+    partitions = topics.settings.partitions
 
     async def run_stage(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         policy = current_policy()
         driver: StageDriver[EventT] = StageDriver(
             await loop.run_in_executor(None, make_stage, policy, state),
-            Outbox(partitions=lambda _: partitions), value=lambda event: event.message.value,
+            Outbox(partitions=partitions), value=lambda event: event.message.value,
             activate=use_event, policy=policy, state=state)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]

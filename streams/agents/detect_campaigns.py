@@ -52,15 +52,16 @@ class DetectCampaigns(Stage):
     def __init__(self, policy: Policy, state: StateStore,
                  history: Iterable[PromptVector] = ()) -> None:
         """Clusters live in memory: `history` (the vectors processed before a restart) is
-        added and judged once without reporting, since it was reported before, so campaigns
-        keep their ids and only changes are reported from here on."""
+        added and judged once, so campaigns keep their ids. What that judging finds is reported
+        again with the first batch: the stage may have moved here from a worker that had not
+        judged its last points yet (a rebalance, a crash), and documents and alerts keep their
+        ids, so reporting a campaign twice only overwrites it."""
         self.tracker = CampaignTracker(policy)
         points = 0
         for record in history:
             add_vector(self.tracker, record)
             points += 1
-        self.tracker.judge_all()
-        self.tracker.merged.clear()
+        self.restored_findings = self.tracker.judge_all()
         log.info("campaigns_rebuilt points=%d campaigns=%d", points, len(self.tracker.emitted))
         # In a replay, event time runs far ahead of the wall clock: judging on event time
         # alone would spend the stage judging. Between idle moments, every few wall seconds.
@@ -79,13 +80,14 @@ class DetectCampaigns(Stage):
         self.batch_records += 1
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
+        findings, self.restored_findings = self.restored_findings, []
         idle, self.batch_records = self.batch_records < 500, 0
         tracker = self.tracker
-        if not tracker.due(idle) or not (idle or self.pacing.due()):
-            return
+        if tracker.due(idle) and (idle or self.pacing.due()):
+            findings += tracker.judge_all()
         rule = tracker.policy.rules.campaign
-        findings = tracker.judge_all()
         if not rule.enabled:
+            tracker.merged.clear()
             return
         for finding in findings:
             log.info("campaign id=%s accounts=%d size=%d score=%.2f", finding.campaign_id,

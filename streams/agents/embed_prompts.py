@@ -1,5 +1,5 @@
 """Embed prompts within the model's budget, match them against the jailbreak bank, and send
-the vectors on keyed by LSH bucket so that similar prompts meet on one partition."""
+the vectors on to the campaign stage (one partition: it links across the whole window)."""
 
 from __future__ import annotations
 
