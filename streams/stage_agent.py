@@ -66,6 +66,14 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
     state = FaustState(app, spec.stage.tables)
     partitions = topics.settings.partitions
 
+    def owned(events: list[EventT]) -> list[EventT]:
+        """The events of partitions this worker still owns. A rebalance can revoke a partition
+        while its events wait in a batch; its new owner reads them again from the last commit,
+        with the state the changelog gave it, and processing them here as well would write
+        stale state into a changelog that another worker now writes."""
+        assigned = app.consumer.assignment()
+        return [event for event in events if event.message.tp in assigned]
+
     async def run_stage(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         policy = current_policy()
@@ -77,9 +85,11 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
             now_ms, policy = clock.now_ms(), current_policy()
             if not spec.blocking:
-                result = driver.run(events, now_ms, policy)
+                result = driver.run(owned(events), now_ms, policy)
             elif spec.stage.tables:  # Faust's tables are written from the loop only
-                prepared = await loop.run_in_executor(None, driver.prepare, events)
+                prepared = await loop.run_in_executor(None, driver.prepare, owned(events))
+                still = {id(event) for event in owned([m for m, _ in prepared.messages])}
+                prepared.messages = [m for m in prepared.messages if id(m[0]) in still]
                 result = driver.finish(prepared, now_ms, policy)
             else:
                 result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
