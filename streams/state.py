@@ -6,7 +6,7 @@ mapping keeps the working set in memory and writes each changed entity once per 
 the batch is acknowledged, so a restarted worker resumes from the last acknowledged batch.
 
 The tables hold bytes: each value is encoded by the state codec (`detectors/state_codec.py`),
-plain versioned data that only builds the state types it knows, never pickle.
+plain versioned data that only builds the state types it knows, never arbitrary objects.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ def state_table(app: AppT, name: str) -> TableT:
 
 def _decoded(table: TableT, key: str, raw: bytes) -> Any:
     """The state in `raw`, or UNREADABLE when it cannot be read (written by a newer worker, or
-    pickled by an older one): the entity starts afresh, which loses at most one window of
-    evidence, rather than stopping the stage on every event of that entity."""
+    by a worker from before the codec): the entity starts afresh, which loses at most one
+    window of evidence, rather than stopping the stage on every event of that entity."""
     try:
         return decode_state(raw)
     except StateCodecError as exc:
