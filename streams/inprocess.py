@@ -18,6 +18,7 @@ from detectors.policy import Policy
 from streams.messages import Record, records_in
 from streams.outbox import Outbox
 from streams.runtime import MemoryState, StageDriver, StageSpec
+from streams.settings import get_settings
 
 
 @dataclass
@@ -31,16 +32,17 @@ class Collected:
 
 
 class InProcessPipeline:
-    def __init__(self, specs: Sequence[StageSpec], policy: Policy, partitions: int = 4,
+    def __init__(self, specs: Sequence[StageSpec], policy: Policy,
                  now_ms: Callable[[], int] | None = None, batch_size: int = 500) -> None:
-        self.policy, self.partitions, self.batch_size = policy, partitions, batch_size
+        self.policy, self.batch_size = policy, batch_size
         self.now_ms = now_ms or (lambda: 0)
+        partitions = get_settings().partitions  # the worker's rule, one partition for vectors
         self.drivers: dict[str, StageDriver[bytes]] = {}
         self.readers: dict[str, list[str]] = defaultdict(list)
         for spec in specs:
             state = MemoryState()
             self.drivers[spec.stage.name] = StageDriver(
-                spec.stage(policy, state), Outbox(partitions=lambda _: partitions),
+                spec.stage(policy, state), Outbox(partitions=partitions),
                 value=lambda message: message, policy=policy, state=state)
             for topic in spec.reads:
                 self.readers[topic].append(spec.stage.name)
