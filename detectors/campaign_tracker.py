@@ -5,7 +5,8 @@ refines the clusters, links clusters that share their accounts far beyond chance
 narrative (`detectors/linking.py`), and judges each linked group that has changed since it was
 last judged. A campaign keeps its id and first-seen time as it grows and links more clusters,
 so its document and alert are updated in place; when two reported campaigns turn out to be one,
-the younger is reported as merged into the older.
+the younger is reported as merged into the older; one that the evidence stops supporting is
+withdrawn.
 
 Pure: time is the event time of the points, and nothing here reads a clock or does I/O.
 """
@@ -43,6 +44,7 @@ class CampaignTracker:
         self.emitted: dict[str, tuple[int, int]] = {}
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.merged: list[tuple[str, str]] = []  # (absorbed campaign, surviving campaign)
+        self.withdrawn: list[str] = []  # reported campaigns the evidence no longer supports
 
     def reconfigure(self, policy: Policy) -> None:
         """New thresholds from a reloaded policy; clusters and bookkeeping stay."""
@@ -52,7 +54,7 @@ class CampaignTracker:
             min_accounts=rule.min_accounts, min_narrowness=rule.min_narrowness,
             min_cohesion=rule.min_cohesion,
             min_concentration=rule.min_concentration, min_coordination=rule.min_coordination,
-            min_score=rule.min_score,
+            min_score=rule.min_score, max_population_share=rule.max_population_share,
             space_min_narrowness={STATIC: windows.static_min_narrowness})
         self.linker = ClusterLinker(max_p=windows.link_max_p,
                                     min_overlap=windows.link_min_overlap,
@@ -98,7 +100,8 @@ class CampaignTracker:
         activity = {account: n for account, (n, _) in self.activity.items()}
         history = KeyHistory.of({key: first for key, (first, _) in self.keys.items()})
         window_census = None
-        judged: dict[tuple[str, ...], int] = {}
+        judged: dict[tuple[str, ...], tuple[int, str | None]] = {}
+        failed: set[str] = set()  # reported campaigns whose group was judged and failed
         findings = []
         for group in groups:
             if len(frozenset().union(*(s.accounts for s in group))) < self.judge.min_accounts:
@@ -106,18 +109,31 @@ class CampaignTracker:
             # Judging is the stage's dearest step: a group that has not changed since it was
             # last judged gets the same verdict.
             signature = tuple(sorted(s.cluster_id for s in group))
-            judged[signature] = sum(s.size for s in group)
-            if self.judged.get(signature) == judged[signature]:
+            size = sum(s.size for s in group)
+            verdict = self.judged.get(signature)
+            if verdict is not None and verdict[0] == size:
+                judged[signature] = verdict
                 continue
             window_census = window_census or census(self.spaces.values())
             snapshots = [self.spaces[s.space].snapshot(s.cluster_id) for s in group]
             finding = self.judge.judge(snapshots, activity, key_first_seen_ms=history,
                                        census=window_census)
-            if finding is not None:
-                finding = self._named(finding, signature)
-                if self._changed(finding):
-                    findings.append(finding)
+            if finding is None:
+                failed.update(self.campaign_of[c] for c in signature if c in self.campaign_of)
+                judged[signature] = (size, None)
+                continue
+            finding = self._named(finding, signature)
+            judged[signature] = (size, finding.campaign_id)
+            if self._changed(finding):
+                findings.append(finding)
         self.judged = judged
+        # A campaign reported on early, thin evidence that fresh evidence no longer supports,
+        # and that no group supports now, is withdrawn rather than left standing. Found again
+        # later, it is reported again under its id.
+        standing = {campaign for _, campaign in judged.values() if campaign}
+        for campaign in sorted(failed - standing):
+            if self.emitted.pop(campaign, None) is not None:
+                self.withdrawn.append(campaign)
         return findings
 
     def _similarity(self, space: str) -> float:

@@ -91,7 +91,14 @@ class CampaignJudge:
     least `min_cohesion`), core accounts spending on average at least
     `min_concentration` of their prompts on it, coordination at least `min_coordination`, and
     an overall score (0.2 content + 0.3 concentration + 0.5 coordination, content being
-    narrowness scaled down by outside popularity) of at least `min_score`."""
+    narrowness scaled down by outside popularity) of at least `min_score`.
+
+    And the core is at most `max_population_share` of the accounts active in the window, once
+    that share allows `min_accounts` at all: an operation is a small minority of a provider's
+    users, while a narrative that a large share of everyone active sends is a trend or a
+    popular template, whoever sends it. (Without this, a popular prompt whose senders all fall
+    into the core counts its copies as payload reuse: judged mid-stream, 309 of 463 active
+    accounts of the simulator were once reported as one campaign.)"""
 
     def __init__(self, min_accounts: int = 8, min_narrowness: float = 0.8,
                  min_cohesion: float = 0.7, min_concentration: float = 0.5,
@@ -101,8 +108,10 @@ class CampaignJudge:
                  template_jaccard: float = 0.5, new_key_ms: int = 2 * DAY_MS,
                  burst_ms: int = 3_600_000, max_timing_accounts: int = 300,
                  max_text_samples: int = 60, weights: CoordinationWeights | None = None,
-                 space_min_narrowness: Mapping[str, float] | None = None) -> None:
+                 space_min_narrowness: Mapping[str, float] | None = None,
+                 max_population_share: float = 0.2) -> None:
         self.min_accounts = min_accounts
+        self.max_population_share = max_population_share
         self.min_narrowness = min_narrowness
         self.min_cohesion = min_cohesion
         self.min_concentration = min_concentration
@@ -176,8 +185,13 @@ class CampaignJudge:
             "coordination_components": {k: _r(v) for k, v in components.items()},
             "coordination": _r(coordination), "score": _r(score),
         }
+        population = len(account_activity)
+        evidence["population_share"] = _r(len(core) / max(population, len(core), 1))
+        share_applies = population * self.max_population_share >= self.min_accounts
         failed = tuple(name for name, ok in (
             ("accounts", len(core) >= self.min_accounts),
+            ("population_share", not share_applies
+             or len(core) <= self.max_population_share * population),
             ("narrowness", narrowness >= floor),
             ("cohesion", cohesion >= self.min_cohesion),
             ("concentration", concentration >= self.min_concentration),

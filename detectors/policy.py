@@ -99,6 +99,9 @@ class CampaignPolicy(RulePolicy):
     min_concentration: float = Field(0.5, ge=0, le=1)
     min_coordination: float = Field(0.5, ge=0, le=1)
     min_score: float = Field(0.6, ge=0, le=1)
+    # An operation is a small minority of the accounts active in the window; a narrative sent
+    # by more than this share of them is a trend or a popular template.
+    max_population_share: float = Field(0.2, gt=0, le=1)
 
 
 class AnomalyPolicy(RulePolicy):

@@ -59,16 +59,17 @@ class ActivityCounter:
 
     length_ms: int
     bin_ms: int = 60_000
-    bins: dict[str, dict[int, int]] = field(default_factory=dict)
+    bins: MutableMapping[str, dict[int, int]] = field(default_factory=dict)
 
     def observe(self, entity: str, ts_ms: int) -> int:
         """Count one event and return the entity's count in the window that ends at ts_ms."""
-        bins = self.bins.setdefault(entity, {})
+        bins = self.bins.get(entity, {})
         current = ts_ms // self.bin_ms
         bins[current] = bins.get(current, 0) + 1
         oldest = (ts_ms - self.length_ms) // self.bin_ms
         for stale in [b for b in bins if b < oldest]:
             del bins[stale]
+        self.bins[entity] = bins  # written back: `bins` may be a state table
         return sum(bins.values())
 
     def forget_idle(self, now_ms: int) -> int:

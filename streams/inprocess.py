@@ -33,17 +33,22 @@ class Collected:
 
 class InProcessPipeline:
     def __init__(self, specs: Sequence[StageSpec], policy: Policy,
-                 now_ms: Callable[[], int] | None = None, batch_size: int = 500) -> None:
-        self.policy, self.batch_size = policy, batch_size
+                 now_ms: Callable[[], int] | None = None, batch_size: int = 500,
+                 workers: int = 1) -> None:
+        """`workers`: instances of every stage, as in that many worker processes sharing the
+        partitions (partition p goes to instance p mod workers)."""
+        self.policy, self.batch_size, self.workers = policy, batch_size, workers
         self.now_ms = now_ms or (lambda: 0)
         partitions = get_settings().partitions  # the worker's rule, one partition for vectors
-        self.drivers: dict[str, StageDriver[bytes]] = {}
+        self.drivers: dict[str, list[StageDriver[bytes]]] = {}
         self.readers: dict[str, list[str]] = defaultdict(list)
         for spec in specs:
-            state = MemoryState()
-            self.drivers[spec.stage.name] = StageDriver(
-                spec.stage(policy, state), Outbox(partitions=partitions),
-                value=lambda message: message, policy=policy, state=state)
+            self.drivers[spec.stage.name] = []
+            for _ in range(workers):
+                state = MemoryState()
+                self.drivers[spec.stage.name].append(StageDriver(
+                    spec.stage(policy, state), Outbox(partitions=partitions),
+                    value=lambda message: message, policy=policy, state=state))
             for topic in spec.reads:
                 self.readers[topic].append(spec.stage.name)
         self.collected = Collected()
@@ -62,7 +67,8 @@ class InProcessPipeline:
                 del pending[(topic, partition)]
             for name in self.readers[topic]:
                 began = time.perf_counter()
-                result = self.drivers[name].run(batch, self.now_ms(), self.policy)
+                driver = self.drivers[name][partition % self.workers]
+                result = driver.run(batch, self.now_ms(), self.policy)
                 self.collected.seconds[name] += time.perf_counter() - began
                 self.collected.processed[name] += result.records
                 self.collected.dead_letters += [(topic, d.reason) for d in result.dead_letters]
@@ -74,5 +80,5 @@ class InProcessPipeline:
         return self.collected
 
     def stage(self, name: str) -> object:
-        return self.drivers[name].stage
+        return self.drivers[name][0].stage
 

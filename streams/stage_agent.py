@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import Any
 
 from faust.types import AppT, EventT, StreamT, TopicT
 
@@ -41,20 +43,20 @@ class Topics:
         return self._topics[key]
 
     async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str,
-                          origin: dict[str, str]) -> None:
+                          origin: dict[str, str]) -> Awaitable[Any]:
         """Keep the original bytes untouched and say why, and where they came from, in
-        headers."""
+        headers. Returns the delivery, for the caller to await before it acknowledges."""
         log.warning("dead_letter %s reason=%r",
                     " ".join(f"{k}={v}" for k, v in origin.items()), reason[:300])
         headers = {f"misuse.source.{k}": v.encode() for k, v in origin.items()}
-        await self("misuse.deadletter").send(key=key, value=value, headers={
+        return await self("misuse.deadletter").send(key=key, value=value, headers={
             "misuse.reason": reason.encode("utf-8"), **headers,
             "misuse.rejected_at_ms": str(clock.now_ms()).encode()})
 
 
-async def dead_letter(topics: Topics, event: EventT, reason: str) -> None:
+async def dead_letter(topics: Topics, event: EventT, reason: str) -> Awaitable[Any]:
     message = event.message
-    await topics.dead_letter(message.key, message.value, reason, {
+    return await topics.dead_letter(message.key, message.value, reason, {
         "topic": message.topic, "partition": str(message.partition),
         "offset": str(message.offset)})
 
@@ -93,11 +95,15 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
                 result = driver.finish(prepared, now_ms, policy)
             else:
                 result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
-            for dead in result.dead_letters:
-                await dead_letter(topics, dead.message, dead.reason)
+            sent = [await dead_letter(topics, dead.message, dead.reason)
+                    for dead in result.dead_letters]
             for envelope in result.envelopes:
-                await topics(envelope.topic).send(value=envelope.value,
-                                                  partition=envelope.partition)
+                sent.append(await topics(envelope.topic).send(value=envelope.value,
+                                                              partition=envelope.partition))
+            # The batch is acknowledged when this returns: everything it produced, and the
+            # state it changed, must be in Kafka by then (at-least-once across a crash or a
+            # rebalance), not only in the producer's buffer.
+            await asyncio.gather(*sent, state.delivered())
 
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)

@@ -88,6 +88,7 @@ class DetectCampaigns(Stage):
         rule = tracker.policy.rules.campaign
         if not rule.enabled:
             tracker.merged.clear()
+            tracker.withdrawn.clear()
             return
         for finding in findings:
             log.info("campaign id=%s accounts=%d size=%d score=%.2f", finding.campaign_id,
@@ -99,3 +100,7 @@ class DetectCampaigns(Stage):
             emit_document(emit, "campaigns", absorbed,
                           {"misuse": {"status": "merged", "merged_into": survivor}})
         tracker.merged.clear()
+        for withdrawn in tracker.withdrawn:
+            log.info("campaign_withdrawn id=%s", withdrawn)
+            emit_document(emit, "campaigns", withdrawn, {"misuse": {"status": "withdrawn"}})
+        tracker.withdrawn.clear()

@@ -48,7 +48,7 @@ class EmbedPrompts(Stage):
 
     name = "embed_prompts"
     reads = (EventRecord,)
-    tables = ("state-jailbreak", "state-key-first-seen")
+    tables = ("state-jailbreak", "state-key-first-seen", "state-prompt-activity")
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         settings = get_settings()
@@ -59,7 +59,10 @@ class EmbedPrompts(Stage):
                                        settings.embed_precision)
         self.jailbreak = build(JailbreakSprayDetector, policy.rules.jailbreak)
         self.jailbreak.accounts = state.table("state-jailbreak")
-        self.activity = ActivityCounter(policy.campaigns.window_seconds * 1000)
+        # Per account, in a table: after a rebalance or a restart the counts go on, and the
+        # campaign stage's concentration (cluster points / account prompts) stays true.
+        self.activity = ActivityCounter(policy.campaigns.window_seconds * 1000,
+                                        bins=state.table("state-prompt-activity"))
         self.key_first_seen = state.table("state-key-first-seen")
         self.housekeeper = Housekeeping(self.jailbreak, self.activity)
         log.info("embedder_ready model=%s", settings.embedding_model)

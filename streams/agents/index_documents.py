@@ -46,7 +46,7 @@ class Indexer:
 
     async def reject(self, value: bytes, source: str, reason: str) -> None:
         log.error("document_rejected topic=%s reason=%r", source, reason[:200])
-        await self.topics.dead_letter(None, value, reason, {"topic": source})
+        await (await self.topics.dead_letter(None, value, reason, {"topic": source}))
 
     async def index_batch(self, batch: list[EventT]) -> None:
         # A document updated several times in one batch is written once, in its last

@@ -86,8 +86,8 @@ class Window:
                           f"question {i} {self.rng.integers(1 << 30)}", ip=ip, agent=agent,
                           key_first_seen=seen)
 
-    def run(self) -> tuple[CampaignTracker, list]:
-        tracker = CampaignTracker(Policy())
+    def run(self, policy: Policy | None = None) -> tuple[CampaignTracker, list]:
+        tracker = CampaignTracker(policy or Policy())
         findings = []
         for point, key_seen in sorted(self.points, key=lambda p: (p[0].ts_ms, p[0].event_id)):
             tracker.add(point, "full", self.activity[point.account_id], key_seen)
@@ -179,6 +179,36 @@ def test_the_crowds_that_look_alike_are_never_campaigns() -> None:
     world.background()
     _, findings = world.run()
     assert findings == []
+
+
+def trend_world() -> Window:
+    """Half of everyone active sends one popular prompt, word for word, a few times each and
+    little else; every key is as new as the stream (a deployment's first hours)."""
+    world = Window(seed=13)
+    trend = world.direction()
+    for i in range(120):
+        ip, seen = world.random_ip(), T0 + int(world.rng.integers(0, HOUR))
+        for n in range(3):
+            world.post(f"fan-{i}", seen + n * 20 * MINUTE, near(world.rng, trend, 0.97),
+                       "summarise the keynote announcements", ip=ip, agent=AGENTS[0],
+                       key_first_seen=seen)
+    for i in range(120):
+        ip, seen = world.random_ip(), T0 + int(world.rng.integers(0, HOUR))
+        for _ in range(int(world.rng.integers(1, 4))):
+            world.post(f"other-{i}", seen + int(world.rng.integers(0, 2 * HOUR)),
+                       unit(world.rng.normal(size=DIM)).astype(np.float32),
+                       f"question {i} {world.rng.integers(1 << 30)}", ip=ip, agent=AGENTS[1],
+                       key_first_seen=seen)
+    return world
+
+
+def test_a_prompt_half_of_everyone_sends_is_a_trend_not_an_operation() -> None:
+    _, findings = trend_world().run()
+    assert findings == []
+    # The population share is what rejects it: without the bound it reads as an operation.
+    unbounded = Policy.model_validate({"rules": {"campaign": {"max_population_share": 1.0}}})
+    _, findings = trend_world().run(unbounded)
+    assert findings and len(findings[-1].accounts) >= 100
 
 
 def test_a_script_sending_many_unrelated_prompts_from_every_account_is_no_narrative() -> None:
@@ -327,3 +357,32 @@ def test_late_points_older_than_the_newest_are_judged_when_the_input_pauses() ->
     assert tracker.due(idle=True)
     assert tracker.judge_all()
     assert not tracker.due(idle=True)
+
+
+def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return() -> None:
+    """Reported while its accounts seemed to spend their traffic on the claim; then their
+    counts show they mostly do other things: withdrawn, not left standing. When the claim
+    takes over again, it comes back under its id."""
+    world = Window(seed=5)
+    claim = world.direction()
+    for i in range(12):
+        for n in range(8):
+            world.post(f"px-{i}", T0 + n * 10 * MINUTE + i * 1000, near(world.rng, claim, 0.95),
+                       f"claim wording {n % 3}", ip=world.random_ip(),
+                       agent=AGENTS[i % len(AGENTS)], key_first_seen=T0 - 100 * DAY)
+    tracker, findings = world.run()
+    reported = findings[-1].campaign_id
+    assert tracker.withdrawn == []
+
+    def more(prompts_elsewhere: int, start: int) -> list:
+        for i in range(12):
+            point = ClusterPoint(f"late-{start}-{i}", T0 + (start + i) * MINUTE,
+                                 near(world.rng, claim, 0.95), f"px-{i}", f"key-px-{i}",
+                                 world.random_ip(), AGENTS[0], "claim wording 0", "claim 0")
+            tracker.add(point, "full", 9 + prompts_elsewhere, T0 - 100 * DAY)
+        return tracker.judge_all()
+
+    assert more(prompts_elsewhere=100, start=90) == []
+    assert tracker.withdrawn == [reported]
+    tracker.withdrawn.clear()
+    assert [f.campaign_id for f in more(prompts_elsewhere=0, start=120)] == [reported]

@@ -10,11 +10,26 @@ from streams.state import TableState, use_event
 
 
 class FakeTable(dict):
+    """A Faust table's store (`data`) and changelog, as TableState uses them."""
+
     name = "state-test"
+
+    def __init__(self, **items: bytes) -> None:
+        super().__init__(**items)
+        self.data = self
+        self.changelog: list[tuple[int, str, bytes | None]] = []
+
+    def send_changelog(self, partition, key, value, value_serializer=None):
+        self.changelog.append((partition, key, value))
+        return "delivery"
 
 
 class FakeEvent:
-    """What use_event needs of an event: something to hold a weak reference to."""
+    """What TableState needs of an event: its partition, and something to hold a weak
+    reference to."""
+
+    class message:  # noqa: N801 - shaped like Faust's event.message
+        partition = 3
 
 
 def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
@@ -24,16 +39,19 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     use_event(event)  # type: ignore[arg-type]
     state["a"] = {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     state["b"] = 7
-    state.flush()
+    assert state.flush() == ["delivery", "delivery"]  # for the caller to await
     assert all(isinstance(raw, bytes) for raw in table.values())
+    assert sorted(table.changelog) == sorted((3, k, v) for k, v in table.items())
     assert decode_state(table["a"])["incident"] == Incident(1, 2, 3)
 
     restarted = TableState(table)  # type: ignore[arg-type]
     assert restarted["a"] == {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     assert restarted["b"] == 7
+    use_event(event)  # type: ignore[arg-type]
     del restarted["b"]
     restarted.flush()
     assert list(table) == ["a"]
+    assert table.changelog[-1] == (3, "b", None)  # a tombstone
 
 
 def test_unreadable_state_is_logged_and_the_entity_starts_afresh(caplog):
