@@ -55,7 +55,8 @@ class CampaignTracker:
             min_cohesion=rule.min_cohesion,
             min_concentration=rule.min_concentration, min_coordination=rule.min_coordination,
             min_score=rule.min_score, max_population_share=rule.max_population_share,
-            space_min_narrowness={STATIC: windows.static_min_narrowness})
+            space_min_narrowness={STATIC: windows.static_min_narrowness},
+            coarse_spaces=(STATIC,))
         self.linker = ClusterLinker(max_p=windows.link_max_p,
                                     min_overlap=windows.link_min_overlap,
                                     narrative_similarity=windows.link_similarity)
@@ -101,7 +102,6 @@ class CampaignTracker:
         history = KeyHistory.of({key: first for key, (first, _) in self.keys.items()})
         window_census = None
         judged: dict[tuple[str, ...], tuple[int, str | None]] = {}
-        failed: set[str] = set()  # reported campaigns whose group was judged and failed
         findings = []
         for group in groups:
             if len(frozenset().union(*(s.accounts for s in group))) < self.judge.min_accounts:
@@ -119,7 +119,6 @@ class CampaignTracker:
             finding = self.judge.judge(snapshots, activity, key_first_seen_ms=history,
                                        census=window_census)
             if finding is None:
-                failed.update(self.campaign_of[c] for c in signature if c in self.campaign_of)
                 judged[signature] = (size, None)
                 continue
             finding = self._named(finding, signature)
@@ -127,13 +126,14 @@ class CampaignTracker:
             if self._changed(finding):
                 findings.append(finding)
         self.judged = judged
-        # A campaign reported on early, thin evidence that fresh evidence no longer supports,
-        # and that no group supports now, is withdrawn rather than left standing. Found again
-        # later, it is reported again under its id.
+        # A reported campaign that no group of the window supports any more (reported on early,
+        # thin evidence, or its group fell apart) is withdrawn rather than left standing; found
+        # again later, it is reported again under its id. (One whose clusters all expired is
+        # simply over: `_expire` has dropped it.)
         standing = {campaign for _, campaign in judged.values() if campaign}
-        for campaign in sorted(failed - standing):
-            if self.emitted.pop(campaign, None) is not None:
-                self.withdrawn.append(campaign)
+        for campaign in sorted(set(self.emitted) - standing):
+            del self.emitted[campaign]
+            self.withdrawn.append(campaign)
         return findings
 
     def _similarity(self, space: str) -> float:

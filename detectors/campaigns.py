@@ -98,7 +98,13 @@ class CampaignJudge:
     users, while a narrative that a large share of everyone active sends is a trend or a
     popular template, whoever sends it. (Without this, a popular prompt whose senders all fall
     into the core counts its copies as payload reuse: judged mid-stream, 309 of 463 active
-    accounts of the simulator were once reported as one campaign.)"""
+    accounts of the simulator were once reported as one campaign.)
+
+    And at least `min_model_share` of the core's points are in a space the sentence model made,
+    not in one of `coarse_spaces` (the static embedding): an operation asks for content to
+    publish, which always gets the model, while static vectors of ordinary prompts sit close
+    to everything, and groups judged on them alone were offices and crowds asking varied
+    things (every spurious campaign of the evaluations; no true one)."""
 
     def __init__(self, min_accounts: int = 8, min_narrowness: float = 0.8,
                  min_cohesion: float = 0.7, min_concentration: float = 0.5,
@@ -109,9 +115,12 @@ class CampaignJudge:
                  burst_ms: int = 3_600_000, max_timing_accounts: int = 300,
                  max_text_samples: int = 60, weights: CoordinationWeights | None = None,
                  space_min_narrowness: Mapping[str, float] | None = None,
-                 max_population_share: float = 0.2) -> None:
+                 max_population_share: float = 0.2, coarse_spaces: Iterable[str] = (),
+                 min_model_share: float = 0.5) -> None:
         self.min_accounts = min_accounts
         self.max_population_share = max_population_share
+        self.coarse_spaces = frozenset(coarse_spaces)
+        self.min_model_share = min_model_share
         self.min_narrowness = min_narrowness
         self.min_cohesion = min_cohesion
         self.min_concentration = min_concentration
@@ -185,6 +194,11 @@ class CampaignJudge:
             "coordination_components": {k: _r(v) for k, v in components.items()},
             "coordination": _r(coordination), "score": _r(score),
         }
+        core_points = [(part.space, sum(1 for p in part.members if p.account_id in core_set))
+                       for part in parts]
+        model_share = sum(n for space, n in core_points if space not in self.coarse_spaces) \
+            / max(1, sum(n for _, n in core_points))
+        evidence["model_share"] = _r(model_share)
         population = len(account_activity)
         evidence["population_share"] = _r(len(core) / max(population, len(core), 1))
         share_applies = population * self.max_population_share >= self.min_accounts
@@ -192,6 +206,7 @@ class CampaignJudge:
             ("accounts", len(core) >= self.min_accounts),
             ("population_share", not share_applies
              or len(core) <= self.max_population_share * population),
+            ("model_share", model_share >= self.min_model_share),
             ("narrowness", narrowness >= floor),
             ("cohesion", cohesion >= self.min_cohesion),
             ("concentration", concentration >= self.min_concentration),

@@ -18,6 +18,9 @@ MAX_ID_CHARS = 128
 MAX_USER_AGENT_CHARS = 1024
 MAX_ENDPOINT_CHARS = 1024
 MAX_PROMPT_BYTES = 64 * 1024
+MAX_DEPTH = 16  # nesting of objects and arrays, extra fields included
+# Integers travel as msgpack between stages: what does not fit 64 bits is refused here.
+INT_RANGE = (-(1 << 63), 1 << 64)
 # Nothing this API ever served predates 2015; a timestamp before that is a unit or parsing bug.
 EARLIEST_EVENT_MS = 1_420_070_400_000
 DEFAULT_MAX_FUTURE_SKEW_MS = 24 * 3600 * 1000
@@ -95,12 +98,41 @@ def parse_usage_event(raw: bytes, now_ms: int,
     except UnicodeDecodeError as exc:
         raise InvalidEventError(f"not valid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant, parse_int=_int64)
     except ValueError as exc:
         raise InvalidEventError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidEventError(f"nested more than {MAX_DEPTH} levels deep") from None
     if not isinstance(data, dict):
         raise InvalidEventError(f"event must be a JSON object, got {type(data).__name__}")
+    if _depth(data) > MAX_DEPTH:
+        raise InvalidEventError(f"nested more than {MAX_DEPTH} levels deep")
+    if "\\u" in text:  # only an escape can make a lone surrogate, which no sink can encode
+        try:
+            json.dumps(data, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidEventError("a string holds a lone UTF-16 surrogate escape") from None
     return event_from_dict(data, now_ms, max_future_skew_ms)
+
+
+def _no_constant(name: str) -> Any:
+    raise InvalidEventError(f"{name} is not a JSON number")
+
+
+def _int64(digits: str) -> int:
+    value = int(digits) if len(digits) <= 21 else INT_RANGE[1]
+    if not INT_RANGE[0] <= value < INT_RANGE[1]:
+        raise InvalidEventError(f"integer {digits[:24]}{'...' if len(digits) > 24 else ''} "
+                                "does not fit 64 bits")
+    return value
+
+
+def _depth(value: Any, limit: int = MAX_DEPTH) -> int:
+    """How deep `value` nests, counted no further than limit + 1."""
+    if limit < 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
 def event_from_dict(data: dict[str, Any], now_ms: int,
@@ -114,8 +146,8 @@ def event_from_dict(data: dict[str, Any], now_ms: int,
     if prompt is not None and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
         raise InvalidEventError(f"field 'prompt' is over the {MAX_PROMPT_BYTES} byte limit")
     latency = data.get("latency_ms")
-    if latency is not None and (not _is_number(latency) or latency < 0):
-        raise InvalidEventError("field 'latency_ms' must be a number >= 0")
+    if latency is not None and (not _is_number(latency) or not 0 <= latency <= 1e12):
+        raise InvalidEventError("field 'latency_ms' must be a number of 0..1e12")
     return UsageEvent(
         event_id=_required_string(data, "event_id", MAX_ID_CHARS),
         ts_ms=_timestamp(data.get("ts"), now_ms, max_future_skew_ms),

@@ -179,14 +179,34 @@ class Policy(_Strict):
 
 
 def policy_from_dict(data: Any) -> Policy:
+    """The policy a policy file holds. The file must be whole: one that is empty, or leaves out
+    a section or a rule, would run those on built-in defaults without a word (which flag where
+    the file may have meant to suspend), so it is refused unless it says `defaults: true`."""
     if data is None:
-        data = {}
+        raise PolicyError("the policy file is empty; write `defaults: true` in it to run on "
+                          "the built-in defaults")
     if not isinstance(data, dict):
         raise PolicyError("the policy must be a mapping at the top level")
+    data = dict(data)
+    defaults = data.pop("defaults", False)
+    if not isinstance(defaults, bool):
+        raise PolicyError("defaults: must be true or false")
     try:
-        return Policy.model_validate(data)
+        policy = Policy.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
         )
         raise PolicyError(f"invalid policy: {problems}") from None
+    missing = [] if defaults else left_out(data)
+    if missing:
+        raise PolicyError(f"the policy leaves out {', '.join(missing)}: write them, or "
+                          "`defaults: true` to run what is left out on built-in defaults")
+    return policy
+
+
+def left_out(data: dict[str, Any]) -> list[str]:
+    """The sections and rules a policy mapping does not name."""
+    missing = [name for name in Policy.model_fields if name not in data and name != "version"]
+    rules = data.get("rules") or {}
+    return missing + [f"rules.{name}" for name in Rules.model_fields if name not in rules]

@@ -66,7 +66,7 @@ def check_elasticsearch_templates() -> None:
     try:
         check_templates(Elasticsearch(**client_options(settings)), settings)
     except TransportError as exc:
-        click.echo(f"warning: Elasticsearch at {settings.elasticsearch_url} is not reachable "
+        click.echo(f"warning: Elasticsearch at {settings.elasticsearch_address} is not reachable "
                    f"({exc.__class__.__name__}); alerts wait in Kafka until it is", err=True)
     except TemplatesMissingError as exc:
         raise click.ClickException(str(exc)) from None

@@ -73,7 +73,7 @@ def summarise(es: Elasticsearch, settings: Settings, traffic: Traffic, since_ms:
     click.echo(f"labelled misusing entities found: {len(found & labelled)} of {len(labelled)}; "
                f"accounts flagged that were not misusing: "
                f"{len({a['user']['id'] for a in accounts} - misusers)}")
-    click.echo(f"browse: {settings.elasticsearch_url}/{settings.index('alerts')}/_search "
+    click.echo(f"browse: {settings.elasticsearch_address}/{settings.index('alerts')}/_search "
                f"(and {settings.index('campaigns')}, {settings.index('accounts')})")
 
 

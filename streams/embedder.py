@@ -15,6 +15,7 @@ costs no extra model time.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import yaml
 
 from detectors.embedding import EmbeddingPlanner, HyperplaneLSH, Plan, StaticEmbedder
-from detectors.jailbreak import Match, PatternBank, patterns_from_dict
+from detectors.jailbreak import Match, PatternBank, PatternBankError, patterns_from_dict
 from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
 from streams.embedding_model import (
@@ -33,6 +34,8 @@ from streams.embedding_model import (
 )
 
 FULL, STATIC = "full", "static"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +76,30 @@ class PromptEmbedder:
         self.patterns_file = patterns_file
         self.banks: dict[str, PatternBank] = {}
         self._patterns_mtime = -1.0
+        self._refused, self._refused_mtime = "", -1.0  # the last reload refused, and why
         self.reload_patterns()
 
     def reload_patterns(self) -> bool:
-        """The jailbreak bank is re-read and re-embedded when its file changes."""
-        mtime = self.patterns_file.stat().st_mtime
-        if mtime == self._patterns_mtime:
+        """The jailbreak bank is re-read and re-embedded when its file changes. At start an
+        invalid file stops the worker; later it is refused like an invalid policy: logged, and
+        the bank in force stays until the file changes again."""
+        try:
+            mtime = self.patterns_file.stat().st_mtime
+            if mtime in (self._patterns_mtime, self._refused_mtime):
+                return False
+            patterns = patterns_from_dict(yaml.safe_load(self.patterns_file.read_text()))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, PatternBankError) as exc:
+            if self._patterns_mtime < 0:
+                raise PatternBankError(f"jailbreak patterns {self.patterns_file}: {exc}") \
+                    from None
+            if str(exc) != self._refused:
+                log.error("jailbreak_patterns_reload_refused path=%s error=%r",
+                          self.patterns_file, str(exc))
+            self._refused = str(exc)
+            if not isinstance(exc, OSError):
+                self._refused_mtime = mtime  # not read again until the file changes
             return False
-        patterns = patterns_from_dict(yaml.safe_load(self.patterns_file.read_text()))
+        self._refused, self._refused_mtime = "", -1.0
         texts = [pattern.text for pattern in patterns]
         self.banks = {FULL: PatternBank(patterns, self.encode_full(texts)),
                       STATIC: PatternBank(patterns, self.encode_static(texts))}

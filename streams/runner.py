@@ -28,6 +28,9 @@ class WorkerProcess:
         self.log_path = log_path
         self.env = dict(os.environ if env is None else env)
         self.process: subprocess.Popen[bytes] | None = None
+        # Where this process's part of the log begins: a log shared with earlier runs must not
+        # fail this one with their crashes.
+        self.log_offset = 0
 
     def sibling(self, log_path: Path, data_dir: Path) -> WorkerProcess:
         """Another worker of the same consumer group on this machine: it shares the partitions
@@ -37,13 +40,13 @@ class WorkerProcess:
 
     def start(self, timeout_s: float = 180) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"],
                                             env=self.env, cwd=REPO_ROOT, stdout=log,
                                             stderr=subprocess.STDOUT)
         try:
-            self._wait(lambda: b"Worker]: Ready" in self._log_bytes(offset), timeout_s, "ready")
+            self._wait(lambda: b"Worker]: Ready" in self._log_bytes(), timeout_s, "ready")
         except WorkerError:
             self.stop(kill=True)
             raise
@@ -85,11 +88,12 @@ class WorkerProcess:
         self.process = None
 
     def log_tail(self, chars: int = 4000) -> str:
-        return self._log_bytes(0)[-chars:].decode("utf-8", errors="replace")
+        return self._log_bytes()[-chars:].decode("utf-8", errors="replace")
 
-    def _log_bytes(self, offset: int) -> bytes:
+    def _log_bytes(self) -> bytes:
+        """This process's part of the log."""
         with self.log_path.open("rb") as log:
-            log.seek(offset)
+            log.seek(self.log_offset)
             return log.read()
 
     def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str,
@@ -98,7 +102,7 @@ class WorkerProcess:
         while True:
             if self.process is None or self.process.poll() is not None:
                 raise WorkerError(f"the worker exited before it was {what}:\n{self.log_tail()}")
-            if b"Crashed reason" in self._log_bytes(0):
+            if b"Crashed reason" in self._log_bytes():
                 raise WorkerError(f"an agent crashed:\n{self.log_tail()}")
             if condition():
                 return

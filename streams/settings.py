@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -82,6 +83,19 @@ class Settings(BaseSettings):
 
     def index(self, name: str) -> str:
         return f"{self.index_prefix}{name}"
+
+    @property
+    def elasticsearch_address(self) -> str:
+        """The Elasticsearch URL as it may be printed: without user and password, should the
+        URL carry them (use elasticsearch_username and _password instead)."""
+        parts = urlsplit(self.elasticsearch_url)
+        if parts.username is None and parts.password is None:
+            return self.elasticsearch_url
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
 
 
 @lru_cache(maxsize=1)

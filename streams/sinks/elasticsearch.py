@@ -74,7 +74,7 @@ def check_templates(client: Elasticsearch, settings: Settings) -> None:
     for name in index_templates(settings):
         if not client.indices.exists_index_template(name=name):
             raise TemplatesMissingError(
-                f"index template {name!r} is missing in {settings.elasticsearch_url}: "
+                f"index template {name!r} is missing in {settings.elasticsearch_address}: "
                 "run `misuse setup` first")
 
 

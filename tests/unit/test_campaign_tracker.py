@@ -86,11 +86,12 @@ class Window:
                           f"question {i} {self.rng.integers(1 << 30)}", ip=ip, agent=agent,
                           key_first_seen=seen)
 
-    def run(self, policy: Policy | None = None) -> tuple[CampaignTracker, list]:
+    def run(self, policy: Policy | None = None, space: str = "full"
+            ) -> tuple[CampaignTracker, list]:
         tracker = CampaignTracker(policy or Policy())
         findings = []
         for point, key_seen in sorted(self.points, key=lambda p: (p[0].ts_ms, p[0].event_id)):
-            tracker.add(point, "full", self.activity[point.account_id], key_seen)
+            tracker.add(point, space, self.activity[point.account_id], key_seen)
             if tracker.due(idle=False):
                 findings += tracker.judge_all()
         findings += tracker.judge_all()
@@ -209,6 +210,25 @@ def test_a_prompt_half_of_everyone_sends_is_a_trend_not_an_operation() -> None:
     unbounded = Policy.model_validate({"rules": {"campaign": {"max_population_share": 1.0}}})
     _, findings = trend_world().run(unbounded)
     assert findings and len(findings[-1].accounts) >= 100
+
+
+def test_a_group_seen_only_through_static_vectors_is_not_judged_a_campaign() -> None:
+    """Static vectors of ordinary prompts sit close to everything; an operation asks for
+    content to publish, which always gets the model. The same traffic in the model's space is
+    a campaign, in the static space alone it is not."""
+    def world() -> Window:
+        world = Window(seed=5)
+        claim = world.direction()
+        for i in range(12):
+            for n in range(8):
+                world.post(f"px-{i}", T0 + n * 10 * MINUTE + i * 1000,
+                           near(world.rng, claim, 0.95), f"claim wording {n % 3}",
+                           ip=world.random_ip(), agent=AGENTS[i % len(AGENTS)],
+                           key_first_seen=T0 - 100 * DAY)
+        return world
+
+    assert world().run(space="full")[1]
+    assert world().run(space="static")[1] == []
 
 
 def test_a_script_sending_many_unrelated_prompts_from_every_account_is_no_narrative() -> None:

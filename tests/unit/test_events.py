@@ -76,3 +76,72 @@ def test_oversized_message_is_refused_before_decoding():
 def test_canonical_form_round_trips():
     event = parse(valid())
     assert parse(event.to_dict()) == event
+
+
+# Validation is total: any input either parses into an event that travels between stages, or
+# raises InvalidEventError (a dead letter with its reason); nothing else escapes.
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from detectors.events import KNOWN_FIELDS, MAX_DEPTH  # noqa: E402
+from streams.messages import EventRecord, encode_batch  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=12)
+
+
+def nested(levels: int) -> object:
+    value: object = 1
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def parses_or_refuses(raw: bytes) -> None:
+    try:
+        event = parse_usage_event(raw, NOW)
+    except InvalidEventError:
+        return
+    encode_batch(EventRecord.TYPE, [EventRecord(event)])  # what passes, travels
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(KNOWN_FIELDS)) | st.text(max_size=6),
+                       json_values, max_size=8))
+def test_any_json_object_is_an_event_or_a_reasoned_refusal(fields):
+    parses_or_refuses(json.dumps(valid(**fields)).encode())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_are_an_event_or_a_reasoned_refusal(raw):
+    parses_or_refuses(raw)
+
+
+@pytest.mark.parametrize("raw", [
+    json.dumps(valid(ts=float("nan"))).encode(),
+    json.dumps(valid(ts=float("inf"))).encode(),
+    json.dumps(valid(ts=float("-inf"))).encode(),
+    json.dumps(valid(prompt_tokens=10**400)).encode(),
+    json.dumps(valid(latency_ms=10**300)).encode(),
+    json.dumps(valid(custom_field=-(10**19))).encode(),
+    json.dumps(valid(account_id="\ud800a")).encode(),
+    json.dumps(valid(prompt="x\udc00")).encode(),
+    json.dumps(valid(user_agent="\udbff")).encode(),
+    json.dumps(valid(custom_field={"k": "\ud83d"})).encode(),
+    b'{"a":' * 10_000 + b"1" + b"}" * 10_000,
+    json.dumps(valid(custom_field=nested(MAX_DEPTH))).encode(),
+], ids=["nan", "inf", "-inf", "tokens-1e400", "latency-1e300", "int-below-64-bits",
+        "surrogate-id", "surrogate-prompt", "surrogate-agent", "surrogate-extra",
+        "10000-levels", f"over-{MAX_DEPTH}-levels"])
+def test_crafted_events_that_crashed_the_stage_are_refused_with_a_reason(raw):
+    with pytest.raises(InvalidEventError):
+        parse_usage_event(raw, NOW)
+
+
+def test_a_surrogate_pair_escape_is_a_valid_character():
+    assert parse(valid(prompt="\U0001F600")).prompt == "\U0001F600"  # sent as \ud83d\ude00

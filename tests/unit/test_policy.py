@@ -29,17 +29,34 @@ def test_invalid_policy_names_the_field(data, field):
 
 def test_reload_takes_a_valid_change_and_refuses_an_invalid_one(tmp_path: Path, monkeypatch):
     path = tmp_path / "policy.yaml"
-    path.write_text(yaml.safe_dump({"rules": {"credential_stuffing": {"min_distinct_keys": 20}}}))
+    path.write_text(yaml.safe_dump({"defaults": True,
+                                    "rules": {"credential_stuffing": {"min_distinct_keys": 20}}}))
     policy_file = PolicyFile(path)
     monkeypatch.setattr("streams.policy._CHECK_EVERY_SECONDS", 0.0)
 
-    path.write_text(yaml.safe_dump({"rules": {"credential_stuffing": {"min_distinct_keys": 7}}}))
+    path.write_text(yaml.safe_dump({"defaults": True,
+                                    "rules": {"credential_stuffing": {"min_distinct_keys": 7}}}))
     bump_mtime(path)
     assert policy_file.current().rules.credential_stuffing.min_distinct_keys == 7
 
     path.write_text("rules: {credential_stuffing: {min_distinct_keys: many}}")
     bump_mtime(path, 2)
     assert policy_file.current().rules.credential_stuffing.min_distinct_keys == 7
+
+
+def test_an_empty_or_partial_policy_is_refused_unless_it_asks_for_defaults(tmp_path: Path):
+    with pytest.raises(PolicyError, match="empty"):
+        policy_from_dict(None)
+    whole = yaml.safe_load((REPO_ROOT / "ops" / "policy.yaml").read_text())
+    partial = dict(whole, rules={k: v for k, v in whole["rules"].items() if k != "campaign"})
+    del partial["automation"]
+    with pytest.raises(PolicyError, match="leaves out automation, rules.campaign"):
+        policy_from_dict(partial)
+    assert policy_from_dict(dict(partial, defaults=True)).automation.dry_run is True
+    path = tmp_path / "policy.yaml"
+    path.write_text("")
+    with pytest.raises(PolicyError, match="empty"):
+        load_policy(path)
 
 
 def bump_mtime(path: Path, seconds: int = 1) -> None:

@@ -117,3 +117,28 @@ def test_a_new_risk_weight_applies_to_the_next_signal() -> None:
 
     assert flagged(0.1)["misuse.documents"] == 0  # too light to flag anyone
     assert flagged(1.0)["misuse.documents"] == 1  # the account is flagged: its document
+
+
+def test_an_invalid_jailbreak_bank_on_reload_is_refused_and_the_bank_in_force_stays(
+        mixed_traffic, tmp_path, caplog) -> None:
+    import logging
+    import os
+
+    embedder = mixed_traffic[0].stage("embed_prompts").embedder  # type: ignore[attr-defined]
+    shipped, banks = embedder.patterns_file, embedder.banks
+    path = tmp_path / "patterns.yaml"
+    path.write_text("patterns: [{id: broken, category: x}]")  # no text
+    embedder.patterns_file = path
+    try:
+        with caplog.at_level(logging.ERROR, logger="streams.embedder"):
+            assert embedder.reload_patterns() is False
+            assert embedder.reload_patterns() is False  # not read again, not logged again
+        assert embedder.banks is banks
+        assert caplog.text.count("jailbreak_patterns_reload_refused") == 1
+        assert "'text' must be a non-empty string" in caplog.text
+        path.write_text(shipped.read_text())
+        os.utime(path, (path.stat().st_mtime + 5,) * 2)
+        assert embedder.reload_patterns() is True  # a fixed file is taken
+    finally:
+        embedder.patterns_file = shipped
+        embedder.reload_patterns()
