@@ -38,7 +38,8 @@ class CampaignTracker:
         self.latest_ms = 0
         self.judged_ms = 0
         self.unjudged = 0  # points added since the last judging round, whatever their time
-        self.judged: dict[tuple[str, ...], int] = {}
+        # linked group (its clusters) -> (its size, the campaign it was found to be, if any)
+        self.judged: dict[tuple[str, ...], tuple[int, str | None]] = {}
         self.campaign_of: dict[str, str] = {}  # cluster id -> the campaign it was reported in
         self.first_seen: dict[str, int] = {}  # campaign id -> first seen, fixed at first report
         self.emitted: dict[str, tuple[int, int]] = {}

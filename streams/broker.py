@@ -27,21 +27,27 @@ def connection_options(settings: Settings) -> dict[str, Any]:
 
 
 def create_topics(settings: Settings, replication_factor: int = 1) -> list[str]:
-    """Create the missing topics; existing ones are left as they are (idempotent)."""
+    """Create the missing topics; existing ones are left as they are (idempotent). The stage
+    tables' changelogs (compacted) too, before any worker starts: a stage that writes a table
+    whose changelog the broker does not know yet stops the worker (PartitionsMismatch)."""
+    from streams.agents import changelog_topics  # the stages import this module
+
     admin = KafkaAdminClient(**connection_options(settings))
     try:
         existing = set(admin.list_topics())
-        wanted = {settings.topic(name): settings.partitions(name) for name in TOPIC_NAMES
-                  if settings.topic(name) not in existing}
-        if wanted:
+        wanted = {settings.topic(name): {"num_partitions": settings.partitions(name),
+                                         "configs": settings.topic_configs(name)}
+                  for name in TOPIC_NAMES}
+        wanted.update({name: {"num_partitions": partitions,
+                              "configs": {"cleanup.policy": "compact"}}
+                       for name, partitions in changelog_topics(settings).items()})
+        missing = {name: dict(options, replication_factor=replication_factor)
+                   for name, options in wanted.items() if name not in existing}
+        if missing:
             # Another process may create them between list and create.
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(
-                    {name: {"num_partitions": partitions,
-                            "replication_factor": replication_factor}
-                     for name, partitions in wanted.items()},
-                    wait_for_metadata=True)
-        return sorted(wanted)
+                admin.create_topics(missing, wait_for_metadata=True)
+        return sorted(missing)
     finally:
         admin.close()
 

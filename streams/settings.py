@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     # Prepended to every topic name; lets tests and staging share a cluster.
     topic_prefix: str = ""
     topic_partitions: int = 6
+    deadletter_retention_days: int = 14
 
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_username: str | None = None
@@ -83,6 +84,14 @@ class Settings(BaseSettings):
 
     def index(self, name: str) -> str:
         return f"{self.index_prefix}{name}"
+
+    def topic_configs(self, name: str) -> dict[str, str]:
+        """Kafka configs `misuse setup` gives a topic (logical name). Dead letters keep the
+        raw event, prompt included: they are kept `deadletter_retention_days`, long enough
+        to replay them after a fix, and no longer."""
+        if name == "misuse.deadletter":
+            return {"retention.ms": str(self.deadletter_retention_days * 86_400_000)}
+        return {}
 
     @property
     def elasticsearch_address(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable
 from typing import Any
 
@@ -85,25 +86,38 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             activate=use_event, policy=policy, state=state)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
-            now_ms, policy = clock.now_ms(), current_policy()
-            if not spec.blocking:
-                result = driver.run(owned(events), now_ms, policy)
-            elif spec.stage.tables:  # Faust's tables are written from the loop only
-                prepared = await loop.run_in_executor(None, driver.prepare, owned(events))
-                still = {id(event) for event in owned([m for m, _ in prepared.messages])}
-                prepared.messages = [m for m in prepared.messages if id(m[0]) in still]
-                result = driver.finish(prepared, now_ms, policy)
-            else:
-                result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
-            sent = [await dead_letter(topics, dead.message, dead.reason)
-                    for dead in result.dead_letters]
-            for envelope in result.envelopes:
-                sent.append(await topics(envelope.topic).send(value=envelope.value,
-                                                              partition=envelope.partition))
-            # The batch is acknowledged when this returns: everything it produced, and the
-            # state it changed, must be in Kafka by then (at-least-once across a crash or a
-            # rebalance), not only in the producer's buffer.
-            await asyncio.gather(*sent, state.delivered())
+            try:
+                await run_batch(driver, events)
+            except Exception:
+                # Not a bad record (the driver dead-letters those) but I/O, memory or a bug
+                # outside any one record. Faust's take_events acknowledges a batch in a
+                # `finally`, so raising would lose it: the worker stops at once instead,
+                # before anything commits, and reads the batch again when it is restarted.
+                log.critical("stage_failed stage=%s: stopping the worker so that the batch "
+                             "is read again after a restart", name, exc_info=True)
+                logging.shutdown()
+                os._exit(70)  # EX_SOFTWARE
+
+    async def run_batch(driver: StageDriver[EventT], events: list[EventT]) -> None:
+        loop, now_ms, policy = asyncio.get_running_loop(), clock.now_ms(), current_policy()
+        if not spec.blocking:
+            result = driver.run(owned(events), now_ms, policy)
+        elif spec.stage.tables:  # Faust's tables are written from the loop only
+            prepared = await loop.run_in_executor(None, driver.prepare, owned(events))
+            still = {id(event) for event in owned([m for m, _ in prepared.messages])}
+            prepared.messages = [m for m in prepared.messages if id(m[0]) in still]
+            result = driver.finish(prepared, now_ms, policy)
+        else:
+            result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
+        sent = [await dead_letter(topics, dead.message, dead.reason)
+                for dead in result.dead_letters]
+        for envelope in result.envelopes:
+            sent.append(await topics(envelope.topic).send(value=envelope.value,
+                                                          partition=envelope.partition))
+        # The batch is acknowledged when this returns: everything it produced, and the
+        # state it changed, must be in Kafka by then (at-least-once across a crash or a
+        # rebalance), not only in the producer's buffer.
+        await asyncio.gather(*sent, state.delivered())
 
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)

@@ -31,6 +31,13 @@ STAGES = (
 )
 
 
+def changelog_topics(settings: Settings) -> dict[str, int]:
+    """Every stage table's changelog topic (Faust names it `<app id>-<table>-changelog`) and
+    its partitions: those of the topic the stage reads, as Faust requires."""
+    return {f"{settings.app_id}-{table}-changelog": settings.partitions(spec.reads[0])
+            for spec in STAGES for table in spec.stage.tables}
+
+
 def build_app(settings: Settings) -> faust.App:
     app = create_app(settings)
     # Table writes queue their changelog messages in the producer's buffer. Past

@@ -87,11 +87,12 @@ class Pipeline:
         return records
 
 
-def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 3
-                  ) -> Pipeline:
+def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 3,
+                  env_overrides: dict[str, str] | None = None) -> Pipeline:
     """A worker with topics, indices, consumer group and state of its own, started."""
     settings, env = isolated_environment(name, data_root)
-    env.update({"MISUSE_TOPIC_PARTITIONS": str(partitions), "MISUSE_INDEX_BATCH_SECONDS": "0.5"})
+    env.update({"MISUSE_TOPIC_PARTITIONS": str(partitions), "MISUSE_INDEX_BATCH_SECONDS": "0.5",
+                **(env_overrides or {})})
     settings = settings.model_copy(update={"topic_partitions": partitions})
     setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=env,
                            cwd=REPO_ROOT, capture_output=True, text=True)

@@ -117,3 +117,32 @@ def test_replaying_the_same_events_gives_the_same_documents(pipeline: Pipeline) 
     second = pipeline.alerts(**{"misuse.entity.id": attacker})
     assert [(h["_id"], h["_index"]) for h in second] == [(h["_id"], h["_index"]) for h in first]
     assert second[0]["_source"]["misuse"]["evidence"] == first[0]["_source"]["misuse"]["evidence"]
+
+
+def test_setup_creates_every_changelog_and_keeps_dead_letters_for_a_set_time(
+        pipeline: Pipeline) -> None:
+    """Changelogs exist before any stage writes a table (else Faust stops the worker with
+    PartitionsMismatch), compacted and partitioned like the topics their stages read."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import ConfigResource, ConfigResourceType
+
+    from streams.agents import changelog_topics
+    from streams.broker import connection_options
+
+    settings = pipeline.settings
+    admin = KafkaAdminClient(**connection_options(settings))
+    try:
+        wanted = changelog_topics(settings)
+        assert len(wanted) >= 8
+        topics = {t["name"]: len(t["partitions"])
+                  for t in admin.describe_topics(list(wanted))}
+        assert topics == wanted
+        dead_letters = settings.topic("misuse.deadletter")
+        configs = admin.describe_configs([
+            ConfigResource(ConfigResourceType.TOPIC, name)
+            for name in (dead_letters, next(iter(wanted)))])["topic"]
+        assert configs[next(iter(wanted))]["cleanup.policy"]["value"] == "compact"
+        assert configs[dead_letters]["retention.ms"]["value"] == \
+            str(settings.deadletter_retention_days * 86_400_000)
+    finally:
+        admin.close()

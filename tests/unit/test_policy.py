@@ -50,7 +50,7 @@ def test_an_empty_or_partial_policy_is_refused_unless_it_asks_for_defaults(tmp_p
     whole = yaml.safe_load((REPO_ROOT / "ops" / "policy.yaml").read_text())
     partial = dict(whole, rules={k: v for k, v in whole["rules"].items() if k != "campaign"})
     del partial["automation"]
-    with pytest.raises(PolicyError, match="leaves out automation, rules.campaign"):
+    with pytest.raises(PolicyError, match=r"leaves out automation, rules\.campaign"):
         policy_from_dict(partial)
     assert policy_from_dict(dict(partial, defaults=True)).automation.dry_run is True
     path = tmp_path / "policy.yaml"

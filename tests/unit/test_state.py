@@ -28,7 +28,7 @@ class FakeEvent:
     """What TableState needs of an event: its partition, and something to hold a weak
     reference to."""
 
-    class message:  # noqa: N801 - shaped like Faust's event.message
+    class message:  # shaped like Faust's event.message
         partition = 3
 
 
