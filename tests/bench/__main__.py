@@ -24,7 +24,7 @@ from streams.sinks.elasticsearch import client_options, install_templates
 from tests.bench import pipeline, stages
 
 SATURATION_SCALE = float(os.environ.get("BENCH_SCALE", "1.5"))
-LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "60"))
+LATENCY_SECONDS = float(os.environ.get("BENCH_LATENCY_SECONDS", "75"))  # 100+ alerts
 NAIVE_EVENTS = 300
 
 
