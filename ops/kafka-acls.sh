@@ -3,7 +3,8 @@
 # without authentication and needs none of this).
 #
 # Whoever can write a topic the worker reads decides what the worker believes: a changelog
-# rebuilds detector state after a restart, misuse.feedback allowlists accounts. So only the
+# rebuilds detector state after a restart (and one record whose key Faust cannot decode stops
+# its recovery for good), misuse.feedback allowlists accounts. So only the
 # worker writes its internal topics and changelogs, only the API gateway writes usage events,
 # and only the review service writes analyst decisions. (The state codec never runs code from
 # a changelog, whoever wrote it; these ACLs keep anyone from forging detector state at all.)

@@ -14,7 +14,7 @@ from .conftest import Pipeline
 
 
 def stuffing_events(seed: int, attempts: int = 60) -> tuple[list[dict], str]:
-    simulator = TrafficSimulator(seed, clock.now_ms() - 3_600_000)
+    simulator = TrafficSimulator(seed, clock.now_ms() - 120_000)  # recent: see test_state
     events, labels = simulator.credential_stuffing(attempts=attempts, offset_ms=0)
     return events, labels[0].entity_id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -29,7 +30,9 @@ def kill_and_restart_elsewhere(pipeline: Pipeline, tmp_path) -> None:
 
 def test_window_state_survives_a_killed_worker_via_the_changelog(
         pipeline: Pipeline, tmp_path) -> None:
-    simulator = TrafficSimulator(77, clock.now_ms() - 3_600_000)
+    # Recent traffic: the session's worker has seen events up to now, and state an hour behind
+    # the newest event time is idle to its housekeeping, dropped at its next pass.
+    simulator = TrafficSimulator(77, clock.now_ms() - 120_000)
     attack, labels = simulator.credential_stuffing(attempts=80, offset_ms=0)
     attacker = labels[0].entity_id
     before, after = attack[:15], attack[15:]  # 15 keys: under the threshold of 20
@@ -147,3 +150,49 @@ def test_a_campaign_keeps_its_id_and_grows_after_the_worker_is_killed(
     assert grown["misuse"]["size"] > first["misuse"]["size"]
     assert grown["misuse"]["first_seen"] == first["misuse"]["first_seen"]
     assert "campaigns_rebuilt" in pipeline.worker.log_path.read_text()
+
+
+class _OpensAFile:
+    """Unpickled, it creates the file at `path`: proof that a changelog's content ran."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple:
+        return (open, (self.path, "w"))
+
+
+def test_a_pickle_written_into_every_changelog_runs_nothing(pipeline: Pipeline, tmp_path) -> None:
+    """Whoever can write a changelog topic gets nothing run: a pickle put under an account
+    that then gets a signal, in every partition of every stage table's changelog, is refused
+    as unreadable state after a restart, and the account is scored afresh."""
+    import pickle
+
+    from kafka import KafkaProducer
+
+    from streams.agents import changelog_topics
+    from streams.broker import connection_options
+
+    account = f"acct-injected-{uuid.uuid4().hex[:6]}"
+    # Keyed as Faust keys table entries (JSON). A key that is not JSON stops Faust's recovery
+    # for good ("Error in recovery", never ready): a denial of service that only the ACLs in
+    # ops/kafka-acls.sh prevent.
+    key = json.dumps(account).encode()
+    marker = tmp_path / "pwned"
+    payload = pickle.dumps(_OpensAFile(str(marker)))
+    producer = KafkaProducer(**connection_options(pipeline.settings))
+    try:
+        for topic, partitions in changelog_topics(pipeline.settings).items():
+            for partition in range(partitions):
+                producer.send(topic, key=key, value=payload, partition=partition)
+        producer.flush()
+    finally:
+        producer.close()
+    kill_and_restart_elsewhere(pipeline, tmp_path)  # recovers every table from its changelog
+
+    pipeline.produce([signal(account, clock.now_ms() - 60_000, "alert-injected")],
+                     topic="misuse.signals")
+    pipeline.wait_drained()
+    assert account_status(pipeline, account) == "flagged"  # scored afresh, not stopped
+    assert not marker.exists()
+    assert f"state_unreadable table=state-risk key={account}" in pipeline.worker.log_tail(10**7)
