@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from detectors.alerts import Alert, Entity
 from detectors.risk import RiskAssessment
 
 STATUSES = ("flagged", "suspended", "cleared", "allowlisted")
@@ -125,3 +126,25 @@ def next_status(current: AccountStatus | None, assessment: RiskAssessment,
         account_id=assessment.account_id, status=status, previous=previous, ts_ms=now_ms,
         score=judged.score, request_suspension=status == "suspended", reasons=reasons,
         detectors=judged.detectors, alert_ids=judged.alert_ids, evidence_since_ms=since)
+
+
+ALLOWLIST_REVIEW_RULE = "review.allowlisted_account_evidence"
+
+
+def allowlist_review_alert(account_id: str, status: AccountStatus,
+                           assessment: RiskAssessment) -> Alert:
+    """Strong new evidence on an allowlisted account: the worker leaves the account alone (an
+    analyst decided), but asks for the decision to be looked at again rather than letting the
+    evidence vanish. One alert per allowlisting, updated as evidence grows."""
+    since = status.since_ms or assessment.ts_ms
+    return Alert(
+        rule_id=ALLOWLIST_REVIEW_RULE, severity="medium", score=round(assessment.score, 4),
+        entity=Entity("account", account_id), incident_start_ms=since,
+        window_start_ms=since, window_end_ms=assessment.ts_ms,
+        reasons=(f"allowlisted by an analyst, and new evidence scores "
+                 f"{assessment.score:.2f} ({', '.join(assessment.detectors) or 'signals'}): "
+                 "review the allowlisting", *assessment.reasons),
+        evidence={"allowlisted_until_ms": status.allowlisted_until_ms,
+                  "detectors": list(assessment.detectors)},
+        accounts=(account_id,))
+

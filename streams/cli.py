@@ -148,6 +148,9 @@ def labels_path_for(events_path: Path) -> Path:
     return events_path.with_name(events_path.name.removesuffix(".jsonl") + ".labels.jsonl")
 
 
+ALLOWLIST_DAYS = 90
+
+
 @main.command()
 @click.argument("account")
 @click.option("--decision", required=True, type=click.Choice(["cleared", "allowlisted",
@@ -156,7 +159,8 @@ def labels_path_for(events_path: Path) -> Path:
                    "unlisted: end an allowlisting.")
 @click.option("--until", "until", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z",
                                                                  "%Y-%m-%d"]),
-              help="End of the allowlisting (UTC if no offset).")
+              help="End of the allowlisting (UTC if no offset); 90 days from now if not given: "
+                   "an allowlisting is reviewed again, never forever.")
 @click.option("--analyst", required=True, help="Who decided, for the audit record.")
 @click.option("--note", default="", help="Why.")
 def review(account: str, decision: str, until: datetime | None, analyst: str, note: str) -> None:
@@ -164,13 +168,21 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
     from streams import clock
     from streams.broker import producer
     from streams.messages import FeedbackRecord, encode_batch
+    from streams.review import sign
 
     settings = get_settings()
     until_ms = None
     if until is not None:
         until_ms = int((until if until.tzinfo else until.replace(tzinfo=UTC)).timestamp() * 1000)
-    record = FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
-                            analyst=analyst, note=note, ts_ms=clock.now_ms())
+    elif decision == "allowlisted":
+        until_ms = clock.now_ms() + ALLOWLIST_DAYS * 86_400_000
+    key = settings.review_keys.get(analyst)
+    if key is None:
+        raise click.ClickException(
+            f"no review key for analyst {analyst!r}: decisions are signed, and the worker "
+            "applies only those signed with a key in MISUSE_REVIEW_KEYS")
+    record = sign(FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
+                                 analyst=analyst, note=note, ts_ms=clock.now_ms()), key)
     kafka = producer(settings)
     kafka.send(settings.topic("misuse.feedback"), key=account.encode(),
                value=encode_batch(FeedbackRecord.TYPE, [record]))

@@ -212,6 +212,7 @@ class FeedbackRecord(PlainRecord):
     ts_ms: int
     until_ms: int | None = None
     note: str = ""
+    signature: str = ""  # HMAC-SHA256 by the analyst's key (`streams/review.py`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     topic_prefix: str = ""
     topic_partitions: int = 6
     deadletter_retention_days: int = 14
+    # Analyst (or review service) -> secret key, as JSON in MISUSE_REVIEW_KEYS: decisions on
+    # misuse.feedback are applied only when signed by the key of the analyst they name.
+    review_keys: dict[str, SecretStr] = {}
 
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_username: str | None = None

@@ -7,13 +7,22 @@ import logging
 from dataclasses import asdict
 from typing import Any
 
-from detectors.accounts import AccountRecord, AccountStatus, StatusChange, next_status
+from detectors.accounts import (
+    AccountRecord,
+    AccountStatus,
+    StatusChange,
+    allowlist_review_alert,
+    is_allowlisted,
+    next_status,
+)
 from detectors.policy import Policy
 from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
-from streams.messages import ActionRequest, FeedbackRecord, SignalRecord
-from streams.publish import emit_document
+from streams.messages import ActionRequest, AlertRecord, FeedbackRecord, SignalRecord
+from streams.publish import ALERTS, emit_document
+from streams.review import unverified_alert, verified
 from streams.runtime import Emit, Stage, StateStore
+from streams.settings import get_settings
 from streams.sinks.documents import account_document, action_document
 
 log = logging.getLogger(__name__)
@@ -47,6 +56,7 @@ class RiskStage(Stage):
         self.scorer.accounts = self.risk_state
         self.touched: dict[str, RiskAssessment] = {}
         self.pruning = clock.Every(60)
+        self.review_keys = get_settings().review_keys
 
     def reconfigure(self, policy: Policy) -> None:
         """New weights and thresholds; the decaying contributions stay."""
@@ -57,6 +67,13 @@ class RiskStage(Stage):
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         if isinstance(item, FeedbackRecord):
+            if not verified(item, self.review_keys):
+                # The security alert goes out; raising makes the record a dead letter.
+                alert = unverified_alert(item, self.review_keys)
+                log.warning("decision_refused account=%s analyst=%r", item.account_id,
+                            item.analyst)
+                emit(ALERTS, alert.alert_id, AlertRecord(alert))
+                raise ValueError(f"unverified analyst decision: {alert.reasons[0]}")
             self.on_feedback(item, emit)
         else:
             self.on_signal(item.signal, emit)
@@ -75,6 +92,12 @@ class RiskStage(Stage):
     def on_signal(self, signal: Signal, emit: Emit) -> None:
         assessment = self.scorer.add(signal)
         record: AccountRecord = self.records.get(signal.account_id) or AccountRecord()
+        status = record.status
+        if status is not None and is_allowlisted(status, signal.ts_ms) \
+                and signal.ts_ms >= (status.since_ms or 0) \
+                and assessment.score >= self.policy.risk.flag_threshold:
+            alert = allowlist_review_alert(signal.account_id, status, assessment)
+            emit(ALERTS, alert.alert_id, AlertRecord(alert))  # for review only: no signal
         change = next_status(record.status, assessment, signal.ts_ms)
         if change is not None:
             self.apply(record, change, emit)

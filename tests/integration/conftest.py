@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,8 @@ def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 
     """A worker with topics, indices, consumer group and state of its own, started."""
     settings, env = isolated_environment(name, data_root)
     env.update({"MISUSE_TOPIC_PARTITIONS": str(partitions), "MISUSE_INDEX_BATCH_SECONDS": "0.5",
+                # The analysts' decisions the tests make are signed with this key.
+                "MISUSE_REVIEW_KEYS": json.dumps({"test-analyst": uuid.uuid4().hex}),
                 **(env_overrides or {})})
     settings = settings.model_copy(update={"topic_partitions": partitions})
     setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=env,

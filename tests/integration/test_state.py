@@ -108,6 +108,34 @@ def test_an_analysts_clearing_and_allowlisting_survive_later_signals(pipeline: P
     assert all(a["misuse"]["actor"] == "test-analyst" for a in actions)
 
 
+def test_a_forged_decision_allowlists_nobody_and_raises_a_security_alert(
+        pipeline: Pipeline) -> None:
+    """A plain producer on misuse.feedback, in an analyst's name, without the analyst's key:
+    the account stays flagged, the record is a dead letter, and a security alert says so."""
+    from streams.messages import FeedbackRecord
+
+    account = f"acct-forged-{uuid.uuid4().hex[:6]}"
+    pipeline.produce([signal(account, clock.now_ms() - 60_000, "alert-forged")],
+                     topic="misuse.signals")
+    pipeline.wait_drained()
+    assert account_status(pipeline, account) == "flagged"
+
+    forged = FeedbackRecord(account_id=account, decision="allowlisted", analyst="test-analyst",
+                            ts_ms=clock.now_ms(), until_ms=4_102_444_800_000,
+                            note="trust me", signature="00" * 32)
+    pipeline.produce([forged], topic="misuse.feedback")
+    pipeline.wait_drained()
+    assert account_status(pipeline, account) == "flagged"
+    hits = pipeline.wait_for_alerts(1, **{"misuse.entity.id": account,
+                                          "rule.id": "security.unverified_decision"})
+    assert "signature does not verify" in hits[0]["_source"]["misuse"]["reasons"][0]
+    refused = [r for r in pipeline.dead_letters(expected=10**6, timeout_s=10)
+               if account.encode() in (r.value or b"")]
+    assert refused and b"unverified analyst decision" in dict(refused[0].headers)[
+        "misuse.reason"]
+    assert not pipeline.search("actions", {"term": {"user.id": account}})  # no audit entry
+
+
 def test_a_campaign_keeps_its_id_and_grows_after_the_worker_is_killed(
         pipeline: Pipeline, tmp_path) -> None:
     """Clusters live in memory: a restarted worker rebuilds them from the vectors it had

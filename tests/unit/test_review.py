@@ -1,0 +1,82 @@
+"""Analysts' decisions are applied only when signed by the analyst they name."""
+
+import dataclasses
+from collections import Counter
+
+from pydantic import SecretStr
+
+from detectors.policy import Policy
+from detectors.risk import Signal
+from streams import clock
+from streams.agents.score_risk import RiskStage
+from streams.messages import FeedbackRecord, SignalRecord, encode_batch, records_in
+from streams.outbox import Outbox
+from streams.review import FORGED_RULE, sign, verified
+from streams.runtime import MemoryState, StageDriver
+
+NOW_MS = clock.now_ms()
+KEYS = {"alice": SecretStr("alice-secret"), "bob": SecretStr("bob-secret")}
+
+
+def decision(**changes) -> FeedbackRecord:
+    record = FeedbackRecord(account_id="acct-1", decision="allowlisted", analyst="alice",
+                            ts_ms=NOW_MS, until_ms=NOW_MS + 86_400_000, note="checked")
+    return dataclasses.replace(record, **changes)
+
+
+def test_a_signed_decision_verifies_and_any_change_to_it_does_not():
+    signed = sign(decision(), KEYS["alice"])
+    assert verified(signed, KEYS)
+    for change in ({"account_id": "acct-2"}, {"decision": "cleared"}, {"until_ms": None},
+                   {"analyst": "bob"}, {"note": "other"}, {"ts_ms": NOW_MS + 1}):
+        assert not verified(dataclasses.replace(signed, **change), KEYS), change
+    assert not verified(decision(), KEYS)  # unsigned
+    assert not verified(sign(decision(analyst="mallory"), SecretStr("guess")), KEYS)
+    assert not verified(sign(decision(), KEYS["bob"]), KEYS)  # bob signing as alice
+
+
+def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one(monkeypatch):
+    monkeypatch.setattr("streams.agents.score_risk.get_settings",
+                        lambda: type("S", (), {"review_keys": KEYS})())
+    state = MemoryState()
+    driver = StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
+                         value=lambda m: m, policy=Policy(), state=state)
+    strong = SignalRecord(Signal("acct-1", "jailbreak", "jailbreak.spray", 1.0, NOW_MS - 5000,
+                                 "alert-1", "evidence"))
+    driver.run([encode_batch(SignalRecord.TYPE, [strong])], NOW_MS)
+    statuses = state.table("state-account-status")
+    assert statuses["acct-1"].status.status == "flagged"
+
+    forged = decision()  # a plain producer's record: unsigned
+    result = driver.run([encode_batch(FeedbackRecord.TYPE, [forged])], NOW_MS)
+    assert statuses["acct-1"].status.status == "flagged"  # not allowlisted
+    assert len(result.dead_letters) == 1 and "unverified" in result.dead_letters[0].reason
+    topics = Counter(e.topic for e in result.envelopes)
+    assert topics["misuse.alerts"] == 1
+    alerts = [r.alert for e in result.envelopes if e.topic == "misuse.alerts"
+              for r in records_in(e.value)]
+    assert alerts[0].rule_id == FORGED_RULE and alerts[0].entity.id == "acct-1"
+
+    result = driver.run([encode_batch(FeedbackRecord.TYPE, [sign(forged, KEYS["alice"])])],
+                        NOW_MS)
+    assert not result.dead_letters
+    assert statuses["acct-1"].status.status == "allowlisted"
+
+
+def test_strong_new_evidence_on_an_allowlisted_account_asks_for_a_review(monkeypatch):
+    monkeypatch.setattr("streams.agents.score_risk.get_settings",
+                        lambda: type("S", (), {"review_keys": KEYS})())
+    state = MemoryState()
+    driver = StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
+                         value=lambda m: m, policy=Policy(), state=state)
+    allowlisting = sign(decision(ts_ms=NOW_MS - 60_000), KEYS["alice"])
+    driver.run([encode_batch(FeedbackRecord.TYPE, [allowlisting])], NOW_MS)
+    strong = [SignalRecord(Signal("acct-1", kind, f"{kind}.x", 1.0, NOW_MS - 1000 + i,
+                                  f"alert-{i}", "evidence"))
+              for i, kind in enumerate(("jailbreak", "credential_stuffing"))]
+    result = driver.run([encode_batch(SignalRecord.TYPE, strong)], NOW_MS)
+    alerts = [r.alert for e in result.envelopes if e.topic == "misuse.alerts"
+              for r in records_in(e.value)]
+    assert {a.rule_id for a in alerts} == {"review.allowlisted_account_evidence"}
+    assert len({a.alert_id for a in alerts}) == 1  # one per allowlisting, updated
+    assert state.table("state-account-status")["acct-1"].status.status == "allowlisted"
