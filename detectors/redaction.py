@@ -9,24 +9,44 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from functools import lru_cache
+from typing import Any
 
+# Every quantifier is bounded (or anchored behind a literal prefix), so each pattern scans in
+# linear time whatever the prompt: an unbounded run once made one quadratic, 4 s for a 64 KB
+# prompt of "1.1.1.".
 _SECRET_PATTERNS = [
-    re.compile(r"\b(?:sk|pk|rk)-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{16,}"),  # API keys
+    re.compile(r"\b(?:sk|pk|rk)-(?:proj-|live-|test-)?[A-Za-z0-9_\-]{16,256}"),  # API keys
+    re.compile(r"\b(?:sk|rk|pk)_(?:live|test)_[A-Za-z0-9]{10,256}"),  # Stripe
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,}\b"),  # GitHub tokens
-    re.compile(r"\bxox[abpr]-[A-Za-z0-9\-]{10,}"),  # Slack tokens
-    re.compile(r"\beyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}"),  # JWTs
-    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
-               re.DOTALL),
-    re.compile(r"(?i)\b(?:password|passwd|pwd|secret|token|api[_-]?key)\s*[:=]\s*\S+"),
+    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{30,256}\b"),  # GitHub tokens
+    re.compile(r"\bgithub_pat_[A-Za-z0-9_]{20,256}"),  # GitHub fine-grained tokens
+    re.compile(r"\bglpat-[A-Za-z0-9_\-]{20,64}"),  # GitLab tokens
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{35}"),  # Google API keys
+    re.compile(r"\bxox[abpr]-[A-Za-z0-9\-]{10,256}"),  # Slack tokens
+    # JWTs, and opaque bearer tokens
+    re.compile(r"\beyJ[A-Za-z0-9_\-]{8,4096}\.[A-Za-z0-9_\-]{8,4096}\.[A-Za-z0-9_\-]{8,4096}"),
+    re.compile(r"(?i)\bbearer\s{1,5}[A-Za-z0-9\-._~+/]{8,4096}={0,3}"),
+    re.compile(r"-----BEGIN [A-Z ]{0,40}PRIVATE KEY(?: BLOCK)?-----.*?"
+               r"(?:-----END [A-Z ]{0,40}PRIVATE KEY(?: BLOCK)?-----|$)", re.DOTALL),
+    # key = value, where the key names a secret: password, client_secret, aws_secret_access_key
+    re.compile(r"(?i)\b[A-Za-z0-9_\-]{0,30}(?:password|passwd|pwd|secret|token|api[_-]?key|"
+               r"access[_-]?key)[A-Za-z0-9_\-]{0,30}[\"']?\s{0,5}[:=]\s{0,5}[\"']?[^\s\"',;]{1,512}"),
+    # ... and in words: "my password is hunter2", "the PIN was 4821"
+    re.compile(r"(?i)\b(?:password|passphrase|passcode|pin)\s{1,5}(?:is|was)\s{1,5}"
+               r"[^\s,;]{1,512}"),
 ]
-# Bounded like the addresses themselves (local part 64, domain 255): unbounded runs made the
-# scan quadratic, 4 s for a 64 KB prompt of "1.1.1.".
-_EMAIL = re.compile(r"\b[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9.\-]{1,255}\.[A-Za-z]{2,24}\b")
-_CARD_CANDIDATE = re.compile(r"\b(?:\d[ \-]?){12,18}\d\b")
+# Bounded like the addresses themselves (local part 64, domain 255); \w takes in non-ASCII
+# letters (müller@exämple.de).
+_EMAIL = re.compile(r"[\w.%+\-]{1,64}@[\w\-]{1,63}(?:\.[\w\-]{1,63}){0,8}\.[^\W\d_]{2,24}\b")
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?\b")
+_CARD_CANDIDATE = re.compile(r"\b(?:\d[ .\-]{0,2}){12,18}\d\b")
 _IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
 _IPV6_CANDIDATE = re.compile(r"(?<![:\w])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![:\w])")
 _PHONE = re.compile(r"(?<![\w+])\+?\(?\d{1,4}\)?(?:[ .\-]?\(?\d{2,4}\)?){2,5}(?!\w)")
+_STREET = re.compile(
+    r"\b\d{1,5}[A-Za-z]?\s{1,3}(?:[A-Z][a-z]{1,20}\s{1,3}){1,3}(?:Street|St|Avenue|Ave|Road|Rd|"
+    r"Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|Square|Sq)\b\.?")
 
 
 def _luhn_valid(digits: str) -> bool:
@@ -44,6 +64,13 @@ def _redact_card(match: re.Match[str]) -> str:
     return "[CARD]" if 13 <= len(digits) <= 19 and _luhn_valid(digits) else match.group(0)
 
 
+def _redact_iban(match: re.Match[str]) -> str:
+    """ISO 13616: move the first four characters to the end, letters to numbers, mod 97 is 1."""
+    iban = match.group(0).replace(" ", "")
+    digits = "".join(str(int(c, 36)) for c in iban[4:] + iban[:4])
+    return "[IBAN]" if 15 <= len(iban) <= 34 and int(digits) % 97 == 1 else match.group(0)
+
+
 def _redact_ipv6(match: re.Match[str]) -> str:
     try:
         ipaddress.IPv6Address(match.group(0))
@@ -52,20 +79,44 @@ def _redact_ipv6(match: re.Match[str]) -> str:
     return "[IP]"
 
 
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
 def _redact_phone(match: re.Match[str]) -> str:
     digits = sum(c.isdigit() for c in match.group(0))
+    if _ISO_DATE.fullmatch(match.group(0)):
+        return match.group(0)  # a date, which prompts are full of
     return "[PHONE]" if 7 <= digits <= 15 else match.group(0)
 
 
 def redact(text: str) -> str:
-    """Replace e-mail addresses, phone and card numbers, secrets and IP addresses with tags."""
+    """Replace e-mail addresses, phone, card and bank account numbers, street addresses,
+    secrets and IP addresses with tags."""
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub("[SECRET]", text)
     text = _EMAIL.sub("[EMAIL]", text)
+    text = _IBAN.sub(_redact_iban, text)
     text = _CARD_CANDIDATE.sub(_redact_card, text)
     text = _IPV4.sub("[IP]", text)
     text = _IPV6_CANDIDATE.sub(_redact_ipv6, text)
+    text = _STREET.sub("[ADDRESS]", text)
     return _PHONE.sub(_redact_phone, text)
+
+
+@lru_cache(maxsize=8192)  # user agents repeat: each distinct one is redacted once
+def redact_agent(user_agent: str) -> str:
+    return redact(user_agent)
+
+
+def redact_values(value: Any) -> Any:
+    """Every string inside a JSON-like value redacted (an event's unknown extra fields)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {key: redact_values(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_values(item) for item in value]
+    return value
 
 
 def redacted_sample(text: str, max_chars: int = 200) -> str:

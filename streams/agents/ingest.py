@@ -11,7 +11,7 @@ from detectors.events import InvalidEventError, parse_usage_event
 from detectors.leaked_key import LeakedKeyDetector
 from detectors.network import network_range
 from detectors.policy import Policy
-from detectors.redaction import redact
+from detectors.redaction import redact, redact_agent, redact_values
 from detectors.scraping import ScrapingDetector
 from streams import clock
 from streams.messages import EventRecord, MessageError, Record
@@ -55,6 +55,10 @@ class Ingest(Stage):
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         event = item.event
+        # Nothing leaves this stage unredacted: the prompt (below), the client's user agent and
+        # any field the schema does not know.
+        event = replace(event, user_agent=event.user_agent and redact_agent(event.user_agent),
+                        extra=redact_values(event.extra) if event.extra else event.extra)
         rules = self.policy.rules
         if rules.scraping.enabled:
             for alert in self.scraping.observe(event):

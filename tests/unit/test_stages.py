@@ -142,3 +142,22 @@ def test_an_invalid_jailbreak_bank_on_reload_is_refused_and_the_bank_in_force_st
     finally:
         embedder.patterns_file = shipped
         embedder.reload_patterns()
+
+
+def test_nothing_leaves_ingest_unredacted() -> None:
+    """The prompt, the user agent and unknown extra fields are redacted before any stage sends
+    the event on."""
+    pipeline = InProcessPipeline([s for s in STAGES if s.stage.name == "ingest"], Policy(),
+                                 now_ms=lambda: NOW_MS)
+    event = {"event_id": "e-redact", "ts": NOW_MS - 1000, "account_id": "acct-r1",
+             "api_key_id": "key-r1", "ip": "203.0.113.9", "endpoint": "/v1/chat/completions",
+             "status": 200, "prompt": "mail me at jane@example.org",
+             "user_agent": "acme-bot/1.0 (ops: jane@example.org)",
+             "customer": {"contact": "+1 415 555 0132", "notes": ["card 4111 1111 1111 1111"]}}
+    collected = pipeline.run("api.usage", [json.dumps(event).encode()])
+    sent = [r for topic in ("misuse.events.by-network", "misuse.prompts")
+            for r in collected.records.get(topic, [])]
+    assert len(sent) == 2 and not collected.dead_letters
+    text = json.dumps([r.to_plain() for r in sent])
+    for secret in ("jane@example.org", "555 0132", "4111 1111"):
+        assert secret not in text
