@@ -35,12 +35,17 @@ def test_a_signed_decision_verifies_and_any_change_to_it_does_not():
     assert not verified(sign(decision(), KEYS["bob"]), KEYS)  # bob signing as alice
 
 
-def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one(monkeypatch):
+def risk_stage(monkeypatch) -> tuple[StageDriver, MemoryState]:
+    """The risk stage with KEYS as the worker's review keys."""
     monkeypatch.setattr("streams.agents.score_risk.get_settings",
                         lambda: type("S", (), {"review_keys": KEYS})())
     state = MemoryState()
-    driver = StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
-                         value=lambda m: m, policy=Policy(), state=state)
+    return StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
+                       value=lambda m: m, policy=Policy(), state=state), state
+
+
+def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one(monkeypatch):
+    driver, state = risk_stage(monkeypatch)
     strong = SignalRecord(Signal("acct-1", "jailbreak", "jailbreak.spray", 1.0, NOW_MS - 5000,
                                  "alert-1", "evidence"))
     driver.run([encode_batch(SignalRecord.TYPE, [strong])], NOW_MS)
@@ -64,11 +69,7 @@ def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one(monke
 
 
 def test_strong_new_evidence_on_an_allowlisted_account_asks_for_a_review(monkeypatch):
-    monkeypatch.setattr("streams.agents.score_risk.get_settings",
-                        lambda: type("S", (), {"review_keys": KEYS})())
-    state = MemoryState()
-    driver = StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
-                         value=lambda m: m, policy=Policy(), state=state)
+    driver, state = risk_stage(monkeypatch)
     allowlisting = sign(decision(ts_ms=NOW_MS - 60_000), KEYS["alice"])
     driver.run([encode_batch(FeedbackRecord.TYPE, [allowlisting])], NOW_MS)
     strong = [SignalRecord(Signal("acct-1", kind, f"{kind}.x", 1.0, NOW_MS - 1000 + i,
