@@ -30,10 +30,11 @@ UNREADABLE = object()  # what _decoded returns for bytes the codec refuses
 def use_event(event: EventT) -> None:
     """Make `event` the current event of this task, as Faust's tables expect of a write.
 
-    The one use of a private Faust name (`faust.streams._current_event`). A table write lands
-    in the partition of the current event, both in the changelog (`partition_for_key`) and in
-    the RocksDB store (`_set`), and faust-streaming 0.15 has no public way to name the
-    partition of a write; its own Stream._set_current_event is what we must not call (below).
+    The one use of a private Faust name (`faust.streams._current_event`). The changelog
+    partition of a write is named explicitly (`TableState.flush`), but the RocksDB store reads
+    and writes in the partition of the current event (`_get`, `_set`), and faust-streaming
+    0.15 has no public way to name it; its own Stream._set_current_event is what we must not
+    call (below).
 
     Only the context variable (what faust.current_event() reads), never the stream's own
     current_event attribute: Stream.take_events reads that attribute from its background task
