@@ -78,6 +78,17 @@ class Settings(BaseSettings):
     # Events stamped further ahead than this (event time vs. the worker's clock) are rejected.
     max_future_skew_seconds: int = 86_400
 
+    # The act stage's sinks. Suspension requests go to every URL as Standard Webhooks, signed
+    # with every secret (two during a rotation); both lists are JSON in the environment.
+    suspension_webhook_urls: list[str] = []
+    suspension_webhook_secrets: list[SecretStr] = []
+    pagerduty_url: str = "https://events.pagerduty.com/v2/enqueue"
+    pagerduty_routing_key: SecretStr | None = None
+    alertmanager_url: str | None = None
+    # Per attempt; a delivery makes up to webhook_max_attempts with jittered backoff.
+    webhook_timeout_seconds: float = 5.0
+    webhook_max_attempts: int = 6
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
