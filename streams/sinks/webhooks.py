@@ -230,7 +230,9 @@ class WebhookClient:
     async def deliver(self, url: str, body: bytes, msg_id: str, secrets: Sequence[SecretStr],
                       now_s: Callable[[], int]) -> DeliveryResult:
         """A Standard Webhooks delivery: the same `msg_id` on every attempt, a fresh
-        timestamp and signature per attempt. `secrets=()` sends no signature header."""
+        timestamp and signature per attempt. `secrets=()` sends no signature header.
+        An unusable secret raises WebhookSecretError: configuration, not delivery trouble
+        (check secrets at start with `secret_key`)."""
         def headers() -> Mapping[str, str]:
             return webhook_headers(secrets, msg_id, now_s(), body)
         return await self.post_with_retries(url, body, headers, label=msg_id)
