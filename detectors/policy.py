@@ -167,6 +167,32 @@ class Automation(_Strict):
     suspension_enabled: bool = False
     dry_run: bool = True
     max_suspensions_per_hour: int = Field(10, ge=0)
+    # The circuit breaker stops automation and pages on-call when more suspensions are asked
+    # for in an hour than this multiple of their usual hourly rate (and at least the minimum);
+    # an analyst resumes it (`misuse review --resume-automation`).
+    breaker_multiple: float = Field(3.0, gt=1)
+    breaker_min_suspensions: int = Field(20, ge=1)
+    breaker_baseline_hours: int = Field(168, ge=1)
+
+
+Receiver = Literal["pagerduty", "alertmanager"]
+
+
+def default_routes() -> dict[Severity, list[Receiver]]:
+    return {"critical": ["pagerduty", "alertmanager"], "high": ["pagerduty", "alertmanager"],
+            "medium": ["alertmanager"], "low": []}
+
+
+class Paging(_Strict):
+    # Alerts at or above this severity page on-call, unless their rule is excluded; each goes
+    # to the receivers its severity routes to (those configured in the settings).
+    min_severity: Severity = "high"
+    routes: dict[Severity, list[Receiver]] = Field(default_factory=default_routes)
+    exclude_rules: list[str] = []
+    # One page per group (a campaign, or one rule on one entity) per window...
+    group_window_seconds: int = Field(3600, gt=0)
+    # ...and at most this many an hour; the next page says how many were held back.
+    max_pages_per_hour: int = Field(20, ge=1)
 
 
 class Policy(_Strict):
@@ -176,6 +202,7 @@ class Policy(_Strict):
     embedding: Embedding = Embedding()
     risk: Risk = Risk()
     automation: Automation = Automation()
+    paging: Paging = Paging()
 
 
 def policy_from_dict(data: Any) -> Policy:

@@ -39,6 +39,7 @@ from typing import Any
 import msgpack
 
 from detectors.accounts import AccountRecord, AccountStatus
+from detectors.actions import AutomationLedger, PageLedger
 from detectors.credential_stuffing import _Attempt, _RangeState
 from detectors.incidents import Incident
 from detectors.jailbreak import AccountJailbreakState, PatternState, _Hit, _Use
@@ -74,6 +75,8 @@ STATE_TYPES: dict[str, type] = {
     "risk.signal": Signal,
     "accounts.record": AccountRecord,
     "accounts.status": AccountStatus,
+    "actions.automation": AutomationLedger,
+    "actions.pages": PageLedger,
 }
 _BUILTIN_TAGS = frozenset({"tuple", "set", "deque", "counter", "dict"})
 _NAMES = {cls: name for name, cls in STATE_TYPES.items()}

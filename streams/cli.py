@@ -151,12 +151,18 @@ def labels_path_for(events_path: Path) -> Path:
 ALLOWLIST_DAYS = 90
 
 
+ACT_DECISIONS = ("approved", "rejected", "resume")  # read by the act stage
+
+
 @main.command()
 @click.argument("account")
 @click.option("--decision", required=True, type=click.Choice(["cleared", "allowlisted",
-                                                               "unlisted"]),
+                                                               "unlisted", *ACT_DECISIONS]),
               help="cleared: reviewed, not misuse; allowlisted: never flag (until --until); "
-                   "unlisted: end an allowlisting.")
+                   "unlisted: end an allowlisting; approved / rejected: the suspension "
+                   "waiting for approval (over the hourly cap or held by the circuit "
+                   "breaker); resume: automation after the breaker opened (ACCOUNT: "
+                   "automation).")
 @click.option("--until", "until", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z",
                                                                  "%Y-%m-%d"]),
               help="End of the allowlisting (UTC if no offset); 90 days from now if not given: "
@@ -164,7 +170,8 @@ ALLOWLIST_DAYS = 90
 @click.option("--analyst", required=True, help="Who decided, for the audit record.")
 @click.option("--note", default="", help="Why.")
 def review(account: str, decision: str, until: datetime | None, analyst: str, note: str) -> None:
-    """Record an analyst's decision on an account; the worker never overrides it."""
+    """Record an analyst's decision on an account, or on the suspension waiting for it; the
+    worker never overrides it."""
     from streams import clock
     from streams.broker import producer
     from streams.messages import FeedbackRecord, encode_batch
@@ -184,7 +191,8 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
     record = sign(FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
                                  analyst=analyst, note=note, ts_ms=clock.now_ms()), key)
     kafka = producer(settings)
-    kafka.send(settings.topic("misuse.feedback"), key=account.encode(),
+    topic = "misuse.account-actions" if decision in ACT_DECISIONS else "misuse.feedback"
+    kafka.send(settings.topic(topic), key=account.encode(),
                value=encode_batch(FeedbackRecord.TYPE, [record]))
     kafka.flush()
     kafka.close()

@@ -230,10 +230,40 @@ class JailbreakMatch(PlainRecord):
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest(PlainRecord):
-    """An action the risk stage asks for (a suspension), for the act stage."""
+    """An action the risk stage asks for, for the act stage: a suspension, or its reversal
+    (`unsuspend`) after an analyst cleared or allowlisted the account."""
 
     TYPE: ClassVar[str] = "action-request"
     request: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest(PlainRecord):
+    """An alert that may page on-call (`trigger`), or the end of its incident (`resolve`), for
+    the act stage, which routes, groups and rate-limits pages. `group`: what pages once per
+    window (a campaign, or one rule on one entity)."""
+
+    TYPE: ClassVar[str] = "page-request"
+    action: str
+    group: str
+    ts_ms: int
+    alert: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(PlainRecord):
+    """One request to an outside system, decided by the act stage and carried out by the
+    delivery sink. `id` is its idempotency key, the same on every retry, replay and restart
+    (Standard Webhooks' `webhook-id`); `receiver` is suspension, pagerduty or alertmanager;
+    `body` holds no secret (the sink adds routing keys and signatures)."""
+
+    TYPE: ClassVar[str] = "delivery"
+    id: str
+    receiver: str
+    body: dict[str, Any]
+    account_id: str = ""
+    action: str = ""
+    ts_ms: int = 0
 
 
 def _read(record_type: str, parse: Callable[[Mapping[str, Any]], T],
@@ -273,7 +303,7 @@ _NO_CLOCK_CHECK = 2**62
 
 RECORD_TYPES: dict[str, type[Record]] = {
     t.TYPE: t for t in (EventRecord, AlertRecord, SignalRecord, DocumentRecord, FeedbackRecord,
-                        JailbreakMatch, ActionRequest, PromptVector)}
+                        JailbreakMatch, ActionRequest, PageRequest, Delivery, PromptVector)}
 
 
 def records_in(raw: bytes | None) -> list[Record]:

@@ -10,12 +10,13 @@ from typing import Any
 from detectors.alerts import Alert
 from detectors.policy import RulePolicy
 from detectors.risk import Signal, signals_from_alert
-from streams.messages import AlertRecord, DocumentRecord, SignalRecord
+from streams.messages import AlertRecord, DocumentRecord, PageRequest, SignalRecord
 from streams.runtime import Emit
 
 log = logging.getLogger(__name__)
 
 ALERTS, SIGNALS, DOCUMENTS = "misuse.alerts", "misuse.signals", "misuse.documents"
+ACTIONS = "misuse.account-actions"
 
 
 def emit_alert(emit: Emit, alert: Alert, rule: RulePolicy) -> None:
@@ -24,10 +25,28 @@ def emit_alert(emit: Emit, alert: Alert, rule: RulePolicy) -> None:
     log.info("alert rule=%s entity=%s:%s id=%s shadow=%s", alert.rule_id, alert.entity.kind,
              alert.entity.id, alert.alert_id, alert.shadow)
     emit(ALERTS, alert.alert_id, AlertRecord(alert))
-    if alert.shadow or rule.action == "none":
+    if alert.shadow:
+        return
+    # The act stage decides whether it pages (policy routing, grouping, rate limit).
+    emit(ACTIONS, page_group(alert), PageRequest("trigger", page_group(alert),
+                                                 alert.window_end_ms, alert.to_dict()))
+    if rule.action == "none":
         return
     for signal in signals_from_alert(alert):
         emit_signal(emit, signal)
+
+
+def page_group(alert: Alert) -> str:
+    """What pages once per window: a campaign, or one rule on one entity (its updates and
+    its next incidents alike)."""
+    if alert.entity.kind == "campaign":
+        return f"campaign:{alert.entity.id}"
+    return f"{alert.rule_id}:{alert.entity.kind}:{alert.entity.id}"
+
+
+def emit_page_resolve(emit: Emit, group: str, ts_ms: int) -> None:
+    """The incident behind a group's page is over (a campaign withdrawn)."""
+    emit(ACTIONS, group, PageRequest("resolve", group, ts_ms))
 
 
 def emit_signal(emit: Emit, signal: Signal) -> None:

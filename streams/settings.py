@@ -15,17 +15,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 TOPIC_NAMES = (
     "api.usage", "misuse.deadletter", "misuse.events.by-network", "misuse.prompts",
     "misuse.prompt-vectors", "misuse.jailbreak-matches", "misuse.signals", "misuse.alerts",
-    "misuse.documents", "misuse.account-actions", "misuse.feedback",
+    "misuse.documents", "misuse.account-actions", "misuse.deliveries", "misuse.feedback",
 )
 # One partition, so one worker sees all of it: the campaign stage links clusters across the
 # whole window, and a campaign split between workers would be found in pieces or not at all.
 # (It is about 6 % of the pipeline's cost; the stage moves to another worker on failover.)
-SINGLE_PARTITION_TOPICS = ("misuse.prompt-vectors",)
+# The act stage's too: its hourly cap and circuit breaker must hold across every worker.
+SINGLE_PARTITION_TOPICS = ("misuse.prompt-vectors", "misuse.account-actions")
 # The topics the worker consumes: when its group has committed all of them, it has caught up.
 CONSUMED_TOPICS = (
     "api.usage", "misuse.events.by-network", "misuse.prompts", "misuse.prompt-vectors",
     "misuse.jailbreak-matches", "misuse.signals", "misuse.feedback", "misuse.alerts",
-    "misuse.documents",
+    "misuse.documents", "misuse.account-actions", "misuse.deliveries",
 )
 
 

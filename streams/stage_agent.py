@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, NoReturn, Protocol
 
 from faust.types import AppT, EventT, StreamT, TopicT
 
@@ -121,3 +121,43 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
 
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)
+
+
+class Sink(Protocol):
+    """Where batches leave Kafka (Elasticsearch, webhooks). `write` owns its retries and
+    dead-letters what it cannot write, with the reason; it returns once every event of the
+    batch is written or dead-lettered, and the batch is acknowledged then."""
+
+    async def write(self, events: list[EventT]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def register_sink(app: AppT, topics: Topics, name: str, reads: tuple[str, ...],
+                  open_sink: Callable[[], Sink], batch_size: int, within: float) -> None:
+    """An agent feeding batches of `reads` to the sink `open_sink` makes, named `name`."""
+
+    async def run_sink(stream: StreamT) -> None:
+        sink = open_sink()
+        try:
+            async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+                try:
+                    await sink.write(events)
+                except Exception:
+                    stop_worker(name)
+        finally:
+            await sink.close()
+
+    run_sink.__name__ = run_sink.__qualname__ = name
+    app.agent(topics(*reads), name=name)(run_sink)
+
+
+def stop_worker(name: str) -> NoReturn:
+    """Not a bad record (stages and sinks dead-letter those) but I/O, memory or a bug outside
+    any one record. Faust's take_events acknowledges a batch in a `finally`, so raising would
+    lose it: the worker stops at once instead, before anything commits, and reads the batch
+    again when it is restarted."""
+    log.critical("stage_failed stage=%s: stopping the worker so that the batch is read again "
+                 "after a restart", name, exc_info=True)
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE

@@ -1,11 +1,13 @@
 """One module per stage; `STAGES` says where each runs. `build_app` makes the worker: the Faust
-app with every stage run by the same loop (`streams/stage_agent.py`), and the Elasticsearch
-indexer."""
+app with every stage run by the same loop (`streams/stage_agent.py`), and the sinks: the
+Elasticsearch indexer and the deliverer of suspension requests and pages."""
 
 from __future__ import annotations
 
 import faust
 
+from streams.agents.act import ActStage
+from streams.agents.deliver import register_deliverer
 from streams.agents.detect_campaigns import DetectCampaigns
 from streams.agents.detect_network_abuse import NetworkAbuse
 from streams.agents.detect_pattern_spread import PatternSpread
@@ -28,6 +30,7 @@ STAGES = (
     StageSpec(DetectCampaigns, ("misuse.prompt-vectors",), build=DetectCampaigns.restored,
               within=1.0, blocking=True),
     StageSpec(RiskStage, ("misuse.signals", "misuse.feedback"), within=0.5),
+    StageSpec(ActStage, ("misuse.account-actions",), within=0.5),
 )
 
 
@@ -50,4 +53,5 @@ def build_app(settings: Settings) -> faust.App:
     for spec in STAGES:
         register_stage(app, topics, spec)
     register_indexer(app, topics)
+    register_deliverer(app, topics)
     return app

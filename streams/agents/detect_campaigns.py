@@ -15,7 +15,7 @@ from detectors.policy import Policy
 from streams import clock
 from streams.broker import read_back
 from streams.messages import MessageError, PromptVector, decode_batch, records_of, vector_from
-from streams.publish import emit_alert, emit_document
+from streams.publish import emit_alert, emit_document, emit_page_resolve
 from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
 from streams.sinks.documents import campaign_document
@@ -103,4 +103,5 @@ class DetectCampaigns(Stage):
         for withdrawn in tracker.withdrawn:
             log.info("campaign_withdrawn id=%s", withdrawn)
             emit_document(emit, "campaigns", withdrawn, {"misuse": {"status": "withdrawn"}})
+            emit_page_resolve(emit, f"campaign:{withdrawn}", latest_event_ms)
         tracker.withdrawn.clear()

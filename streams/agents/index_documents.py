@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 
 from elasticsearch import AsyncElasticsearch
-from faust.types import AppT, EventT, StreamT
+from faust.types import AppT, EventT
 
 from streams.messages import (
     AlertRecord,
@@ -19,7 +19,7 @@ from streams.messages import (
 )
 from streams.sinks.documents import alert_document
 from streams.sinks.elasticsearch import Document, ElasticsearchSink, client_options
-from streams.stage_agent import Topics
+from streams.stage_agent import Topics, register_sink
 
 log = logging.getLogger(__name__)
 INDEXES = {"campaigns", "accounts", "actions"}
@@ -35,6 +35,9 @@ class Indexer:
     def __init__(self, topics: Topics, sink: ElasticsearchSink) -> None:
         self.topics, self.settings, self.sink = topics, topics.settings, sink
 
+    async def close(self) -> None:
+        await self.sink.client.close()
+
     def to_document(self, record: Record) -> Document:
         if isinstance(record, AlertRecord):
             return alert_document(record.alert, self.settings)
@@ -48,7 +51,7 @@ class Indexer:
         log.error("document_rejected topic=%s reason=%r", source, reason[:200])
         await (await self.topics.dead_letter(None, value, reason, {"topic": source}))
 
-    async def index_batch(self, batch: list[EventT]) -> None:
+    async def write(self, batch: list[EventT]) -> None:
         # A document updated several times in one batch is written once, in its last
         # version; partial updates of one document are merged in order.
         latest: dict[tuple[str, str], tuple[Document, Record, str]] = {}
@@ -79,16 +82,11 @@ class Indexer:
 def register_indexer(app: AppT, topics: Topics) -> None:
     settings = topics.settings
 
-    @app.agent(topics("misuse.alerts", "misuse.documents"), name="index_documents")
-    async def index_documents(stream: StreamT) -> None:
-        client = AsyncElasticsearch(**client_options(settings))
-        indexer = Indexer(topics, ElasticsearchSink(client))
-        try:
-            async for batch in stream.take_events(  # type: ignore[attr-defined]
-                    settings.index_batch_size, within=settings.index_batch_seconds):
-                await indexer.index_batch(batch)
-        finally:
-            await client.close()
+    def open_indexer() -> Indexer:
+        return Indexer(topics, ElasticsearchSink(AsyncElasticsearch(**client_options(settings))))
+
+    register_sink(app, topics, "index_documents", ("misuse.alerts", "misuse.documents"),
+                  open_indexer, settings.index_batch_size, settings.index_batch_seconds)
 
 
 def merge(first: Document, second: Document) -> Document:

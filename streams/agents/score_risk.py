@@ -19,7 +19,7 @@ from detectors.policy import Policy
 from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
 from streams.messages import ActionRequest, AlertRecord, FeedbackRecord, SignalRecord
-from streams.publish import ALERTS, emit_document
+from streams.publish import ACTIONS, ALERTS, emit_document
 from streams.review import unverified_alert, verified
 from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
@@ -123,7 +123,7 @@ class RiskStage(Stage):
                    # Dry run unless the policy turns automation on: then the act stage may
                    # carry it out, within its hourly cap.
                    "dry_run": automation.dry_run or not allowed}
-        emit("misuse.account-actions", change.account_id, ActionRequest(request))
+        emit(ACTIONS, change.account_id, ActionRequest(request))
         emit_document(emit, "actions", f"suspend-{change.account_id}-{change.ts_ms}",
                       action_document(request, outcome="requested"))
 
@@ -131,6 +131,13 @@ class RiskStage(Stage):
         """An analyst's decision: cleared, allowlisted (optionally until a time) or unlisted."""
         account, ts_ms, kind = decision.account_id, decision.ts_ms, decision.decision
         record: AccountRecord = self.records.get(account) or AccountRecord()
+        if record.status is not None and record.status.status == "suspended" \
+                and kind in ("cleared", "allowlisted"):
+            # The analyst overrules the suspension: the act stage reverses what it did.
+            emit(ACTIONS, account, ActionRequest({
+                "account_id": account, "action": "unsuspend", "ts_ms": ts_ms,
+                "automated": False, "by": decision.analyst, "analyst": decision.analyst,
+                "reasons": [f"{kind} by {decision.analyst}"]}))
         if kind == "cleared":
             record.status = AccountStatus("cleared", "analyst", cleared_at_ms=ts_ms,
                                           since_ms=ts_ms)

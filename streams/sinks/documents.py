@@ -104,18 +104,21 @@ def account_document(account_id: str, status: dict[str, Any], assessment: RiskAs
     }
 
 
-def action_document(action: dict[str, Any], outcome: str) -> dict[str, Any]:
-    """The audit record of an action asked for or taken, automated or by an analyst."""
+def action_document(action: dict[str, Any], outcome: str, reason: str | None = None,
+                    actor: str | None = None, **details: Any) -> dict[str, Any]:
+    """The audit record of an action asked for or taken, automated or by an analyst, or of a
+    delivery (`details`: receiver, attempts, response status, latency)."""
     ts_ms = int(action["ts_ms"])
     return {
         "@timestamp": iso(ts_ms),
         "event": {"action": action["action"], "outcome": outcome},
-        "user": {"id": action["account_id"]},
+        "user": {"id": action.get("account_id")},
         "misuse": {
             "automated": bool(action.get("automated")), "dry_run": action.get("dry_run"),
-            "actor": action.get("analyst", "misuse-detector"),
-            "reason": "; ".join(action.get("reasons", [])) or action.get("note", ""),
+            "actor": actor or action.get("analyst", "misuse-detector"),
+            "reason": reason or "; ".join(action.get("reasons", [])) or action.get("note", ""),
             "score": action.get("score"), "detectors": action.get("detectors", []),
             "alert_ids": action.get("alert_ids", []),
+            "policy_version": action.get("policy_version"), **details,
         },
     }

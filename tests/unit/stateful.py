@@ -16,6 +16,7 @@ from typing import Any
 import msgpack
 
 from detectors.accounts import AccountRecord, AccountStatus
+from detectors.actions import AutomationLedger, PageLedger
 from detectors.alerts import Alert
 from detectors.credential_stuffing import CredentialStuffingDetector
 from detectors.events import Moderation, UsageEvent
@@ -209,8 +210,24 @@ def stored_tables() -> dict[str, dict[str, bytes]]:
             for table, states in tables.items()}
 
 
-def write_fixture(path: Path = FIXTURE) -> None:
-    path.write_bytes(msgpack.packb({"tables": stored_tables()}, use_bin_type=True))
+def act_tables() -> dict[str, dict[str, bytes]]:
+    """The act stage's ledgers (added after the first fixture, so in a fixture of their own)."""
+    automation = AutomationLedger(sent_ms=[T0], hourly={T0 // HOUR: 3},
+                                  queued={"acct-2": {"account_id": "acct-2", "ts_ms": T0}},
+                                  suspended={"acct-1": T0})
+    pages = PageLedger(open={"campaign:c1": (T0, {"dedup_key": "alert-1"})}, sent_ms=[T0],
+                       held_back=2)
+    return {"state-act": {"automation": encode_state(automation),
+                          "pages": encode_state(pages)}}
+
+
+ACT_FIXTURE = FIXTURE.with_name(f"state-v{FORMAT_VERSION}-act.msgpack")
+
+
+def write_fixture(path: Path = FIXTURE, tables: dict[str, dict[str, bytes]] | None = None
+                  ) -> None:
+    tables = stored_tables() if tables is None else tables
+    path.write_bytes(msgpack.packb({"tables": tables}, use_bin_type=True))
 
 
 def read_fixture(path: Path) -> dict[str, dict[str, bytes]]:
@@ -218,5 +235,8 @@ def read_fixture(path: Path) -> dict[str, dict[str, bytes]]:
     return tables
 
 
-if __name__ == "__main__":
-    write_fixture(Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURE)
+if __name__ == "__main__":  # `act`: the act stage's fixture; else a path (or the first one)
+    if sys.argv[1:] == ["act"]:
+        write_fixture(ACT_FIXTURE, act_tables())
+    else:
+        write_fixture(Path(sys.argv[1]) if len(sys.argv) > 1 else FIXTURE)

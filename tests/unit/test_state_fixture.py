@@ -77,3 +77,18 @@ def test_activity_and_first_seen_carry_on():
     tables = decoded()
     assert tables["activity"]["embed_prompts"].observe("acct-1", T0 + 5 * MINUTE) == 31
     assert tables["state-key-first-seen"] == {"key-1": T0}
+
+
+def test_the_act_stage_carries_on_its_stored_ledgers():
+    from detectors.actions import QUEUE_CAP, SEND
+    from detectors.policy import Automation
+    from tests.unit.stateful import ACT_FIXTURE
+
+    ledgers = decoded(ACT_FIXTURE)["state-act"]
+    automation, pages = ledgers["automation"], ledgers["pages"]
+    policy = Automation(max_suspensions_per_hour=2)
+    # One suspension sent at T0 is remembered: one more fits in that hour, then the cap.
+    assert automation.admit(T0 + MINUTE, policy)[0] == SEND
+    assert automation.admit(T0 + 2 * MINUTE, policy)[0] == QUEUE_CAP
+    assert automation.take("acct-2") == {"account_id": "acct-2", "ts_ms": T0}
+    assert pages.resolve("campaign:c1") == {"dedup_key": "alert-1"}

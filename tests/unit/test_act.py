@@ -1,0 +1,155 @@
+"""The act stage with lists of messages: dry runs, the hourly cap and its approval queue,
+the circuit breaker, reversals, and pages grouped per campaign."""
+
+from collections import Counter
+
+from pydantic import SecretStr
+
+from detectors.policy import Automation, Paging, Policy
+from streams import clock
+from streams.agents.act import ActStage
+from streams.messages import (
+    ActionRequest,
+    Delivery,
+    DocumentRecord,
+    FeedbackRecord,
+    PageRequest,
+    encode_batch,
+    records_in,
+)
+from streams.outbox import Outbox
+from streams.review import sign
+from streams.runtime import MemoryState, StageDriver
+from streams.sinks.webhooks import message_id
+
+NOW_MS = clock.now_ms()
+KEYS = {"alice": SecretStr("alice-secret")}
+LIVE = Automation(suspension_enabled=True, dry_run=False, max_suspensions_per_hour=2,
+                  breaker_min_suspensions=50)
+
+
+def act_stage(monkeypatch, policy: Policy) -> StageDriver:
+    monkeypatch.setattr("streams.agents.act.get_settings",
+                        lambda: type("S", (), {"review_keys": KEYS})())
+    state = MemoryState()
+    return StageDriver(ActStage(policy, state), Outbox(partitions=lambda _: 1),
+                       value=lambda m: m, policy=policy, state=state)
+
+
+def suspension(account: str, dry_run: bool = False, ts_ms: int = NOW_MS) -> bytes:
+    return encode_batch(ActionRequest.TYPE, [ActionRequest({
+        "account_id": account, "action": "suspend", "ts_ms": ts_ms, "dry_run": dry_run,
+        "automated": True, "reasons": ["two detectors"], "alert_ids": ["alert-1"],
+        "detectors": ["jailbreak", "campaign"]})])
+
+
+def decided(account: str, decision: str) -> bytes:
+    record = sign(FeedbackRecord(account_id=account, decision=decision, analyst="alice",
+                                 ts_ms=NOW_MS), KEYS["alice"])
+    return encode_batch(FeedbackRecord.TYPE, [record])
+
+
+def outputs(result) -> tuple[list[Delivery], dict[str, str]]:
+    """The deliveries, and each audit document's outcome by its id."""
+    records = [r for e in result.envelopes for r in records_in(e.value)]
+    audits = {r.id: r.source["event"]["outcome"] for r in records
+              if isinstance(r, DocumentRecord)}
+    return [r for r in records if isinstance(r, Delivery)], audits
+
+
+def test_dry_run_requests_are_audited_and_never_delivered(monkeypatch):
+    driver = act_stage(monkeypatch, Policy())  # the defaults: off, dry run
+    deliveries, audits = outputs(driver.run([suspension("acct-1", dry_run=True)], NOW_MS))
+    assert deliveries == []
+    assert audits == {f"suspend-acct-1-{NOW_MS}": "dry_run"}
+
+
+def test_over_the_cap_requests_wait_for_an_analyst_who_approves_or_rejects(monkeypatch):
+    driver = act_stage(monkeypatch, Policy(automation=LIVE))
+    deliveries, audits = outputs(driver.run(
+        [suspension(f"acct-{i}") for i in range(4)], NOW_MS))
+    assert [d.account_id for d in deliveries] == ["acct-0", "acct-1"]
+    assert deliveries[0].receiver == "suspension" and deliveries[0].body["automated"]
+    assert Counter(audits.values()) == {"sent": 2, "awaiting_approval": 2}
+
+    deliveries, audits = outputs(driver.run([decided("acct-2", "approved"),
+                                             decided("acct-3", "rejected")], NOW_MS))
+    assert [(d.account_id, d.body["approved_by"]) for d in deliveries] == [("acct-2", "alice")]
+    assert Counter(audits.values()) == {"sent": 1, "done": 2}
+    # The approved request keeps the id it was asked for with: stable across retries.
+    assert deliveries[0].id == message_id(f"suspend-acct-2-{NOW_MS}")
+
+
+def test_a_live_request_under_a_dry_run_policy_is_not_sent(monkeypatch):
+    driver = act_stage(monkeypatch, Policy())  # e.g. automation turned off since the request
+    deliveries, audits = outputs(driver.run([suspension("acct-1", dry_run=False)], NOW_MS))
+    assert deliveries == [] and list(audits.values()) == ["dry_run"]
+
+
+def test_an_unsigned_approval_is_refused(monkeypatch):
+    driver = act_stage(monkeypatch, Policy(automation=LIVE))
+    driver.run([suspension(f"acct-{i}") for i in range(3)], NOW_MS)
+    forged = encode_batch(FeedbackRecord.TYPE, [FeedbackRecord(
+        account_id="acct-2", decision="approved", analyst="alice", ts_ms=NOW_MS)])
+    result = driver.run([forged], NOW_MS)
+    deliveries, _ = outputs(result)
+    assert deliveries == [] and len(result.dead_letters) == 1
+
+
+def test_the_breaker_holds_every_request_and_pages_once_until_resumed(monkeypatch):
+    policy = Policy(automation=Automation(
+        suspension_enabled=True, dry_run=False, max_suspensions_per_hour=100,
+        breaker_min_suspensions=3, breaker_multiple=2.0))
+    driver = act_stage(monkeypatch, policy)
+    deliveries, audits = outputs(driver.run([suspension(f"acct-{i}") for i in range(6)],
+                                            NOW_MS))
+    suspensions = [d for d in deliveries if d.receiver == "suspension"]
+    pages = [d for d in deliveries if d.receiver != "suspension"]
+    assert len(suspensions) == 2  # the third tripped it
+    assert {p.receiver for p in pages} == {"pagerduty", "alertmanager"}
+    assert all(p.body["rule_id"] == "automation.circuit_breaker" for p in pages)
+    assert Counter(audits.values())["awaiting_approval"] == 4
+    deliveries, _ = outputs(driver.run([decided("automation", "resume")], NOW_MS))
+    assert {d.action for d in deliveries} == {"resolve"}  # the breaker's page resolves
+
+
+def test_clearing_a_suspended_account_sends_the_reversal(monkeypatch):
+    driver = act_stage(monkeypatch, Policy(automation=LIVE))
+    driver.run([suspension("acct-1")], NOW_MS)
+    reversal = encode_batch(ActionRequest.TYPE, [ActionRequest({
+        "account_id": "acct-1", "action": "unsuspend", "ts_ms": NOW_MS + 1, "by": "alice",
+        "automated": False})])
+    deliveries, audits = outputs(driver.run([reversal], NOW_MS))
+    assert [(d.action, d.account_id) for d in deliveries] == [("unsuspend", "acct-1")]
+    # A second reversal has nothing left to undo.
+    deliveries, audits = outputs(driver.run([reversal], NOW_MS))
+    assert deliveries == [] and list(audits.values()) == ["nothing_to_reverse"]
+
+
+def alert(alert_id: str, account: str, severity: str = "high") -> dict:
+    return {"alert_id": alert_id, "rule_id": "campaign.coordinated", "severity": severity,
+            "score": 0.9, "entity": {"kind": "account", "id": account},
+            "window_end_ms": NOW_MS, "accounts": [account],
+            "reasons": ["one narrative from 300 accounts, mail me at a@b.example"]}
+
+
+def test_a_campaign_of_300_accounts_pages_once_and_resolves(monkeypatch):
+    driver = act_stage(monkeypatch, Policy(paging=Paging(max_pages_per_hour=5)))
+    triggers = [PageRequest("trigger", "campaign:c1", NOW_MS, alert(f"a{i}", f"acct-{i}"))
+                for i in range(300)]
+    deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, triggers)], NOW_MS))
+    assert sorted(d.receiver for d in deliveries) == ["alertmanager", "pagerduty"]
+    assert all(d.body["dedup_key"] == "a0" for d in deliveries)
+    assert "a@b.example" not in str(deliveries[0].body)  # redacted: pages leave the company
+    resolve = encode_batch(PageRequest.TYPE, [PageRequest("resolve", "campaign:c1", NOW_MS)])
+    deliveries, _ = outputs(driver.run([resolve], NOW_MS))
+    assert {(d.action, d.body["dedup_key"]) for d in deliveries} == {("resolve", "a0")}
+
+
+def test_paging_follows_the_policy_routes_and_severity(monkeypatch):
+    driver = act_stage(monkeypatch, Policy(paging=Paging(min_severity="critical")))
+    quiet = PageRequest("trigger", "g1", NOW_MS, alert("a1", "acct-1", "high"))
+    loud = PageRequest("trigger", "g2", NOW_MS, alert("a2", "acct-2", "critical"))
+    deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, [quiet, loud])],
+                                       NOW_MS))
+    assert {d.body["dedup_key"] for d in deliveries} == {"a2"}
