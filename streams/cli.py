@@ -12,11 +12,14 @@ from typing import IO
 
 import click
 
+from streams.errors import MisuseGroup, set_debug
 from streams.settings import get_settings
 from streams.simulation.common import Split
 
 
-@click.group()
+@click.group(cls=MisuseGroup)
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
+              help="Print the traceback of a failure, not only its one-line summary.")
 def main() -> None:
     """misuse-detector: finds misuse of a language-model API in its usage events."""
 
@@ -43,13 +46,24 @@ def worker(loglevel: str) -> None:
     """Run the stream worker (all stages) until stopped."""
     from faust.worker import Worker
 
-    from streams.agents import build_app
+    from streams.agents import build_app, changelog_topics
+    from streams.broker import require_topics
+    from streams.embedding_model import check_model_available
+    from streams.logs import install_rate_limits, worker_logging_config
     from streams.policy import current_policy
+    from streams.settings import TOPIC_NAMES
 
+    settings = get_settings()
     current_policy()  # an invalid policy stops the worker here, with the reason
+    check_model_available(settings.embedding_model)
+    # Kafka down or topics missing: one line now, not an agent crash after a minute.
+    require_topics(settings, [settings.topic(name) for name in TOPIC_NAMES]
+                   + list(changelog_topics(settings)))
     check_elasticsearch_templates()
-    get_settings().data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
-    Worker(build_app(get_settings()), loglevel=loglevel).execute_from_commandline()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
+    install_rate_limits()
+    Worker(build_app(settings), loglevel=loglevel,
+           logging_config=worker_logging_config(settings.log_format)).execute_from_commandline()
 
 
 def check_elasticsearch_templates() -> None:
@@ -166,7 +180,7 @@ ALLOWLIST_DAYS = 90
 def review(account: str, decision: str, until: datetime | None, analyst: str, note: str) -> None:
     """Record an analyst's decision on an account; the worker never overrides it."""
     from streams import clock
-    from streams.broker import producer
+    from streams.broker import producer, require_topics
     from streams.messages import FeedbackRecord, encode_batch
     from streams.review import sign
 
@@ -183,6 +197,7 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
             "applies only those signed with a key in MISUSE_REVIEW_KEYS")
     record = sign(FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
                                  analyst=analyst, note=note, ts_ms=clock.now_ms()), key)
+    require_topics(settings, [settings.topic("misuse.feedback")])
     kafka = producer(settings)
     kafka.send(settings.topic("misuse.feedback"), key=account.encode(),
                value=encode_batch(FeedbackRecord.TYPE, [record]))
