@@ -87,6 +87,18 @@ def check_elasticsearch_templates() -> None:
 
 
 @main.command()
+def doctor() -> None:
+    """Check Kafka, Elasticsearch, the policy, the model and the data directory; each failing
+    row says how to fix it."""
+    from streams.doctor import format_table, run_checks
+
+    rows = run_checks(get_settings())
+    click.echo(format_table(rows))
+    if not all(row.ok for row in rows):
+        raise click.exceptions.Exit(1)
+
+
+@main.command()
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default=None, help="Defaults to the usage topic (api.usage).")
 def produce(path: Path, topic: str | None) -> None:

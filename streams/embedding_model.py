@@ -48,6 +48,10 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> Any:
     # model is the bottleneck and the cores are the worker's.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if device == "cpu" else "true")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
+
+    # Its "Loading weights" bar would land in the worker's log as WARNING lines.
+    transformers_logging.disable_progress_bar()
 
     path = model_path(name)
     if not Path(path).is_dir():
