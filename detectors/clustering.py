@@ -26,6 +26,8 @@ from detectors.network import network_range
 
 _Identity = tuple[str, str, str, str]  # account, api key, ip, user agent
 T = TypeVar("T")
+# Cosine distance below which two members are copies of one text (float noise apart).
+_COPY_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -455,13 +457,14 @@ class OnlineClusterer:
             return None
         cluster.checked_at = cluster.added
         vectors = np.stack([_unit(np.asarray(p.vector, dtype=np.float64)) for p in members])
-        # Copies share one vector: a cluster of one text has nothing to split (and KMeans
-        # would warn that it found fewer distinct points than clusters).
-        if len(np.unique(vectors, axis=0)) < 2:
-            return None
         # Seeding with two far-apart members finds two real groups in one run, deterministically.
         first = int(np.argmin(vectors @ _unit(vectors.sum(axis=0))))
         second = int(np.argmin(vectors @ vectors[first]))
+        # Copies of one text share a vector, up to float noise (a text encoded in another
+        # batch differs in its last bits): if even the farthest member is such a copy, there
+        # is nothing to split, and KMeans would find one distinct cluster and warn.
+        if float(vectors[first] @ vectors[second]) > 1.0 - _COPY_TOLERANCE:
+            return None
         labels = KMeans(n_clusters=2, init=vectors[[first, second]], n_init=1,
                         random_state=0).fit_predict(vectors)
         sizes = np.bincount(labels, minlength=2)

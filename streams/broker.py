@@ -15,9 +15,15 @@ from tqdm import tqdm
 from streams.settings import TOPIC_NAMES, Settings
 
 
+class TopicsMissingError(RuntimeError):
+    """Topics the command needs are not in the cluster: run `misuse setup`."""
+
+
 def connection_options(settings: Settings) -> dict[str, Any]:
-    options: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap.split(","),
-                               "security_protocol": settings.kafka_security_protocol}
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_timeout_ms": int(settings.kafka_bootstrap_timeout_seconds * 1000)}
     if settings.kafka_sasl_mechanism:
         options["sasl_mechanism"] = settings.kafka_sasl_mechanism
         options["sasl_plain_username"] = settings.kafka_username
@@ -50,6 +56,19 @@ def create_topics(settings: Settings, replication_factor: int = 1) -> list[str]:
         return sorted(missing)
     finally:
         admin.close()
+
+
+def require_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Fail at once when a topic is missing: a producer would wait a minute for its metadata
+    and then time out without naming it."""
+    admin = KafkaAdminClient(**connection_options(settings))
+    try:
+        existing = set(admin.list_topics())
+    finally:
+        admin.close()
+    missing = sorted(set(topics) - existing)
+    if missing:
+        raise TopicsMissingError(f"topic(s) missing: {', '.join(missing)}")
 
 
 def producer(settings: Settings) -> KafkaProducer:
@@ -107,6 +126,7 @@ def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> I
 def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str) -> int:
     """Send JSON lines keyed by their account; lines that are not JSON are sent as they are,
     so the worker dead-letters them with a reason."""
+    require_topics(settings, [topic])
     kafka = producer(settings)
     count = 0
     for line in tqdm(lines, unit="events", desc="producing", disable=not sys.stderr.isatty()):

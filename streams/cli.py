@@ -12,11 +12,14 @@ from typing import IO
 
 import click
 
+from streams.errors import MisuseGroup, set_debug
 from streams.settings import get_settings
 from streams.simulation.common import Split
 
 
-@click.group()
+@click.group(cls=MisuseGroup)
+@click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=set_debug,
+              help="Print the traceback of a failure, not only its one-line summary.")
 def main() -> None:
     """misuse-detector: finds misuse of a language-model API in its usage events."""
 
@@ -43,13 +46,24 @@ def worker(loglevel: str) -> None:
     """Run the stream worker (all stages) until stopped."""
     from faust.worker import Worker
 
-    from streams.agents import build_app
+    from streams.agents import build_app, changelog_topics
+    from streams.broker import require_topics
+    from streams.embedding_model import check_model_available
+    from streams.logs import install_rate_limits, worker_logging_config
     from streams.policy import current_policy
+    from streams.settings import TOPIC_NAMES
 
+    settings = get_settings()
     current_policy()  # an invalid policy stops the worker here, with the reason
+    check_model_available(settings.embedding_model)
+    # Kafka down or topics missing: one line now, not an agent crash after a minute.
+    require_topics(settings, [settings.topic(name) for name in TOPIC_NAMES]
+                   + list(changelog_topics(settings)))
     check_elasticsearch_templates()
-    get_settings().data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
-    Worker(build_app(get_settings()), loglevel=loglevel).execute_from_commandline()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
+    install_rate_limits()
+    Worker(build_app(settings), loglevel=loglevel,
+           logging_config=worker_logging_config(settings.log_format)).execute_from_commandline()
 
 
 def check_elasticsearch_templates() -> None:
@@ -70,6 +84,18 @@ def check_elasticsearch_templates() -> None:
                    f"({exc.__class__.__name__}); alerts wait in Kafka until it is", err=True)
     except TemplatesMissingError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+def doctor() -> None:
+    """Check Kafka, Elasticsearch, the policy, the model and the data directory; each failing
+    row says how to fix it."""
+    from streams.doctor import format_table, run_checks
+
+    rows = run_checks(get_settings())
+    click.echo(format_table(rows))
+    if not all(row.ok for row in rows):
+        raise click.exceptions.Exit(1)
 
 
 @main.command()
@@ -173,7 +199,7 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
     """Record an analyst's decision on an account, or on the suspension waiting for it; the
     worker never overrides it."""
     from streams import clock
-    from streams.broker import producer
+    from streams.broker import producer, require_topics
     from streams.messages import FeedbackRecord, encode_batch
     from streams.review import sign
 
@@ -190,6 +216,7 @@ def review(account: str, decision: str, until: datetime | None, analyst: str, no
             "applies only those signed with a key in MISUSE_REVIEW_KEYS")
     record = sign(FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
                                  analyst=analyst, note=note, ts_ms=clock.now_ms()), key)
+    require_topics(settings, [settings.topic("misuse.feedback")])
     kafka = producer(settings)
     topic = "misuse.account-actions" if decision in ACT_DECISIONS else "misuse.feedback"
     kafka.send(settings.topic(topic), key=account.encode(),

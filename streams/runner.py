@@ -18,7 +18,11 @@ from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 
 class WorkerError(RuntimeError):
     """The worker exited, crashed an agent, or did not get there in time; the message ends
-    with the tail of its log."""
+    with the tail of its log, which is at `log_path`."""
+
+    def __init__(self, message: str, log_path: Path | None = None) -> None:
+        super().__init__(message)
+        self.log_path = log_path
 
 
 class WorkerProcess:
@@ -101,14 +105,15 @@ class WorkerProcess:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process is None or self.process.poll() is not None:
-                raise WorkerError(f"the worker exited before it was {what}:\n{self.log_tail()}")
+                raise WorkerError(f"the worker exited before it was {what}:\n{self.log_tail()}",
+                                  self.log_path)
             if b"Crashed reason" in self._log_bytes():
-                raise WorkerError(f"an agent crashed:\n{self.log_tail()}")
+                raise WorkerError(f"an agent crashed:\n{self.log_tail()}", self.log_path)
             if condition():
                 return
             if time.monotonic() > deadline:
                 raise WorkerError(f"the worker was not {what} in {timeout_s:.0f} s; log "
-                                  f"{self.log_path}:\n{self.log_tail()}")
+                                  f"{self.log_path}:\n{self.log_tail()}", self.log_path)
             time.sleep(poll_s)
 
 

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     kafka_sasl_mechanism: str | None = None
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
+    # How long a CLI command waits for the first broker before it says Kafka is unreachable.
+    kafka_bootstrap_timeout_seconds: float = 10.0
     # Prepended to every topic name; lets tests and staging share a cluster.
     topic_prefix: str = ""
     topic_partitions: int = 6
@@ -74,6 +76,8 @@ class Settings(BaseSettings):
     # RocksDB tables, recovered from their changelog topics after a restart.
     store: str = "rocksdb://"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"
+    # The worker's log: "text" (key=value messages) or "json" (one object a line).
+    log_format: Literal["text", "json"] = "text"
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     # Events stamped further ahead than this (event time vs. the worker's clock) are rejected.

@@ -54,9 +54,11 @@ def encode_only(settings: Settings, prompts: list[str], batch_size: int = 64
     for precision in ("fp32", "int8"):
         model = encoding_model(load_model.__wrapped__(settings.embedding_model, "cpu"), "cpu",
                                precision)
-        model.encode(prompts[:batch_size], batch_size=batch_size)  # warm-up
+        model.encode(prompts[:batch_size], batch_size=batch_size,  # warm-up
+                     show_progress_bar=False)
         began = time.perf_counter()
-        model.encode(prompts, batch_size=batch_size, normalize_embeddings=True)
+        model.encode(prompts, batch_size=batch_size, normalize_embeddings=True,
+                     show_progress_bar=False)
         out[f"{precision} prompts_per_s"] = rate(len(prompts), time.perf_counter() - began)
     out["int8 / fp32"] = out["int8 prompts_per_s"] / out["fp32 prompts_per_s"]
     return out
@@ -110,7 +112,8 @@ def naive_pipeline(settings: Settings, es: Elasticsearch, events: list[dict[str,
     began = time.perf_counter()
     for event in events:
         usage = event_from_dict(event, now_ms=event["ts"] + 1000)
-        vector = model.encode([redact(usage.prompt or "")], normalize_embeddings=True)[0]
+        vector = model.encode([redact(usage.prompt or "")], normalize_embeddings=True,
+                              show_progress_bar=False)[0]
         es.index(index=index, id=usage.event_id,
                  document={"event": usage.event_id, "vector_norm": float(vector @ vector)})
     seconds = time.perf_counter() - began

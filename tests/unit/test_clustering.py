@@ -168,3 +168,19 @@ def test_a_cluster_of_one_copied_text_is_not_split_and_raises_no_warning() -> No
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert clusterer.refine().split == ()
+
+
+def test_copies_a_float_noise_apart_are_not_split_and_raise_no_warning() -> None:
+    import warnings
+
+    # One text encoded in different batches: the same vector up to its last bits.
+    rng = np.random.default_rng(8)
+    base = unit(rng.normal(size=DIM))
+    clusterer = OnlineClusterer(window_ms=3_600_000, split_min_members=5)
+    for i in range(30):
+        vector = (base + rng.normal(scale=1e-8, size=DIM)).astype(np.float32)
+        clusterer.add(ClusterPoint(f"copy-{i}", T0 + i, vector, f"a{i}", "k", "10.0.0.1", "",
+                                   "same text", "t"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert clusterer.refine().split == ()
