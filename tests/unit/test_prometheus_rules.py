@@ -156,6 +156,14 @@ def test_the_readme_lists_every_metric_and_alert() -> None:
     assert all(rule["alert"] in index for rule in alerts())
 
 
+def test_every_alert_has_a_promtool_unit_test_where_it_fires() -> None:
+    document = yaml.safe_load(RULES_TESTS_FILE.read_text(encoding="utf-8"))
+    assert document["rule_files"] == [RULES_FILE.name]
+    fired = {case["alertname"] for test in document["tests"]
+             for case in test["alert_rule_test"] if case["exp_alerts"]}
+    assert fired == {rule["alert"] for rule in alerts()}
+
+
 def promtool() -> str | None:
     cached = Path.home() / ".cache" / "misuse-detector" / "bin" / "promtool"
     return shutil.which("promtool") or (str(cached) if cached.is_file() else None)
