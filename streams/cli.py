@@ -1,4 +1,4 @@
-"""The `misuse` command: setup, worker, produce, simulate, review, eval, demo."""
+"""The `misuse` command: setup, worker, produce, simulate, review, eval, demo, kibana."""
 
 from __future__ import annotations
 
@@ -255,6 +255,41 @@ def demo(preset: str, seed: int | None) -> None:
     from streams.demo import run_demo
 
     run_demo(preset, seed if seed is not None else int(time.time()))
+
+
+@main.group()
+def kibana() -> None:
+    """Kibana saved objects for analysts: data views, saved searches, the dashboard."""
+
+
+@kibana.command(name="install")
+@click.option("--url", required=True, envvar="MISUSE_KIBANA_URL",
+              help="Kibana's base URL, e.g. http://127.0.0.1:5601.")
+@click.option("--api-key", envvar="MISUSE_KIBANA_API_KEY", help="Kibana API key (encoded).")
+@click.option("--user", envvar="MISUSE_KIBANA_USER", help="Basic auth, with --password.")
+@click.option("--password", envvar="MISUSE_KIBANA_PASSWORD")
+@click.option("--space", default=None, help="Kibana space; the default space if not given.")
+@click.option("--file", "pack", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Saved objects to import; defaults to ops/kibana/misuse.ndjson.")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds to wait for Kibana.")
+def install_kibana(url: str, api_key: str | None, user: str | None, password: str | None,
+                   space: str | None, pack: Path | None, timeout: float) -> None:
+    """Import the saved objects into Kibana (overwriting earlier versions of them)."""
+    from streams import kibana as pack_installer
+
+    try:
+        result = pack_installer.install(
+            url, index_prefix=get_settings().index_prefix, pack=pack or pack_installer.PACK_FILE,
+            space=space, api_key=api_key, user=user, password=password, timeout=timeout)
+    except pack_installer.KibanaImportError as exc:
+        raise click.ClickException(str(exc)) from None
+    for error in result.errors:
+        click.echo(f"not imported: {error}", err=True)
+    if not result.success:
+        raise click.ClickException(f"import incomplete: {result.success_count} objects "
+                                   f"imported, {len(result.errors)} refused")
+    click.echo(f"imported {result.success_count} objects into Kibana at "
+               f"{pack_installer.printable_url(url)}")
 
 
 if __name__ == "__main__":
