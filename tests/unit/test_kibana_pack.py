@@ -402,7 +402,7 @@ def test_install_reports_what_kibana_refused(stub_kibana: StubKibana) -> None:
     assert result.exit_code == 1
     assert "not imported: lens misuse-lens-campaigns (Campaigns): unknown: field misuse.size" \
         in result.output
-    assert "Error: import incomplete: 12 objects imported, 1 refused" in result.output
+    assert "error: import incomplete: 12 objects imported, 1 refused" in result.output
 
 
 def test_install_reports_kibanas_refusal_in_one_line(stub_kibana: StubKibana) -> None:
@@ -410,7 +410,7 @@ def test_install_reports_kibanas_refusal_in_one_line(stub_kibana: StubKibana) ->
     result = run_install("--url", stub_kibana.url, "--api-key", "wrong")
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        f"Error: Kibana at {stub_kibana.url} answered 401: "
+        f"error: Kibana at {stub_kibana.url} answered 401: "
         "[security_exception] unable to authenticate"]
 
 
@@ -421,5 +421,5 @@ def test_install_says_when_kibana_is_unreachable() -> None:
     result = run_install("--url", f"http://127.0.0.1:{port}", "--timeout", "5")
     assert result.exit_code == 1
     [line] = result.output.strip().splitlines()
-    assert line.startswith(f"Error: cannot reach Kibana at http://127.0.0.1:{port}")
+    assert line.startswith(f"error: cannot reach Kibana at http://127.0.0.1:{port}")
     assert "Traceback" not in result.output
