@@ -51,33 +51,43 @@ class InProcessPipeline:
                     value=lambda message: message, policy=policy, state=state))
             for topic in spec.reads:
                 self.readers[topic].append(spec.stage.name)
+        self.ticking = [spec.stage.name for spec in specs if spec.tick_seconds]
         self.collected = Collected()
 
     def run(self, topic: str, messages: Iterable[bytes]) -> Collected:
         """Feed raw messages to `topic` in batches and run every stage until nothing is left
-        in flight. Returns everything collected so far."""
+        in flight, then tick the stages that tick (as the worker's timers would once the input
+        pauses), until that too leaves nothing in flight. Returns everything collected."""
         pending: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         pending[(topic, 0)].extend(messages)
         while pending:
-            (topic, partition), queue = next(iter(pending.items()))
-            batch, rest = queue[:self.batch_size], queue[self.batch_size:]
-            if rest:
-                pending[(topic, partition)] = rest
-            else:
-                del pending[(topic, partition)]
-            for name in self.readers[topic]:
-                began = time.perf_counter()
-                driver = self.drivers[name][partition % self.workers]
-                result = driver.run(batch, self.now_ms(), self.policy)
-                self.collected.seconds[name] += time.perf_counter() - began
-                self.collected.processed[name] += result.records
-                self.collected.dead_letters += [(topic, d.reason) for d in result.dead_letters]
-                for envelope in result.envelopes:
-                    if envelope.topic in self.readers:
-                        pending[(envelope.topic, envelope.partition)].append(envelope.value)
-                    else:
-                        self.collected.records[envelope.topic] += records_in(envelope.value)
+            while pending:
+                (topic, partition), queue = next(iter(pending.items()))
+                batch, rest = queue[:self.batch_size], queue[self.batch_size:]
+                if rest:
+                    pending[(topic, partition)] = rest
+                else:
+                    del pending[(topic, partition)]
+                for name in self.readers[topic]:
+                    self._run(name, partition, topic, batch, pending)
+            for name in self.ticking:
+                for partition in range(self.workers):
+                    self._run(name, partition, "", [], pending)
         return self.collected
+
+    def _run(self, name: str, partition: int, topic: str, batch: list[bytes],
+             pending: dict[tuple[str, int], list[bytes]]) -> None:
+        began = time.perf_counter()
+        driver = self.drivers[name][partition % self.workers]
+        result = driver.run(batch, self.now_ms(), self.policy)
+        self.collected.seconds[name] += time.perf_counter() - began
+        self.collected.processed[name] += result.records
+        self.collected.dead_letters += [(topic, d.reason) for d in result.dead_letters]
+        for envelope in result.envelopes:
+            if envelope.topic in self.readers:
+                pending[(envelope.topic, envelope.partition)].append(envelope.value)
+            else:
+                self.collected.records[envelope.topic] += records_in(envelope.value)
 
     def stage(self, name: str) -> object:
         return self.drivers[name][0].stage

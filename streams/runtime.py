@@ -114,7 +114,9 @@ class StageSpec:
     """Where a stage runs: the topics it reads (logical names), how its batches are taken,
     and how it is built in the worker (by default its constructor; `build` may first restore
     what the stage keeps outside its tables). `blocking`: it runs in a thread, wholly when it
-    keeps no tables, else its `prepare` step (`streams/stage_agent.py`)."""
+    keeps no tables, else its `prepare` step (`streams/stage_agent.py`). `tick_seconds`: also
+    run the stage's `after` this often without input, for work that must not wait for the
+    next message (judging what the last batch brought, once the input pauses)."""
 
     stage: type[Stage]
     reads: tuple[str, ...]
@@ -122,6 +124,7 @@ class StageSpec:
     batch_size: int = 500
     within: float = 0.5
     blocking: bool = False
+    tick_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,6 +77,10 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         assigned = app.consumer.assignment()
         return [event for event in events if event.message.tp in assigned]
 
+    drivers: list[StageDriver[EventT]] = []  # the stage once built, for the tick
+    topic_names = {topics.settings.topic(logical) for logical in reads}
+    turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
+
     async def run_stage(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
         policy = current_policy()
@@ -84,19 +88,22 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             await loop.run_in_executor(None, make_stage, policy, state),
             Outbox(partitions=partitions), value=lambda event: event.message.value,
             activate=use_event, policy=policy, state=state)
+        drivers.append(driver)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
-            try:
+            await run_or_stop(driver, events)
+
+    async def run_or_stop(driver: StageDriver[EventT], events: list[EventT]) -> None:
+        try:
+            async with turn:
                 await run_batch(driver, events)
-            except Exception:
-                # Not a bad record (the driver dead-letters those) but I/O, memory or a bug
-                # outside any one record. Faust's take_events acknowledges a batch in a
-                # `finally`, so raising would lose it: the worker stops at once instead,
-                # before anything commits, and reads the batch again when it is restarted.
-                log.critical("stage_failed stage=%s: stopping the worker so that the batch "
-                             "is read again after a restart", name, exc_info=True)
-                logging.shutdown()
-                os._exit(70)  # EX_SOFTWARE
+        except Exception:
+            stop_worker(name)
+
+    async def tick() -> None:
+        """Only where the stage's input is: a stage elsewhere holds no live state to act on."""
+        if drivers and any(tp.topic in topic_names for tp in app.consumer.assignment()):
+            await run_or_stop(drivers[0], [])
 
     async def run_batch(driver: StageDriver[EventT], events: list[EventT]) -> None:
         loop, now_ms, policy = asyncio.get_running_loop(), clock.now_ms(), current_policy()
@@ -121,6 +128,9 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
 
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)
+    if spec.tick_seconds:
+        tick.__name__ = tick.__qualname__ = f"{name}_tick"
+        app.timer(spec.tick_seconds, name=f"{name}_tick")(tick)
 
 
 class Sink(Protocol):

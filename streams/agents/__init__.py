@@ -27,8 +27,10 @@ STAGES = (
     StageSpec(EmbedPrompts, ("misuse.prompts",), batch_size=8, within=1.0, blocking=True),
     StageSpec(PatternSpread, ("misuse.jailbreak-matches",), batch_size=100, within=1.0),
     # Judging clusters takes up to a second: off the loop, where the other stages run.
+    # A tick: the points of the last batch before the input pauses are judged without waiting
+    # for more traffic.
     StageSpec(DetectCampaigns, ("misuse.prompt-vectors",), build=DetectCampaigns.restored,
-              within=1.0, blocking=True),
+              within=1.0, blocking=True, tick_seconds=5.0),
     StageSpec(RiskStage, ("misuse.signals", "misuse.feedback"), within=0.5),
     StageSpec(ActStage, ("misuse.account-actions",), within=0.5),
 )
