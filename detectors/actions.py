@@ -23,23 +23,27 @@ SEND, QUEUE_CAP, QUEUE_BREAKER = "send", "awaiting_approval:cap", "awaiting_appr
 
 @dataclass
 class AutomationLedger:
-    """The automated suspensions asked for: the times of those sent in the last hour (the
-    cap), the number asked for in each past hour (their usual rate), the breaker, the requests
-    waiting for an analyst, and the accounts a suspension was sent for (to reverse)."""
+    """The automated suspensions asked for, by request id: when each was asked for (this hour
+    against the usual hourly rate), when each was sent (the cap), the breaker, the requests
+    waiting for an analyst (by account), and the accounts a suspension was sent for (to
+    reverse). By id, so that a request read again after a restart counts once."""
 
-    sent_ms: list[int] = field(default_factory=list)
-    hourly: dict[int, int] = field(default_factory=dict)  # hour number -> requests asked for
+    asked_ms: dict[str, int] = field(default_factory=dict)
+    sent_ms: dict[str, int] = field(default_factory=dict)
     breaker_open_since_ms: int | None = None
     queued: dict[str, dict[str, Any]] = field(default_factory=dict)
     suspended: dict[str, int] = field(default_factory=dict)  # account -> when it was sent
 
-    def admit(self, now_ms: int, automation: Automation) -> tuple[str, bool]:
-        """The verdict on one automated suspension asked for at `now_ms`, and whether this
-        request tripped the breaker (page on-call). Sending is recorded here; a queued request
-        is the caller's to store (`queue`)."""
+    def admit(self, request_id: str, now_ms: int, automation: Automation) -> tuple[str, bool]:
+        """The verdict on one automated suspension request, and whether it tripped the
+        breaker (page on-call). Sending is recorded here; a held request is the caller's to
+        `queue`. A request seen before gets its first verdict again (it is a replay)."""
         self.forget_before(now_ms, automation.breaker_baseline_hours)
-        hour = now_ms // HOUR_MS
-        self.hourly[hour] = self.hourly.get(hour, 0) + 1
+        if request_id in self.sent_ms:
+            return SEND, False
+        if request_id in self.asked_ms:
+            return (QUEUE_BREAKER if self.breaker_open_since_ms is not None else QUEUE_CAP), False
+        self.asked_ms[request_id] = now_ms
         tripped = False
         if self.breaker_open_since_ms is None and self.surging(now_ms, automation):
             self.breaker_open_since_ms = now_ms
@@ -48,7 +52,7 @@ class AutomationLedger:
             return QUEUE_BREAKER, tripped
         if len(self.sent_ms) >= automation.max_suspensions_per_hour:
             return QUEUE_CAP, tripped
-        self.sent_ms.append(now_ms)
+        self.sent_ms[request_id] = now_ms
         return SEND, tripped
 
     def surging(self, now_ms: int, automation: Automation) -> bool:
@@ -56,9 +60,9 @@ class AutomationLedger:
         hourly rate (the mean over the baseline hours before it), and at least
         `breaker_min_suspensions`: a detector gone wrong, or an attack on the automation."""
         hour = now_ms // HOUR_MS
-        recent = self.hourly.get(hour, 0)
-        baseline = automation.breaker_baseline_hours
-        usual = sum(self.hourly.get(h, 0) for h in range(hour - baseline, hour)) / baseline
+        recent = sum(1 for t in self.asked_ms.values() if t // HOUR_MS == hour)
+        usual = sum(1 for t in self.asked_ms.values() if t // HOUR_MS < hour) \
+            / automation.breaker_baseline_hours
         return recent >= automation.breaker_min_suspensions \
             and recent > automation.breaker_multiple * usual
 
@@ -76,12 +80,11 @@ class AutomationLedger:
     def forget_before(self, now_ms: int, baseline_hours: int) -> None:
         """Bounded: the cap needs an hour, the usual rate its baseline, and a reversal is asked
         for within REVERSAL_DAYS of the suspension or by hand."""
-        self.sent_ms = [t for t in self.sent_ms if t > now_ms - HOUR_MS]
-        oldest = now_ms // HOUR_MS - baseline_hours
-        self.hourly = {h: n for h, n in self.hourly.items() if h >= oldest}
+        self.sent_ms = {r: t for r, t in self.sent_ms.items() if t > now_ms - HOUR_MS}
+        oldest = (now_ms // HOUR_MS - baseline_hours) * HOUR_MS
+        self.asked_ms = {r: t for r, t in self.asked_ms.items() if t >= oldest}
         reversible = now_ms - REVERSAL_DAYS * 24 * HOUR_MS
         self.suspended = {a: t for a, t in self.suspended.items() if t > reversible}
-
 
 
 @dataclass

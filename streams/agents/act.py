@@ -71,7 +71,7 @@ class ActStage(Stage):
         elif request.get("dry_run", True) or not self.live():
             audit(emit, audit_id, request, "dry_run")
         else:
-            verdict, tripped = ledger.admit(now_ms, self.policy.automation)
+            verdict, tripped = ledger.admit(audit_id, now_ms, self.policy.automation)
             if tripped:
                 self.page_breaker(emit, now_ms)
             if verdict == SEND:

@@ -212,7 +212,8 @@ def stored_tables() -> dict[str, dict[str, bytes]]:
 
 def act_tables() -> dict[str, dict[str, bytes]]:
     """The act stage's ledgers (added after the first fixture, so in a fixture of their own)."""
-    automation = AutomationLedger(sent_ms=[T0], hourly={T0 // HOUR: 3},
+    sent = {"suspend-acct-1-0": T0}
+    automation = AutomationLedger(asked_ms=dict(sent), sent_ms=sent,
                                   queued={"acct-2": {"account_id": "acct-2", "ts_ms": T0}},
                                   suspended={"acct-1": T0})
     pages = PageLedger(open={"campaign:c1": (T0, {"dedup_key": "alert-1"})}, sent_ms=[T0],

@@ -24,9 +24,17 @@ def automation(**changes) -> Automation:
 
 def test_the_cap_holds_within_an_hour_and_frees_as_the_hour_slides():
     ledger, policy = AutomationLedger(), automation()
-    verdicts = [ledger.admit(T0 + i * 60_000, policy)[0] for i in range(5)]
+    verdicts = [ledger.admit(f"r{i}", T0 + i * 60_000, policy)[0] for i in range(5)]
     assert verdicts == [SEND, SEND, SEND, QUEUE_CAP, QUEUE_CAP]
-    assert ledger.admit(T0 + HOUR_MS + 1, policy)[0] == SEND  # the first sent left the hour
+    assert ledger.admit("r5", T0 + HOUR_MS + 1, policy)[0] == SEND  # r0 left the hour
+
+
+def test_a_request_read_again_after_a_restart_gets_its_verdict_again_and_counts_once():
+    ledger, policy = AutomationLedger(), automation()
+    verdicts = [ledger.admit(f"r{i}", T0 + i, policy)[0] for i in range(4)]
+    replayed = [ledger.admit(f"r{i}", T0 + 100 + i, policy)[0] for i in range(4)]
+    assert replayed == verdicts == [SEND, SEND, SEND, QUEUE_CAP]
+    assert len(ledger.asked_ms) == 4 and ledger.breaker_open_since_ms is None
 
 
 def test_the_breaker_trips_on_a_surge_over_the_usual_rate_and_holds_until_resumed():
@@ -34,20 +42,20 @@ def test_the_breaker_trips_on_a_surge_over_the_usual_rate_and_holds_until_resume
     # A usual rate of 2 an hour over the past day...
     for hour in range(24):
         for i in range(2):
-            assert ledger.admit(T0 + hour * HOUR_MS + i, policy) == (SEND, False)
+            assert ledger.admit(f"h{hour}-{i}", T0 + hour * HOUR_MS + i, policy) == (SEND, False)
     # ...then 7 in one hour: over 3 x 2 and over the minimum of 6 at the 7th.
     now = T0 + 24 * HOUR_MS
-    verdicts = [ledger.admit(now + i, policy) for i in range(8)]
+    verdicts = [ledger.admit(f"now-{i}", now + i, policy) for i in range(8)]
     assert [v for v, _ in verdicts[:6]] == [SEND] * 6
     assert verdicts[6] == (QUEUE_BREAKER, True)  # tripped: page on-call once
     assert verdicts[7] == (QUEUE_BREAKER, False)
     ledger.resume()
-    assert ledger.admit(now + 2 * HOUR_MS, policy)[0] == SEND
+    assert ledger.admit("later", now + 2 * HOUR_MS, policy)[0] == SEND
 
 
 def test_a_quiet_baseline_does_not_trip_below_the_minimum():
     ledger, policy = AutomationLedger(), automation(max_suspensions_per_hour=100)
-    assert all(ledger.admit(T0 + i, policy) == (SEND, False) for i in range(5))
+    assert all(ledger.admit(f"r{i}", T0 + i, policy) == (SEND, False) for i in range(5))
 
 
 def test_the_queue_keeps_one_request_per_account_until_taken():
@@ -61,11 +69,11 @@ def test_the_queue_keeps_one_request_per_account_until_taken():
 def test_bookkeeping_is_bounded():
     ledger, policy = AutomationLedger(), automation(max_suspensions_per_hour=1000)
     for hour in range(200):
-        ledger.admit(T0 + hour * HOUR_MS, policy)
+        ledger.admit(f"r{hour}", T0 + hour * HOUR_MS, policy)
         ledger.suspended[f"acct-{hour}"] = T0 + hour * HOUR_MS
-    assert len(ledger.hourly) <= 25 and len(ledger.sent_ms) == 1
+    assert len(ledger.asked_ms) <= 25 and len(ledger.sent_ms) == 1
     ledger.forget_before(T0 + 100 * 24 * HOUR_MS, 24)
-    assert not ledger.suspended and not ledger.hourly
+    assert not ledger.suspended and not ledger.asked_ms
 
 
 def test_a_group_pages_once_per_window_and_the_rate_limit_counts_what_it_held_back():

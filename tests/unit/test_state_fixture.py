@@ -88,7 +88,7 @@ def test_the_act_stage_carries_on_its_stored_ledgers():
     automation, pages = ledgers["automation"], ledgers["pages"]
     policy = Automation(max_suspensions_per_hour=2)
     # One suspension sent at T0 is remembered: one more fits in that hour, then the cap.
-    assert automation.admit(T0 + MINUTE, policy)[0] == SEND
-    assert automation.admit(T0 + 2 * MINUTE, policy)[0] == QUEUE_CAP
+    assert automation.admit("r1", T0 + MINUTE, policy)[0] == SEND
+    assert automation.admit("r2", T0 + 2 * MINUTE, policy)[0] == QUEUE_CAP
     assert automation.take("acct-2") == {"account_id": "acct-2", "ts_ms": T0}
     assert pages.resolve("campaign:c1") == {"dedup_key": "alert-1"}
