@@ -160,6 +160,12 @@ class AccountRisk:
 
     signals: dict[str, Signal] = field(default_factory=dict)
     latest_ms: int = 0
+    # Alerts an analyst closed as false positives: their signals no longer count, including
+    # the updates of a still-growing incident (the newest MAX_DISMISSED).
+    dismissed: list[str] = field(default_factory=list)
+
+
+MAX_DISMISSED = 20
 
 
 def _dedup_key(signal: Signal) -> str:
@@ -197,12 +203,24 @@ class RiskScorer:
         """Take one signal and return the account's assessment at the signal's time (or the
         latest time seen for the account, for a late signal)."""
         state = self.accounts.get(signal.account_id) or AccountRisk()
+        if signal.alert_id is not None and signal.alert_id in state.dismissed:
+            return self._assess(signal.account_id, state, max(state.latest_ms, signal.ts_ms))
         key = _dedup_key(signal)
         earlier = state.signals.get(key)
         if earlier is None or earlier.ts_ms <= signal.ts_ms:
             state.signals[key] = signal  # a redelivered older version changes nothing
         state.latest_ms = max(state.latest_ms, signal.ts_ms)
         return self._assess(signal.account_id, state, state.latest_ms, changed=True)
+
+    def dismiss(self, account_id: str, alert_id: str, now_ms: int) -> RiskAssessment:
+        """An analyst closed the alert as a false positive: it stops feeding this account."""
+        state = self.accounts.get(account_id)
+        if state is None:
+            return judge(account_id, [], self.thresholds, now_ms)
+        state.signals.pop(alert_id, None)
+        state.dismissed = [*[a for a in state.dismissed if a != alert_id], alert_id][
+            -MAX_DISMISSED:]
+        return self._assess(account_id, state, max(state.latest_ms, now_ms), changed=True)
 
     def assess(self, account_id: str, now_ms: int) -> RiskAssessment:
         state = self.accounts.get(account_id)

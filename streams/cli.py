@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 
@@ -178,52 +178,101 @@ ALLOWLIST_DAYS = 90
 
 
 ACT_DECISIONS = ("approved", "rejected", "resume")  # read by the act stage
+ALERT_DECISIONS = ("acknowledged", "closed")
 
 
 @main.command()
-@click.argument("account")
-@click.option("--decision", required=True, type=click.Choice(["cleared", "allowlisted",
-                                                               "unlisted", *ACT_DECISIONS]),
-              help="cleared: reviewed, not misuse; allowlisted: never flag (until --until); "
-                   "unlisted: end an allowlisting; approved / rejected: the suspension "
-                   "waiting for approval (over the hourly cap or held by the circuit "
-                   "breaker); resume: automation after the breaker opened (ACCOUNT: "
-                   "automation).")
+@click.argument("account", required=False)
+@click.option("--decision", required=True, type=click.Choice(
+    ["cleared", "allowlisted", "unlisted", *ACT_DECISIONS, *ALERT_DECISIONS]),
+              help="On an account: cleared (reviewed, not misuse), allowlisted (never flag, "
+                   "until --until), unlisted (end an allowlisting); on the suspension "
+                   "waiting for it (over the hourly cap or held by the circuit breaker): "
+                   "approved, rejected; resume: automation after the breaker opened "
+                   "(ACCOUNT: automation); on an alert (--alert): acknowledged, closed "
+                   "(with --reason).")
+@click.option("--alert", "alert_id", help="The alert the decision is on.")
+@click.option("--reason", "close_reason", type=click.Choice(
+    ["true_positive", "false_positive", "benign_positive", "duplicate"]),
+              help="Why an alert is closed; a false positive stops feeding account risk.")
 @click.option("--until", "until", type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z",
                                                                  "%Y-%m-%d"]),
               help="End of the allowlisting (UTC if no offset); 90 days from now if not given: "
                    "an allowlisting is reviewed again, never forever.")
 @click.option("--analyst", required=True, help="Who decided, for the audit record.")
 @click.option("--note", default="", help="Why.")
-def review(account: str, decision: str, until: datetime | None, analyst: str, note: str) -> None:
-    """Record an analyst's decision on an account, or on the suspension waiting for it; the
-    worker never overrides it."""
+def review(account: str | None, decision: str, alert_id: str | None,
+           close_reason: str | None, until: datetime | None, analyst: str, note: str) -> None:
+    """Record an analyst's decision on an account, on the suspension waiting for it, or on
+    an alert; the worker never overrides it."""
     from streams import clock
-    from streams.broker import producer, require_topics
-    from streams.messages import FeedbackRecord, encode_batch
+    from streams.messages import FeedbackRecord
     from streams.review import sign
 
     settings = get_settings()
-    until_ms = None
-    if until is not None:
-        until_ms = int((until if until.tzinfo else until.replace(tzinfo=UTC)).timestamp() * 1000)
-    elif decision == "allowlisted":
-        until_ms = clock.now_ms() + ALLOWLIST_DAYS * 86_400_000
     key = settings.review_keys.get(analyst)
     if key is None:
         raise click.ClickException(
             f"no review key for analyst {analyst!r}: decisions are signed, and the worker "
             "applies only those signed with a key in MISUSE_REVIEW_KEYS")
-    record = sign(FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
-                                 analyst=analyst, note=note, ts_ms=clock.now_ms()), key)
-    require_topics(settings, [settings.topic("misuse.feedback")])
+    now_ms = clock.now_ms()
+    if decision in ALERT_DECISIONS:
+        records = alert_decisions(alert_id, decision, close_reason, analyst, note, now_ms)
+    elif account is None:
+        raise click.UsageError(f"--decision {decision} is on an ACCOUNT")
+    else:
+        until_ms = None
+        if until is not None:
+            until_ms = int((until if until.tzinfo else until.replace(tzinfo=UTC))
+                           .timestamp() * 1000)
+        elif decision == "allowlisted":
+            until_ms = now_ms + ALLOWLIST_DAYS * 86_400_000
+        records = [FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
+                                  analyst=analyst, note=note, ts_ms=now_ms)]
+    send_decisions([sign(record, key) for record in records],
+                   "misuse.account-actions" if decision in ACT_DECISIONS else "misuse.feedback")
+    click.echo(f"{decision}: {alert_id or account} (by {analyst})")
+
+
+def alert_decisions(alert_id: str | None, decision: str, close_reason: str | None,
+                    analyst: str, note: str, now_ms: int) -> list[Any]:
+    """The alert's status, written on its document, and a decision for each account it fed
+    (or one without an account, for its page)."""
+    from elasticsearch import Elasticsearch
+
+    from streams.messages import FeedbackRecord
+    from streams.review import AlertNotFoundError, mark_alert
+    from streams.sinks.elasticsearch import client_options
+
+    if alert_id is None:
+        raise click.UsageError(f"--decision {decision} needs --alert ALERT_ID")
+    if decision == "closed" and close_reason is None:
+        raise click.UsageError("closing an alert needs --reason")
+    settings = get_settings()
+    try:
+        accounts, group = mark_alert(Elasticsearch(**client_options(settings)), settings,
+                                     alert_id, decision, close_reason or "", analyst, now_ms)
+    except AlertNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    return [FeedbackRecord(account_id=account, decision=decision, analyst=analyst,
+                           ts_ms=now_ms, note=note, alert_id=alert_id,
+                           close_reason=close_reason or "",
+                           page_group=group if n == 0 else "")
+            for n, account in enumerate(accounts or [""])]
+
+
+def send_decisions(records: list[Any], topic: str) -> None:
+    from streams.broker import producer, require_topics
+    from streams.messages import FeedbackRecord, encode_batch
+
+    settings = get_settings()
+    require_topics(settings, [settings.topic(topic)])
     kafka = producer(settings)
-    topic = "misuse.account-actions" if decision in ACT_DECISIONS else "misuse.feedback"
-    kafka.send(settings.topic(topic), key=account.encode(),
-               value=encode_batch(FeedbackRecord.TYPE, [record]))
+    for record in records:
+        kafka.send(settings.topic(topic), key=record.account_id.encode(),
+                   value=encode_batch(FeedbackRecord.TYPE, [record]))
     kafka.flush()
     kafka.close()
-    click.echo(f"{decision}: {account} (by {analyst})")
 
 
 @main.command(name="eval")

@@ -202,8 +202,9 @@ class DocumentRecord(PlainRecord):
 
 @dataclass(frozen=True, slots=True)
 class FeedbackRecord(PlainRecord):
-    """An analyst's decision on an account: cleared, allowlisted (optionally until a time) or
-    unlisted."""
+    """An analyst's decision on an account (cleared, allowlisted, optionally until a time, or
+    unlisted), on the suspension waiting for it (approved, rejected; `resume` for the breaker),
+    or on one of its alerts (acknowledged, closed with a `close_reason`)."""
 
     TYPE: ClassVar[str] = "feedback"
     account_id: str
@@ -213,6 +214,9 @@ class FeedbackRecord(PlainRecord):
     until_ms: int | None = None
     note: str = ""
     signature: str = ""  # HMAC-SHA256 by the analyst's key (`streams/review.py`)
+    alert_id: str = ""
+    close_reason: str = ""  # true_positive, false_positive, benign_positive, duplicate
+    page_group: str = ""  # the page the closed alert's incident resolves
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,11 +37,15 @@ def emit_alert(emit: Emit, alert: Alert, rule: RulePolicy) -> None:
 
 
 def page_group(alert: Alert) -> str:
+    return page_group_of(alert.rule_id, alert.entity.kind, alert.entity.id)
+
+
+def page_group_of(rule_id: str, entity_kind: str, entity_id: str) -> str:
     """What pages once per window: a campaign, or one rule on one entity (its updates and
     its next incidents alike)."""
-    if alert.entity.kind == "campaign":
-        return f"campaign:{alert.entity.id}"
-    return f"{alert.rule_id}:{alert.entity.kind}:{alert.entity.id}"
+    if entity_kind == "campaign":
+        return f"campaign:{entity_id}"
+    return f"{rule_id}:{entity_kind}:{entity_id}"
 
 
 def emit_page_resolve(emit: Emit, group: str, ts_ms: int) -> None:

@@ -17,10 +17,14 @@ import hmac
 import json
 from collections.abc import Mapping
 
+from elasticsearch import Elasticsearch
 from pydantic import SecretStr
 
 from detectors.alerts import Alert, Entity
 from streams.messages import FeedbackRecord
+from streams.publish import page_group_of
+from streams.settings import Settings
+from streams.sinks.documents import iso
 
 FORGED_RULE = "security.unverified_decision"
 
@@ -57,3 +61,29 @@ def unverified_alert(record: FeedbackRecord, keys: Mapping[str, SecretStr]) -> A
                  f"{record.analyst!r} was refused: {why}",),
         evidence={"decision": record.decision, "claimed_analyst": record.analyst,
                   "refused_because": why})
+
+
+class AlertNotFoundError(LookupError):
+    """No alert with that id in the alerts index."""
+
+
+def mark_alert(es: Elasticsearch, settings: Settings, alert_id: str, decision: str,
+               close_reason: str, analyst: str, now_ms: int) -> tuple[list[str], str]:
+    """Write the analyst's status on the alert document (acknowledged, or closed with its
+    reason) and return the accounts its signals fed and its page group, for the decisions
+    the worker applies (risk, pages)."""
+    hits = es.search(index=settings.index("alerts"), query={"ids": {"values": [alert_id]}},
+                     size=1)["hits"]["hits"]
+    if not hits:
+        raise AlertNotFoundError(f"no alert {alert_id!r} in {settings.index('alerts')}")
+    hit = hits[0]
+    source, entity = hit["_source"], hit["_source"]["misuse"]["entity"]
+    workflow = {"status": decision, "analyst": analyst, "updated": iso(now_ms)}
+    if decision == "closed":
+        workflow["close_reason"] = close_reason
+    es.update(index=hit["_index"], id=alert_id, doc={"misuse": {"workflow": workflow}},
+              refresh=True)
+    accounts = list(source["misuse"].get("accounts") or [])
+    if entity["kind"] == "account" and entity["id"] not in accounts:
+        accounts.append(entity["id"])
+    return accounts, page_group_of(source["rule"]["id"], entity["kind"], entity["id"])

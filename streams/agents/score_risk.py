@@ -19,13 +19,16 @@ from detectors.policy import Policy
 from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
 from streams.messages import ActionRequest, AlertRecord, FeedbackRecord, SignalRecord
-from streams.publish import ACTIONS, ALERTS, emit_document
+from streams.publish import ACTIONS, ALERTS, emit_document, emit_page_resolve
 from streams.review import unverified_alert, verified
 from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
 from streams.sinks.documents import account_document, action_document
 
 log = logging.getLogger(__name__)
+
+ALERT_DECISIONS = ("acknowledged", "closed")
+CLOSE_REASONS = ("true_positive", "false_positive", "benign_positive", "duplicate")
 
 
 
@@ -128,8 +131,12 @@ class RiskStage(Stage):
                       action_document(request, outcome="requested"))
 
     def on_feedback(self, decision: FeedbackRecord, emit: Emit) -> None:
-        """An analyst's decision: cleared, allowlisted (optionally until a time) or unlisted."""
+        """An analyst's decision: cleared, allowlisted (optionally until a time) or unlisted,
+        or acknowledged / closed on one of the account's alerts."""
         account, ts_ms, kind = decision.account_id, decision.ts_ms, decision.decision
+        if kind in ALERT_DECISIONS:
+            self.on_alert_decision(decision, emit)
+            return
         record: AccountRecord = self.records.get(account) or AccountRecord()
         if record.status is not None and record.status.status == "suspended" \
                 and kind in ("cleared", "allowlisted"):
@@ -153,3 +160,27 @@ class RiskStage(Stage):
         self.touched[account] = self.scorer.assess(account, ts_ms)
         emit_document(emit, "actions", f"{kind}-{account}-{ts_ms}", action_document(
             {**decision.to_plain(), "action": kind, "automated": False}, outcome="done"))
+
+    def on_alert_decision(self, decision: FeedbackRecord, emit: Emit) -> None:
+        """Closed as a false positive, the alert stops feeding the account's risk; closed for
+        any reason, its incident's page resolves. (The alert document itself carries the
+        analyst's status: `misuse review --alert` writes it.)"""
+        account, ts_ms = decision.account_id, decision.ts_ms
+        if not decision.alert_id:
+            raise ValueError(f"an alert decision needs the alert id: {decision.decision!r}")
+        if decision.decision == "closed":
+            if decision.close_reason not in CLOSE_REASONS:
+                raise ValueError(f"unknown close reason {decision.close_reason!r}")
+            if decision.close_reason == "false_positive":
+                assessment = self.scorer.dismiss(account, decision.alert_id, ts_ms)
+                record = self.records.get(account)
+                if record is not None and record.status is not None:
+                    self.touched[account] = assessment  # its document shows the lower risk
+            if decision.page_group:
+                emit_page_resolve(emit, decision.page_group, ts_ms)
+        emit_document(emit, "actions", f"alert-{decision.decision}-{decision.alert_id}-"
+                      f"{account}", action_document(
+                          {**decision.to_plain(), "action": f"alert_{decision.decision}",
+                           "alert_ids": [decision.alert_id], "automated": False},
+                          outcome="done", reason=decision.close_reason or decision.note,
+                          actor=decision.analyst))

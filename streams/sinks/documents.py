@@ -49,7 +49,8 @@ def alert_document(alert: Alert, settings: Settings) -> Document:
         source["user"] = {"id": alert.entity.id}
     elif alert.entity.kind == "ip":
         source["source"] = {"ip": alert.entity.id}
-    return Document(alert_index(alert, settings), alert.alert_id, source)
+    # Partial: the analyst's workflow fields (misuse.workflow) survive the incident's updates.
+    return Document(alert_index(alert, settings), alert.alert_id, source, partial=True)
 
 
 def campaign_document(finding: CampaignFinding, history: list[dict[str, Any]]) -> dict[str, Any]:

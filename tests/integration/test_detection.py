@@ -3,12 +3,16 @@ and the real Elasticsearch: the labelled misuse is found, the benign crowds are 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
 from collections import defaultdict
 from typing import Any
 
 import pytest
 
 from streams import clock
+from streams.settings import REPO_ROOT
 from streams.simulation import Traffic, preset_options, simulate
 
 from .conftest import Pipeline
@@ -123,3 +127,35 @@ def test_flagged_accounts_carry_score_reasons_and_evidence_links(
     # Suspension requests exist only as dry-run audit records: automation is off by default.
     for action in pipeline.search("actions", {"term": {"event.action": "suspend"}}):
         assert action["misuse"]["dry_run"] is True
+
+
+def test_an_alert_closed_as_a_false_positive_stops_feeding_its_accounts_risk(
+        pipeline: Pipeline, full_mix: Traffic) -> None:
+    account = max(pipeline.search("accounts", {"match_all": {}}),
+                  key=lambda doc: len(doc["misuse"]["reasons"]))
+    account_id, before = account["user"]["id"], account["misuse"]
+    alert_id = next(r["alert_id"] for r in before["reasons"] if r["alert_id"])
+    result = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "review", "--alert", alert_id, "--decision",
+         "closed", "--reason", "false_positive", "--analyst", "test-analyst"],
+        env=pipeline.worker.env, cwd=REPO_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+    def now_reasons() -> list[str]:
+        pipeline.es.indices.refresh(index=pipeline.settings.index("accounts"))
+        [doc] = pipeline.search("accounts", {"term": {"user.id": account_id}})
+        return [r["alert_id"] for r in doc["misuse"]["reasons"]]
+
+    deadline = time.monotonic() + 120
+    while alert_id in now_reasons():
+        assert time.monotonic() < deadline, "the closed alert still feeds the account"
+        time.sleep(1)
+    [after] = pipeline.search("accounts", {"term": {"user.id": account_id}})
+    assert after["misuse"]["risk_score"] < before["risk_score"]
+    [alert] = [hit["_source"] for hit in pipeline.es.search(
+        index=pipeline.settings.index("alerts"), query={"ids": {"values": [alert_id]}}
+    )["hits"]["hits"]]
+    assert alert["misuse"]["workflow"] == {**alert["misuse"]["workflow"], "status": "closed",
+                                           "close_reason": "false_positive",
+                                           "analyst": "test-analyst"}
+    assert pipeline.search("actions", {"term": {"event.action": "alert_closed"}})

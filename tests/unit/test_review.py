@@ -81,3 +81,29 @@ def test_strong_new_evidence_on_an_allowlisted_account_asks_for_a_review(monkeyp
     assert {a.rule_id for a in alerts} == {"review.allowlisted_account_evidence"}
     assert len({a.alert_id for a in alerts}) == 1  # one per allowlisting, updated
     assert state.table("state-account-status")["acct-1"].status.status == "allowlisted"
+
+
+def test_closing_an_alert_as_a_false_positive_stops_it_feeding_risk(monkeypatch):
+    driver, state = risk_stage(monkeypatch)
+    strong = [SignalRecord(Signal("acct-1", detector, f"{detector}.x", 1.0, NOW_MS - 5000,
+                                  f"alert-{detector}", "evidence"))
+              for detector in ("jailbreak", "scraping")]
+    driver.run([encode_batch(SignalRecord.TYPE, strong)], NOW_MS)
+    risk = state.table("state-risk")
+    assert set(risk["acct-1"].signals) == {"alert-jailbreak", "alert-scraping"}
+
+    closed = sign(decision(decision="closed", alert_id="alert-jailbreak", until_ms=None,
+                           close_reason="false_positive", page_group="jailbreak.x:account:a"),
+                  KEYS["alice"])
+    result = driver.run([encode_batch(FeedbackRecord.TYPE, [closed])], NOW_MS)
+    assert not result.dead_letters
+    assert set(risk["acct-1"].signals) == {"alert-scraping"}
+    outputs = [r for e in result.envelopes for r in records_in(e.value)]
+    assert any(getattr(r, "action", None) == "resolve" for r in outputs)  # its page resolves
+    # The growing incident's next update is ignored too.
+    driver.run([encode_batch(SignalRecord.TYPE, strong[:1])], NOW_MS)
+    assert set(risk["acct-1"].signals) == {"alert-scraping"}
+    # A closing without a known reason is refused.
+    bad = sign(decision(decision="closed", alert_id="alert-scraping", close_reason="meh"),
+               KEYS["alice"])
+    assert driver.run([encode_batch(FeedbackRecord.TYPE, [bad])], NOW_MS).dead_letters
