@@ -153,3 +153,13 @@ def test_paging_follows_the_policy_routes_and_severity(monkeypatch):
     deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, [quiet, loud])],
                                        NOW_MS))
     assert {d.body["dedup_key"] for d in deliveries} == {"a2"}
+
+
+def test_the_act_stage_reads_one_partition_so_its_cap_holds_across_workers():
+    from streams.agents import STAGES
+    from streams.settings import Settings
+
+    [spec] = [spec for spec in STAGES if spec.stage is ActStage]
+    settings = Settings(topic_partitions=12)
+    assert spec.reads == ("misuse.account-actions",)
+    assert settings.partitions("misuse.account-actions") == 1  # one owner for the ledger

@@ -1,0 +1,72 @@
+"""The delivery sink against real local HTTP servers: each endpoint's outcome is audited, and
+one that fails for good (unreachable, hanging) is reported for the dead-letter topic rather than
+lost or retried forever; a bad answer (400) is recorded, not retried."""
+
+import asyncio
+import json
+import socket
+
+from pydantic import SecretStr
+
+from streams.agents.deliver import Deliverer
+from streams.messages import Delivery
+from streams.settings import Settings
+from tests.receiver import HANG, Receiver
+
+SECRET = SecretStr("whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def suspension() -> Delivery:
+    return Delivery(id="msg_1", receiver="suspension", account_id="acct-1", action="suspend",
+                    ts_ms=1_700_000_000_000, body={"account_id": "acct-1", "action": "suspend"})
+
+
+def deliver(urls: list[str], delivery: Delivery):
+    settings = Settings(suspension_webhook_urls=urls, suspension_webhook_secrets=[SECRET],
+                        webhook_timeout_seconds=0.3, webhook_max_attempts=2)
+    deliverer = Deliverer(topics=None, settings=settings)  # type: ignore[arg-type]
+
+    async def run():
+        try:
+            return await deliverer.deliver("the-event", delivery)
+        finally:
+            await deliverer.close()
+    return asyncio.run(run())
+
+
+def outcomes(audits) -> list[str]:
+    return [a.source["event"]["outcome"] for a in audits]
+
+
+def test_every_endpoint_gets_the_signed_request_and_an_audit_record():
+    with Receiver(secrets=[SECRET]) as receiver:
+        receiver.script([400], path="/bad")
+        audits, failures = deliver([receiver.url("/a"), receiver.url("/bad")], suspension())
+        assert outcomes(audits) == ["delivered", "rejected"]  # a 400 is not retried
+        assert not failures and receiver.bad_signatures == 0
+        assert len(receiver.requests_to("/bad")) == 1
+        assert json.loads(receiver.requests_to("/a")[0].body)["account_id"] == "acct-1"
+        delivery = audits[0].source["misuse"]["delivery"]
+        assert delivery["attempts"] == 1 and delivery["response_status"] == 200
+
+
+def test_an_unreachable_or_hanging_endpoint_fails_for_the_dead_letter_topic():
+    with Receiver(secrets=[SECRET]) as receiver:
+        receiver.script([HANG, HANG], path="/slow")
+        audits, failures = deliver([f"http://127.0.0.1:{free_port()}/hook",
+                                    receiver.url("/slow")], suspension())
+        assert outcomes(audits) == ["failed", "failed"]
+        assert [event for event, _ in failures] == ["the-event", "the-event"]
+        assert all("msg_1" in reason for _, reason in failures)
+        assert all(a.source["misuse"]["delivery"]["attempts"] == 2 for a in audits)
+
+
+def test_a_receiver_not_configured_is_skipped_without_a_failure():
+    audits, failures = deliver([], suspension())
+    assert audits == [] and failures == []
