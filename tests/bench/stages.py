@@ -9,7 +9,8 @@ import time
 from typing import Any
 
 from elasticsearch import Elasticsearch, helpers
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
 
 from detectors.alerts import Alert, Entity
 from detectors.events import event_from_dict
@@ -32,6 +33,12 @@ def consume_only(settings: Settings, lines: list[bytes]) -> dict[str, Any]:
     """How fast a plain Python consumer drains the usage events from this broker: the floor
     under any Python stage that reads them."""
     topic = settings.topic("bench.consume-only")
+    admin = KafkaAdminClient(**connection_options(settings))
+    try:  # partitioned as api.usage; produce_lines refuses a topic that does not exist
+        if topic not in admin.list_topics():
+            admin.create_topics([NewTopic(topic, settings.partitions("api.usage"), 1)])
+    finally:
+        admin.close()
     produce_lines(settings, lines, topic)
     consumer = KafkaConsumer(topic, **connection_options(settings), group_id=None,
                              auto_offset_reset="earliest", enable_auto_commit=False,
