@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import msgpack
 import pytest
@@ -91,3 +92,13 @@ def test_registry_names_follow_the_conventions() -> None:
 def test_plan_kinds_have_paths() -> None:
     assert set(metrics.EMBEDDING_PATHS.values()) == {"exact", "near_duplicate", "static",
                                                      "full_model"}
+
+
+def test_the_readme_table_names_what_the_registry_serves() -> None:
+    """ops/prometheus/README.md is what the rules were written against."""
+    readme = (Path(__file__).parents[2] / "ops" / "prometheus" / "README.md").read_text()
+    table = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `(misuse_\w+)`", table, re.MULTILINE))
+    served = {family.name + ("_total" if family.type == "counter" else "")
+              for family in metrics.REGISTRY.collect()}
+    assert documented == served
