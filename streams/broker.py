@@ -93,6 +93,25 @@ def consumer_lag(settings: Settings, group_id: str, topics: list[str]) -> int:
         consumer.close()
 
 
+def group_offsets(settings: Settings, group_id: str, topics: list[str]
+                  ) -> dict[str, tuple[int, int]]:
+    """Per topic: (messages committed by `group_id`, end offset), summed over partitions."""
+    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
+                             enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in (consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(partitions)
+        out: dict[str, tuple[int, int]] = {}
+        for partition in partitions:
+            committed, end = out.get(partition.topic, (0, 0))
+            out[partition.topic] = (committed + (consumer.committed(partition) or 0),
+                                    end + ends[partition])
+        return out
+    finally:
+        consumer.close()
+
+
 def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> Iterator[bytes]:
     """The values of `topic` written since `since_ms` (message time) up to what `group_id` has
     committed: what a stage processed before it stopped, to rebuild its in-memory state from.

@@ -13,6 +13,7 @@ from elasticsearch import Elasticsearch
 from detectors.network import network_range
 from streams import clock
 from streams.broker import create_topics, produce_lines
+from streams.progress import Progress
 from streams.runner import WorkerError, WorkerProcess
 from streams.settings import REPO_ROOT, Settings, get_settings
 from streams.simulation import Traffic, preset_options, simulate
@@ -91,10 +92,12 @@ def run_demo(preset: str, seed: int) -> None:
     produce_lines(settings, [json.dumps(e).encode() for e in traffic.events],
                   settings.topic("api.usage"))
     worker = WorkerProcess(settings, WORKER_LOG)
+    progress = Progress.of_worker(settings, worker.metrics_url, expected=len(traffic.events))
     began = time.monotonic()
     try:
         worker.start()
-        worker.wait_drained()
+        worker.wait_drained(progress=progress)
+        progress.finish()
         click.echo(f"worker processed the stream in {time.monotonic() - began:.1f} s "
                    f"(start and model load included); log: {WORKER_LOG}")
     except WorkerError as exc:

@@ -26,6 +26,7 @@ from detectors.embedding import EmbeddingPlanner, HyperplaneLSH, Plan, StaticEmb
 from detectors.jailbreak import Match, PatternBank, PatternBankError, patterns_from_dict
 from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
+from streams import metrics
 from streams.embedding_model import (
     encoding_model,
     load_model,
@@ -148,8 +149,13 @@ class PromptEmbedder:
         matches = self.banks[STATIC].best_matches(static_vectors)
         escalated = [plan for plan, match in zip(static_plans, matches, strict=True)
                      if match is not None and match[1] >= self.jailbreak_tripwire]
-        self._encode([plan for plan in plans + payload_plans if plan and plan.kind == "full"]
-                     + escalated, full=True)
+        for_model = [plan for plan in plans + payload_plans if plan and plan.kind == "full"]
+        metrics.embedding_pending_prompts.set(len({p.key for p in for_model + escalated}))
+        try:
+            self._encode(for_model + escalated, full=True)
+        finally:
+            metrics.embedding_pending_prompts.set(0)
+        count_paths(plans, payload_plans, {plan.key for plan in escalated})
         out = []
         for plan, payload_plan, narrative in zip(plans, payload_plans, narratives, strict=True):
             vector, space = self._vector(plan)
@@ -166,3 +172,15 @@ class PromptEmbedder:
         if entry is None:  # evicted between plan and lookup: embed it statically now
             return self.encode_static([plan.normalised])[0], STATIC
         return entry[0], FULL if entry[1] else STATIC
+
+
+def count_paths(plans: list[Plan], payload_plans: list[Plan | None], escalated: set[str]
+                ) -> None:
+    """One count per prompt, for the representation the campaign stage gets: its payload's
+    plan when it has one. A static plan the jailbreak tripwire escalated went to the model."""
+    for plan, payload_plan in zip(plans, payload_plans, strict=True):
+        chosen = payload_plan or plan
+        path = metrics.EMBEDDING_PATHS[chosen.kind]
+        if chosen.kind == "static" and chosen.key in escalated:
+            path = metrics.EMBEDDING_PATHS["full"]
+        metrics.embedding_path.labels(path).inc()

@@ -13,6 +13,7 @@ from kafka import KafkaConsumer
 from streams.broker import connection_options, create_topics, produce_lines
 from streams.evaluation import Evaluation, evaluate
 from streams.messages import alerts_in
+from streams.progress import Progress
 from streams.runner import WorkerProcess, isolated_environment
 from streams.settings import REPO_ROOT, Settings
 from streams.simulation import Label
@@ -61,8 +62,10 @@ def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False
     worker = WorkerProcess(settings, REPO_ROOT / ".stack" / "eval-worker.log", env)
     worker.start()
     try:
+        progress = Progress.of_worker(settings, worker.metrics_url, expected=len(lines))
         produce_lines(settings, lines, settings.topic("api.usage"))
-        worker.wait_drained(timeout_s=3600)
+        worker.wait_drained(timeout_s=3600, progress=progress)
+        progress.finish()
     finally:
         worker.stop()
     try:

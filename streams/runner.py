@@ -55,14 +55,26 @@ class WorkerProcess:
             self.stop(kill=True)
             raise
 
-    def wait_drained(self, timeout_s: float = 900) -> None:
+    @property
+    def metrics_url(self) -> str:
+        """The worker's /metrics: its web port is in its environment when it has one of its
+        own (`isolated_environment`, `sibling`), else the settings'."""
+        host = self.env.get("MISUSE_WEB_HOST", self.settings.web_host)
+        port = self.env.get("MISUSE_WEB_PORT", str(self.settings.web_port))
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/metrics"
+
+    def wait_drained(self, timeout_s: float = 900,
+                     progress: Callable[[], None] | None = None) -> None:
         """Until the worker has committed every message of every topic it reads, twice in a
-        row (a stage may still be sending when another has just caught up)."""
+        row (a stage may still be sending when another has just caught up). `progress` is
+        called on every poll (`streams.progress.Progress` prints every few seconds)."""
         topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
         quiet = 0
 
         def drained() -> bool:
             nonlocal quiet
+            if progress is not None:
+                progress()
             lag = consumer_lag(self.settings, self.settings.app_id, topics)
             quiet = quiet + 1 if lag == 0 else 0
             return quiet >= 2

@@ -14,12 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, NoReturn, Protocol
 
 from faust.types import AppT, EventT, StreamT, TopicT
 
-from streams import clock
+from streams import clock, metrics
 from streams.outbox import Outbox
 from streams.policy import current_policy
 from streams.runtime import StageDriver, StageSpec
@@ -43,23 +44,32 @@ class Topics:
                                                key_type=bytes, value_type=bytes)
         return self._topics[key]
 
+    async def send(self, stage: str, name: str, value: bytes, partition: int | None = None
+                   ) -> Awaitable[Any]:
+        """Send on the logical topic `name`, counted for `stage`. Returns the delivery."""
+        metrics.stage_events_out.labels(stage, name).inc()
+        return await self(name).send(value=value, partition=partition)
+
     async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str,
-                          origin: dict[str, str]) -> Awaitable[Any]:
+                          origin: dict[str, str], *, stage: str) -> Awaitable[Any]:
         """Keep the original bytes untouched and say why, and where they came from, in
-        headers. Returns the delivery, for the caller to await before it acknowledges."""
-        log.warning("dead_letter %s reason=%r",
+        headers. Returns the delivery, for the caller to await before it acknowledges.
+        Every dead letter passes here, so here it is counted, by `stage` and reason class."""
+        log.warning("dead_letter stage=%s %s reason=%r", stage,
                     " ".join(f"{k}={v}" for k, v in origin.items()), reason[:300])
+        metrics.deadletters.labels(stage, metrics.reason_class(reason)).inc()
         headers = {f"misuse.source.{k}": v.encode() for k, v in origin.items()}
         return await self("misuse.deadletter").send(key=key, value=value, headers={
             "misuse.reason": reason.encode("utf-8"), **headers,
             "misuse.rejected_at_ms": str(clock.now_ms()).encode()})
 
 
-async def dead_letter(topics: Topics, event: EventT, reason: str) -> Awaitable[Any]:
+async def dead_letter(topics: Topics, event: EventT, reason: str, *, stage: str
+                      ) -> Awaitable[Any]:
     message = event.message
     return await topics.dead_letter(message.key, message.value, reason, {
         "topic": message.topic, "partition": str(message.partition),
-        "offset": str(message.offset)})
+        "offset": str(message.offset)}, stage=stage)
 
 
 def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
@@ -96,7 +106,11 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
     async def run_or_stop(driver: StageDriver[EventT], events: list[EventT]) -> None:
         try:
             async with turn:
+                began = time.perf_counter()
                 await run_batch(driver, events)
+                if events:  # a tick is not a batch: it would only blur the histogram
+                    metrics.stage_batch_duration.labels(name).observe(
+                        time.perf_counter() - began)
         except Exception:
             stop_worker(name)
 
@@ -107,6 +121,8 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
 
     async def run_batch(driver: StageDriver[EventT], events: list[EventT]) -> None:
         loop, now_ms, policy = asyncio.get_running_loop(), clock.now_ms(), current_policy()
+        if events:
+            metrics.stage_events_in.labels(name).inc(len(events))
         if not spec.blocking:
             result = driver.run(owned(events), now_ms, policy)
         elif spec.stage.tables:  # Faust's tables are written from the loop only
@@ -116,11 +132,11 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             result = driver.finish(prepared, now_ms, policy)
         else:
             result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
-        sent = [await dead_letter(topics, dead.message, dead.reason)
+        sent = [await dead_letter(topics, dead.message, dead.reason, stage=name)
                 for dead in result.dead_letters]
         for envelope in result.envelopes:
-            sent.append(await topics(envelope.topic).send(value=envelope.value,
-                                                          partition=envelope.partition))
+            sent.append(await topics.send(name, envelope.topic, envelope.value,
+                                          envelope.partition))
         # The batch is acknowledged when this returns: everything it produced, and the
         # state it changed, must be in Kafka by then (at-least-once across a crash or a
         # rebalance), not only in the producer's buffer.
@@ -151,10 +167,13 @@ def register_sink(app: AppT, topics: Topics, name: str, reads: tuple[str, ...],
         sink = open_sink()
         try:
             async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+                metrics.stage_events_in.labels(name).inc(len(events))
+                began = time.perf_counter()
                 try:
                     await sink.write(events)
                 except Exception:
                     stop_worker(name)
+                metrics.stage_batch_duration.labels(name).observe(time.perf_counter() - began)
         finally:
             await sink.close()
 

@@ -1,6 +1,6 @@
 """One module per stage; `STAGES` says where each runs. `build_app` makes the worker: the Faust
 app with every stage run by the same loop (`streams/stage_agent.py`), and the sinks: the
-Elasticsearch indexer and the deliverer of suspension requests and pages."""
+Elasticsearch indexer and the deliverer of suspension requests and pages; and `/metrics`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from streams.agents.index_documents import register_indexer
 from streams.agents.ingest import Ingest
 from streams.agents.score_risk import RiskStage
 from streams.app import create_app
+from streams.metrics import register_lag_timer, register_metrics_page
 from streams.runtime import StageSpec
 from streams.settings import Settings
 from streams.stage_agent import Topics, register_stage
@@ -56,4 +57,6 @@ def build_app(settings: Settings) -> faust.App:
         register_stage(app, topics, spec)
     register_indexer(app, topics)
     register_deliverer(app, topics)
+    register_metrics_page(app)
+    register_lag_timer(app, settings)
     return app

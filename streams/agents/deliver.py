@@ -16,6 +16,7 @@ from typing import Any
 from faust.types import AppT, EventT
 from pydantic import SecretStr
 
+from streams import metrics
 from streams.messages import (
     Delivery,
     DocumentRecord,
@@ -32,6 +33,7 @@ from streams.sinks.webhooks import DeliveryResult, WebhookClient
 from streams.stage_agent import Topics, dead_letter, register_sink
 
 log = logging.getLogger(__name__)
+STAGE = "deliver_actions"
 
 
 class Deliverer:
@@ -51,17 +53,18 @@ class Deliverer:
             try:
                 deliveries = records_of(decode_batch(event.message.value), Delivery)
             except MessageError as exc:
-                sent.append(await dead_letter(self.topics, event, f"undeliverable: {exc}"))
+                sent.append(await dead_letter(self.topics, event, f"undeliverable: {exc}",
+                                              stage=STAGE))
                 continue
             jobs += [self.deliver(event, delivery) for delivery in deliveries]
         # Concurrently: a hanging receiver holds up the batch by its own retries only.
         outcomes = await asyncio.gather(*jobs)
         audits = [audit for documents, _ in outcomes for audit in documents]
         for event, reason in (failure for _, failures in outcomes for failure in failures):
-            sent.append(await dead_letter(self.topics, event, reason))
+            sent.append(await dead_letter(self.topics, event, reason, stage=STAGE))
         if audits:
-            sent.append(await self.topics(DOCUMENTS).send(
-                value=encode_batch(DocumentRecord.TYPE, audits)))
+            sent.append(await self.topics.send(STAGE, DOCUMENTS,
+                                               encode_batch(DocumentRecord.TYPE, audits)))
         await asyncio.gather(*sent)
 
     async def deliver(self, event: EventT, delivery: Delivery
@@ -78,6 +81,7 @@ class Deliverer:
             log.info("delivery id=%s receiver=%s outcome=%s status=%s attempts=%d",
                      delivery.id, delivery.receiver, result.outcome, result.status,
                      result.attempts)
+            metrics.webhook_deliveries.labels(delivery.receiver, result.outcome).inc()
             audits.append(audit_record(delivery, url, result))
             if result.outcome == "failed":
                 failures.append((event, f"delivery {delivery.id} to {delivery.receiver} "
@@ -142,5 +146,5 @@ def alertmanager_body(delivery: Delivery) -> dict[str, Any]:
 
 def register_deliverer(app: AppT, topics: Topics) -> None:
     # Small batches: a batch is acknowledged when its slowest delivery has an outcome.
-    register_sink(app, topics, "deliver_actions", ("misuse.deliveries",),
+    register_sink(app, topics, STAGE, ("misuse.deliveries",),
                   lambda: Deliverer(topics, topics.settings), batch_size=20, within=0.2)

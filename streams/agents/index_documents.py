@@ -8,6 +8,7 @@ import logging
 from elasticsearch import AsyncElasticsearch
 from faust.types import AppT, EventT
 
+from streams import clock, metrics
 from streams.messages import (
     AlertRecord,
     DocumentRecord,
@@ -22,6 +23,7 @@ from streams.sinks.elasticsearch import Document, ElasticsearchSink, client_opti
 from streams.stage_agent import Topics, register_sink
 
 log = logging.getLogger(__name__)
+STAGE = "index_documents"
 INDEXES = {"campaigns", "accounts", "actions"}
 
 
@@ -49,7 +51,8 @@ class Indexer:
 
     async def reject(self, value: bytes, source: str, reason: str) -> None:
         log.error("document_rejected topic=%s reason=%r", source, reason[:200])
-        await (await self.topics.dead_letter(None, value, reason, {"topic": source}))
+        await (await self.topics.dead_letter(None, value, reason, {"topic": source},
+                                             stage=STAGE))
 
     async def write(self, batch: list[EventT]) -> None:
         # A document updated several times in one batch is written once, in its last
@@ -73,10 +76,14 @@ class Indexer:
                 if document.partial and key in latest:
                     document = merge(latest[key][0], document)
                 latest[key] = (document, record, source)
-        for rejected in await self.sink.write([doc for doc, _, _ in latest.values()]):
+        refused = await self.sink.write([doc for doc, _, _ in latest.values()])
+        for rejected in refused:
             _, record, source = latest[(rejected.document.index, rejected.document.id)]
             await self.reject(encode_batch(record.TYPE, [record]), source,
                               f"elasticsearch refused the document: {rejected.reason}")
+        observe_alert_latency(
+            [record for key, (_, record, _) in latest.items()
+             if key not in {(r.document.index, r.document.id) for r in refused}])
 
 
 def register_indexer(app: AppT, topics: Topics) -> None:
@@ -85,8 +92,18 @@ def register_indexer(app: AppT, topics: Topics) -> None:
     def open_indexer() -> Indexer:
         return Indexer(topics, ElasticsearchSink(AsyncElasticsearch(**client_options(settings))))
 
-    register_sink(app, topics, "index_documents", ("misuse.alerts", "misuse.documents"),
+    register_sink(app, topics, STAGE, ("misuse.alerts", "misuse.documents"),
                   open_indexer, settings.index_batch_size, settings.index_batch_seconds)
+
+
+def observe_alert_latency(written: list[Record]) -> None:
+    """Event time to searchable: the wall clock now (the alert is in Elasticsearch) minus the
+    end of the alert's window, the time of the event that made it fire."""
+    now_s = clock.now_ms() / 1000
+    for record in written:
+        if isinstance(record, AlertRecord):
+            metrics.event_to_alert_latency.observe(
+                max(0.0, now_s - record.alert.window_end_ms / 1000))
 
 
 def merge(first: Document, second: Document) -> Document:

@@ -11,6 +11,7 @@ from typing import Any
 
 from elasticsearch import ApiError, AsyncElasticsearch, Elasticsearch, TransportError
 
+from streams import metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class ElasticsearchSink:
             except (TransportError, ApiError) as exc:
                 log.warning("es_bulk_failed documents=%d error=%r retry_in=%.1fs",
                             len(pending), str(exc)[:200], backoff)
+                metrics.elasticsearch_bulk_failures.inc()
+                metrics.elasticsearch_retries.inc()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
                 continue
@@ -124,6 +127,8 @@ class ElasticsearchSink:
                     rejected.append(Rejected(document, json.dumps(result.get("error"))[:1000]))
             if retry:
                 log.warning("es_bulk_partial retrying=%d retry_in=%.1fs", len(retry), backoff)
+                metrics.elasticsearch_bulk_failures.inc()
+                metrics.elasticsearch_retries.inc()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
             pending = retry

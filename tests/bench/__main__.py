@@ -74,7 +74,8 @@ def main() -> None:
         try:
             warm = [json.dumps(e).encode() for e in simulate(
                 5, start_ms - 3_600_000, **preset_options("stuffing")).events[:500]]
-            pipeline.saturation(worker, warm)  # model loaded, tables created, caches warm
+            # Model loaded, tables created, caches warm.
+            pipeline.saturation(worker, warm, show_progress=False)
             results["pipeline"] = pipeline.saturation(worker, lines)
             show("4a. full pipeline at saturation (all detectors on)", results["pipeline"])
             half = results["pipeline"]["events_per_s"] / 2

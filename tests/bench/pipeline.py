@@ -13,14 +13,18 @@ from kafka import KafkaConsumer
 from streams import clock
 from streams.broker import connection_options, consumer_lag, produce_lines, producer
 from streams.messages import alerts_in
+from streams.progress import Progress
 from streams.runner import WorkerProcess
 from streams.settings import Settings
 
 
-def saturation(worker: WorkerProcess, lines: list[bytes]) -> dict[str, Any]:
+def saturation(worker: WorkerProcess, lines: list[bytes], show_progress: bool = True
+               ) -> dict[str, Any]:
     """All events offered at once: the rate at which the worker gets through them, from the
     first produced to the last committed by every stage."""
     settings = worker.settings
+    progress = Progress.of_worker(settings, worker.metrics_url, expected=len(lines)) \
+        if show_progress else None
     topics = [settings.topic(name) for name in ("api.usage", "misuse.events.by-network",
                                                 "misuse.prompts", "misuse.prompt-vectors")]
     began = time.perf_counter()
@@ -32,8 +36,12 @@ def saturation(worker: WorkerProcess, lines: list[bytes]) -> dict[str, Any]:
             ingest_done = time.perf_counter() - began
         if not any(lags.values()):
             break
+        if progress is not None:
+            progress()
         time.sleep(0.25)
     seconds = time.perf_counter() - began
+    if progress is not None:
+        progress.finish()
     return {"events": len(lines), "seconds": seconds, "events_per_s": len(lines) / seconds,
             "ingest_seconds": ingest_done,
             "ingest_events_per_s": len(lines) / ingest_done if ingest_done else None}
@@ -78,13 +86,17 @@ def latency(worker: WorkerProcess, events: Iterator[dict[str, Any]], rate_per_s:
     kafka = producer(settings)
     topic = settings.topic("api.usage")
     offered = 0
+    progress = Progress.of_worker(settings, worker.metrics_url)  # produced: so far
     for line in paced(events, rate_per_s, seconds):
         key = json.loads(line).get("account_id")
         kafka.send(topic, key=key.encode() if key else None, value=line)
         offered += 1
+        if offered % 100 == 0:
+            progress()
     kafka.flush()
     kafka.close()
-    worker.wait_drained()
+    worker.wait_drained(progress=progress)
+    progress.finish()
     latencies = sorted(alert_latencies(settings, since_ms=began_ms))
     return {"offered_events_per_s": rate_per_s, "events": offered, "alerts": len(latencies),
             "p50_s": percentile(latencies, 50), "p99_s": percentile(latencies, 99),
