@@ -33,6 +33,7 @@ class Alert:
     evidence: Mapping[str, Any] = field(default_factory=dict)
     accounts: tuple[str, ...] = ()
     shadow: bool = False
+    repeats: int = 0  # times it held again since it opened, suppressed into this alert
 
     @property
     def alert_id(self) -> str:
@@ -50,7 +51,7 @@ class Alert:
             "incident_start_ms": self.incident_start_ms, "window_start_ms": self.window_start_ms,
             "window_end_ms": self.window_end_ms, "reasons": list(self.reasons),
             "evidence": dict(self.evidence), "accounts": list(self.accounts),
-            "shadow": self.shadow,
+            "shadow": self.shadow, "repeats": self.repeats,
         }
 
     @classmethod
@@ -61,5 +62,5 @@ class Alert:
             window_start_ms=int(data["window_start_ms"]),
             window_end_ms=int(data["window_end_ms"]), reasons=tuple(data["reasons"]),
             evidence=data.get("evidence", {}), accounts=tuple(data.get("accounts", ())),
-            shadow=bool(data.get("shadow", False)),
+            shadow=bool(data.get("shadow", False)), repeats=int(data.get("repeats", 0)),
         )

@@ -103,6 +103,7 @@ class CredentialStuffingDetector:
             rule_id=RULE_ID, severity=self.severity,
             score=min(1.0, distinct / (2 * self.min_distinct_keys)),
             entity=entity, incident_start_ms=state.incident.start_ms,
+            repeats=state.incident.repeats,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=(f"{distinct} distinct unrecognised API keys from {entity.kind} {entity.id} "
                      f"within {self.window_ms // 1000} s",

@@ -24,6 +24,9 @@ class Incident:
     start_ms: int | None = None
     last_ms: int = 0  # event time when the condition last held
     reported: int = 0  # size at the last alert
+    # Times the condition held again without being news: repeats suppressed into the open
+    # alert, which carries the count (`Alert.repeats`) at its next update.
+    repeats: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -44,9 +47,11 @@ class Incident:
         pass a callable for a start that is costly to find."""
         self.hold(now_ms)
         if not self.is_news(size):
+            self.repeats += 1
             return False
         if self.start_ms is None:
             self.start_ms = start_ms() if callable(start_ms) else start_ms
+            self.repeats = 0
         self.reported = size
         return True
 

@@ -263,6 +263,7 @@ class JailbreakSprayDetector:
             score=min(1.0, 0.5 * len(hits) / self.min_matches
                       * (1.0 if regular and flag_share >= self.min_flag_share else 0.7)),
             entity=Entity("account", account_id), incident_start_ms=state.incident.start_ms,
+            repeats=state.incident.repeats,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=tuple(reasons),
             evidence={
@@ -349,6 +350,7 @@ class PatternSpreadDetector:
             rule_id=PATTERN_RULE_ID, severity=self.severity,
             score=min(1.0, distinct / (2 * self.min_accounts)),
             entity=Entity("pattern", pattern.id), incident_start_ms=state.incident.start_ms,
+            repeats=state.incident.repeats,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=(f"jailbreak pattern {pattern.id} ({pattern.category}) sent by {distinct} "
                      f"accounts within {self.window_ms // 1000} s",),

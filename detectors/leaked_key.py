@@ -200,6 +200,7 @@ class LeakedKeyDetector:
             rule_id=RULE_ID, severity=self.severity,
             score=min(1.0, spread.networks / (2 * spread.network_threshold)),
             entity=Entity("api_key", key_id), incident_start_ms=state.incident.start_ms,
+            repeats=state.incident.repeats,
             window_start_ms=min(state.networks.values()), window_end_ms=state.latest_ms,
             reasons=tuple(reasons),
             evidence={

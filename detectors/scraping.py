@@ -269,6 +269,7 @@ class ScrapingDetector:
             rule_id=RULE_ID, severity=self.severity,
             score=round(min(1.0, 0.5 + 0.5 * rate_factor) * spread, 3),
             entity=Entity("account", account_id), incident_start_ms=state.incident.start_ms,
+            repeats=state.incident.repeats,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=tuple(reasons),
             evidence={

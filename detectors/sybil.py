@@ -183,6 +183,7 @@ class SybilDetector:
             rule_id=RULE_ID, severity=self.severity,
             score=min(1.0, n / (2 * self.min_accounts)),
             entity=Entity("network", cidr), incident_start_ms=state.incident.start_ms,
+            repeats=state.incident.repeats,
             window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
             reasons=(
                 f"{n} accounts on {cidr} with one user agent within "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -85,8 +86,13 @@ def encoding_model(model: Any, device: str, precision: str) -> Any:
     if precision == "int8":
         if device != "cpu":
             raise ValueError("int8 embedding runs on the CPU only; use fp16 or fp32 on a GPU")
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
-                                                      dtype=torch.qint8, inplace=True)
+        with warnings.catch_warnings():
+            # torch announces that its quantized tensor constructors will go; they are the
+            # only int8 path it ships today, and the warning would repeat in every log.
+            warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*deprecated",
+                                    category=UserWarning)
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear},
+                                                          dtype=torch.qint8, inplace=True)
     if precision == "fp16":
         if device == "cpu":
             raise ValueError("fp16 embedding needs a GPU; use int8 or fp32 on the CPU")

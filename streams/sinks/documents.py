@@ -41,7 +41,7 @@ def alert_document(alert: Alert, settings: Settings) -> Document:
             "shadow": alert.shadow,
             "entity": {"kind": alert.entity.kind, "id": alert.entity.id},
             "accounts": list(alert.accounts), "reasons": list(alert.reasons),
-            "incident_start": iso(alert.incident_start_ms),
+            "incident_start": iso(alert.incident_start_ms), "repeats": alert.repeats,
             "evidence": {alert.detector: dict(alert.evidence)},
         },
     }

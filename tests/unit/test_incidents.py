@@ -59,3 +59,13 @@ def test_close_is_idempotent_and_the_incident_survives_the_state_table():
     incident.report(1_000, 3, 2_000)
     restored = decode_state(encode_state(incident))
     assert restored == incident
+
+
+def test_repeats_that_are_not_news_are_counted_into_the_open_alert():
+    incident = Incident()
+    assert incident.report(1_000, 10, 5_000)
+    assert not any(incident.report(1_000, 11 + n, 6_000 + n) for n in range(5))
+    assert incident.repeats == 5  # suppressed into the open alert
+    assert incident.report(1_000, 20, 7_000) and incident.repeats == 5  # the update says so
+    incident.close()
+    assert incident.report(9_000, 10, 9_000) and incident.repeats == 0  # a new incident
