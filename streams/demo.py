@@ -14,7 +14,7 @@ from detectors.network import network_range
 from streams import clock
 from streams.broker import create_topics, produce_lines
 from streams.progress import Progress
-from streams.runner import WorkerError, WorkerProcess
+from streams.runner import WorkerProcess
 from streams.settings import REPO_ROOT, Settings, get_settings
 from streams.simulation import Traffic, preset_options, simulate
 from streams.sinks.elasticsearch import client_options, install_templates, search_sources
@@ -94,14 +94,12 @@ def run_demo(preset: str, seed: int) -> None:
     worker = WorkerProcess(settings, WORKER_LOG)
     progress = Progress.of_worker(settings, worker.metrics_url, expected=len(traffic.events))
     began = time.monotonic()
-    try:
+    try:  # a WorkerError is printed as one line by the CLI, with the log's path
         worker.start()
         worker.wait_drained(progress=progress)
         progress.finish()
         click.echo(f"worker processed the stream in {time.monotonic() - began:.1f} s "
                    f"(start and model load included); log: {WORKER_LOG}")
-    except WorkerError as exc:
-        raise click.ClickException(str(exc)) from None
     finally:
         worker.stop()
     summarise(es, settings, traffic, started_ms)

@@ -112,6 +112,17 @@ class WorkerProcess:
             log.seek(self.log_offset)
             return log.read()
 
+    def crash_reason(self) -> str:
+        """The first crash in this run's log, on one line, with the fix where one is known."""
+        line = next(line for line in self._log_bytes().splitlines() if b"Crashed reason" in line)
+        reason = " ".join(line.split(b"Crashed reason=", 1)[-1].decode(errors="replace")
+                          .replace("\\n", " ").split())[:300]
+        if "ConsistencyError" in reason:
+            reason += (f": the worker's local state is ahead of Kafka, whose topics were reset; "
+                       f"remove {self.env.get('MISUSE_DATA_DIR', self.settings.data_dir)} "
+                       "and start again")
+        return reason
+
     def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str,
               poll_s: float = 0.5) -> None:
         deadline = time.monotonic() + timeout_s
@@ -120,7 +131,8 @@ class WorkerProcess:
                 raise WorkerError(f"the worker exited before it was {what}:\n{self.log_tail()}",
                                   self.log_path)
             if b"Crashed reason" in self._log_bytes():
-                raise WorkerError(f"an agent crashed:\n{self.log_tail()}", self.log_path)
+                raise WorkerError(f"a worker service crashed: {self.crash_reason()}\n"
+                                  f"{self.log_tail()}", self.log_path)
             if condition():
                 return
             if time.monotonic() > deadline:
