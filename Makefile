@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv up down status demo test unit integration bench eval lint clean
+.PHONY: all venv up down status demo doctor test unit integration bench eval lint clean
 
 all: test
 
@@ -30,6 +30,9 @@ status:
 
 demo: venv up
 	$(BIN)/misuse demo
+
+doctor: venv
+	$(BIN)/misuse doctor
 
 unit: venv
 	$(BIN)/pytest tests/unit -q
