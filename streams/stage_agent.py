@@ -90,7 +90,6 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
     drivers: list[StageDriver[EventT]] = []  # the stage once built, for the tick
     topic_names = {topics.settings.topic(logical) for logical in reads}
     turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
-    last_batch = [0.0]  # when the stage last had input (monotonic), for the tick
 
     async def run_stage(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
@@ -105,8 +104,6 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             await run_or_stop(driver, events)
 
     async def run_or_stop(driver: StageDriver[EventT], events: list[EventT]) -> None:
-        if events:
-            last_batch[0] = time.monotonic()
         try:
             async with turn:
                 began = time.perf_counter()
@@ -118,11 +115,8 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             stop_worker(name)
 
     async def tick() -> None:
-        """Once the input has paused for a whole tick (under load the batches do the periodic
-        work, and an extra judging round would only hold the GIL), and only where the stage's
-        input is: a stage elsewhere holds no live state to act on."""
-        if drivers and time.monotonic() - last_batch[0] >= (spec.tick_seconds or 0) \
-                and any(tp.topic in topic_names for tp in app.consumer.assignment()):
+        """Only where the stage's input is: a stage elsewhere holds no live state to act on."""
+        if drivers and any(tp.topic in topic_names for tp in app.consumer.assignment()):
             await run_or_stop(drivers[0], [])
 
     async def run_batch(driver: StageDriver[EventT], events: list[EventT]) -> None:
