@@ -19,7 +19,7 @@ def test_a_crash_of_an_earlier_run_in_a_shared_log_does_not_fail_this_run(tmp_pa
         worker._wait(lambda: True, timeout_s=5, what="ready")  # not failed by the old crash
         with log.open("ab") as out:
             out.write(b"[this run] Crashed reason=ValueError('y')\n")
-        with pytest.raises(WorkerError, match="an agent crashed"):
+        with pytest.raises(WorkerError, match="a worker service crashed"):
             worker._wait(lambda: False, timeout_s=5, what="ready")
     finally:
         worker.stop(kill=True)
