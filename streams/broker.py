@@ -76,40 +76,34 @@ def producer(settings: Settings) -> KafkaProducer:
                          compression_type=None)
 
 
-def consumer_lag(settings: Settings, group_id: str, topics: list[str]) -> int:
-    """Messages in `topics` not yet committed by `group_id` (all of them if it never committed)."""
+def partition_offsets(settings: Settings, group_id: str, topics: list[str]
+                      ) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition of `topics`: (offset committed by `group_id`, 0 if none; end offset)."""
     consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
                              enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for topic in topics
                       for p in (consumer.partitions_for_topic(topic) or ())]
         ends = consumer.end_offsets(partitions)
-        lag = 0
-        for partition in partitions:
-            committed = consumer.committed(partition) or 0
-            lag += max(0, ends[partition] - committed)
-        return lag
+        return {p: (consumer.committed(p) or 0, ends[p]) for p in partitions}
     finally:
         consumer.close()
+
+
+def consumer_lag(settings: Settings, group_id: str, topics: list[str]) -> int:
+    """Messages in `topics` not yet committed by `group_id` (all of them if it never committed)."""
+    return sum(max(0, end - committed)
+               for committed, end in partition_offsets(settings, group_id, topics).values())
 
 
 def group_offsets(settings: Settings, group_id: str, topics: list[str]
                   ) -> dict[str, tuple[int, int]]:
     """Per topic: (messages committed by `group_id`, end offset), summed over partitions."""
-    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
-                             enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for topic in topics
-                      for p in (consumer.partitions_for_topic(topic) or ())]
-        ends = consumer.end_offsets(partitions)
-        out: dict[str, tuple[int, int]] = {}
-        for partition in partitions:
-            committed, end = out.get(partition.topic, (0, 0))
-            out[partition.topic] = (committed + (consumer.committed(partition) or 0),
-                                    end + ends[partition])
-        return out
-    finally:
-        consumer.close()
+    out: dict[str, tuple[int, int]] = {}
+    for partition, (committed, end) in partition_offsets(settings, group_id, topics).items():
+        before = out.get(partition.topic, (0, 0))
+        out[partition.topic] = (before[0] + committed, before[1] + end)
+    return out
 
 
 def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> Iterator[bytes]:
