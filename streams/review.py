@@ -15,16 +15,21 @@ import dataclasses
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import Mapping
+from typing import NoReturn
 
 from elasticsearch import Elasticsearch
 from pydantic import SecretStr
 
 from detectors.alerts import Alert, Entity
-from streams.messages import FeedbackRecord
-from streams.publish import page_group_of
+from streams.messages import AlertRecord, FeedbackRecord
+from streams.publish import ALERTS, page_group_of
+from streams.runtime import Emit
 from streams.settings import Settings
 from streams.sinks.documents import iso
+
+log = logging.getLogger(__name__)
 
 FORGED_RULE = "security.unverified_decision"
 
@@ -46,6 +51,15 @@ def verified(record: FeedbackRecord, keys: Mapping[str, SecretStr]) -> bool:
     if key is None or not record.signature:
         return False
     return hmac.compare_digest(sign(record, key).signature, record.signature)
+
+
+def refuse(record: FeedbackRecord, keys: Mapping[str, SecretStr], emit: Emit) -> NoReturn:
+    """A decision a stage will not apply: the security alert goes out, and raising makes the
+    record a dead letter with the reason."""
+    alert = unverified_alert(record, keys)
+    log.warning("decision_refused account=%s analyst=%r", record.account_id, record.analyst)
+    emit(ALERTS, alert.alert_id, AlertRecord(alert))
+    raise ValueError(f"unverified analyst decision: {alert.reasons[0]}")
 
 
 def unverified_alert(record: FeedbackRecord, keys: Mapping[str, SecretStr]) -> Alert:

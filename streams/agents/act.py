@@ -15,9 +15,9 @@ from typing import Any
 from detectors.actions import QUEUE_BREAKER, SEND, AutomationLedger, PageLedger, severity_at_least
 from detectors.policy import Policy
 from detectors.redaction import redact
-from streams.messages import ActionRequest, AlertRecord, Delivery, FeedbackRecord, PageRequest
-from streams.publish import ALERTS, emit_document
-from streams.review import unverified_alert, verified
+from streams.messages import ActionRequest, Delivery, FeedbackRecord, PageRequest
+from streams.publish import emit_document
+from streams.review import refuse, verified
 from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
 from streams.sinks.documents import action_document
@@ -122,10 +122,7 @@ class ActStage(Stage):
         automation after the breaker opened. Only signed decisions count."""
         if not verified(decision, self.review_keys) \
                 or decision.decision not in APPROVAL_DECISIONS:
-            alert = unverified_alert(decision, self.review_keys)
-            emit(ALERTS, alert.alert_id, AlertRecord(alert))
-            raise ValueError(f"refused decision on {decision.account_id!r}: "
-                             f"{alert.reasons[0]}")
+            refuse(decision, self.review_keys, emit)
         ledger = self.automation()
         record = {**decision.to_plain(), "action": decision.decision, "automated": False}
         audit_id = f"{decision.decision}-{decision.account_id}-{decision.ts_ms}"

@@ -20,7 +20,7 @@ from detectors.risk import RiskAssessment, RiskScorer, Signal
 from streams import clock
 from streams.messages import ActionRequest, AlertRecord, FeedbackRecord, SignalRecord
 from streams.publish import ACTIONS, ALERTS, emit_document, emit_page_resolve
-from streams.review import unverified_alert, verified
+from streams.review import refuse, verified
 from streams.runtime import Emit, Stage, StateStore
 from streams.settings import get_settings
 from streams.sinks.documents import account_document, action_document
@@ -71,12 +71,7 @@ class RiskStage(Stage):
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         if isinstance(item, FeedbackRecord):
             if not verified(item, self.review_keys):
-                # The security alert goes out; raising makes the record a dead letter.
-                alert = unverified_alert(item, self.review_keys)
-                log.warning("decision_refused account=%s analyst=%r", item.account_id,
-                            item.analyst)
-                emit(ALERTS, alert.alert_id, AlertRecord(alert))
-                raise ValueError(f"unverified analyst decision: {alert.reasons[0]}")
+                refuse(item, self.review_keys, emit)
             self.on_feedback(item, emit)
         else:
             self.on_signal(item.signal, emit)
