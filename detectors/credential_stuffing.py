@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
-from detectors.incidents import Incident
+from detectors.incidents import Incident, anchor_ms
 from detectors.network import network_range
 from detectors.windows import SlidingWindow, drop_idle
 
@@ -85,8 +85,9 @@ class CredentialStuffingDetector:
         ratio = state.failures / len(state.window)
         if distinct < self.min_distinct_keys or ratio < self.min_failure_ratio:
             return []
-        if not state.incident.report(state.window.start_ms, state.failures,
-                                     state.window.latest_ms):
+        latest = state.window.latest_ms
+        start = anchor_ms(state.window.run_start_ms, latest, self.window_ms)
+        if not state.incident.report(start, state.failures, latest):
             return []
         return [self._alert(cidr, state, distinct, ratio)]
 

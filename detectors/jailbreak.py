@@ -26,7 +26,7 @@ import numpy as np
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
-from detectors.incidents import Incident
+from detectors.incidents import Incident, anchor_ms
 from detectors.redaction import redacted_sample
 from detectors.windows import SlidingWindow, drop_idle
 
@@ -341,7 +341,8 @@ class PatternSpreadDetector:
         distinct = len(state.accounts)
         if distinct < self.min_accounts:
             return []
-        if not state.incident.report(state.window.start_ms, distinct, state.latest_ms):
+        start = anchor_ms(state.window.run_start_ms, state.latest_ms, self.window_ms)
+        if not state.incident.report(start, distinct, state.latest_ms):
             return []
         assert state.incident.start_ms is not None
         accounts = sorted(state.accounts, key=lambda a: (-state.accounts[a], a))

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
-from detectors.incidents import Incident
+from detectors.incidents import Incident, anchor_ms
 from detectors.network import network_range
 from detectors.windows import SlidingWindow, drop_idle
 
@@ -145,7 +145,8 @@ class SybilDetector:
         cohort = self._cohort(state, agent, accounts)
         if cohort is None:
             return []
-        if not state.incident.report(state.window.start_ms, len(cohort.accounts), latest):
+        start = anchor_ms(state.window.run_start_ms, latest, self.window_ms)
+        if not state.incident.report(start, len(cohort.accounts), latest):
             return []
         return [self._alert(cidr, state, cohort)]
 

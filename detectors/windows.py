@@ -13,27 +13,44 @@ S = TypeVar("S")
 
 @dataclass
 class SlidingWindow(Generic[T]):
-    """Items of the last `length_ms` of event time, newest last.
+    """Items of the last `length_ms` of event time, oldest first.
 
     Event ids already in the window are refused, so a replayed or redelivered event is not
-    counted twice (Kafka delivers at least once). Items older than the window are refused too:
-    the window only moves forward in event time.
+    counted twice (Kafka delivers at least once). An item that arrives out of order takes its
+    place in event-time order (ties by event id), so the window holds the same items whatever
+    order they came in; one older than the window is refused: the window moves forward only.
+
+    `run_start_ms`: when the current run of activity began, the earliest item since the
+    window was last empty (a whole window without an item ends a run). It anchors incidents
+    (`detectors/incidents.py`): unlike the window's start, it does not move with each event.
     """
 
     length_ms: int
     items: deque[tuple[int, str, T]] = field(default_factory=deque)
     event_ids: set[str] = field(default_factory=set)
     latest_ms: int = 0
+    run_start_ms: int = 0
 
     def add(self, ts_ms: int, event_id: str, item: T,
             on_evict: Callable[[T], None] | None = None) -> bool:
         """Add an item; return False (and change nothing) for a duplicate or too-late event."""
         if event_id in self.event_ids or ts_ms < self.latest_ms - self.length_ms:
             return False
-        self.items.append((ts_ms, event_id, item))
+        horizon = max(self.latest_ms, ts_ms) - self.length_ms
+        if not self.items or self.items[-1][0] < horizon:
+            self.run_start_ms = ts_ms  # nothing before it stays: a new run
+        else:
+            self.run_start_ms = min(self.run_start_ms, ts_ms)
+        entry = (ts_ms, event_id, item)
+        if not self.items or self.items[-1][:2] <= entry[:2]:
+            self.items.append(entry)
+        else:  # out of order: usually a few places from the end
+            place = len(self.items) - 1
+            while place > 0 and self.items[place - 1][:2] > entry[:2]:
+                place -= 1
+            self.items.insert(place, entry)
         self.event_ids.add(event_id)
         self.latest_ms = max(self.latest_ms, ts_ms)
-        horizon = self.latest_ms - self.length_ms
         while self.items and self.items[0][0] < horizon:
             _, old_id, old = self.items.popleft()
             self.event_ids.discard(old_id)

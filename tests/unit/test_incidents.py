@@ -1,4 +1,4 @@
-from detectors.incidents import Incident
+from detectors.incidents import Incident, anchor_ms
 from detectors.state_codec import decode_state, encode_state
 
 WINDOW = 600_000
@@ -69,3 +69,22 @@ def test_repeats_that_are_not_news_are_counted_into_the_open_alert():
     assert incident.report(1_000, 20, 7_000) and incident.repeats == 5  # the update says so
     incident.close()
     assert incident.report(9_000, 10, 9_000) and incident.repeats == 0  # a new incident
+
+
+def test_the_anchor_is_the_bucket_of_the_run_start_or_of_a_window_before_the_condition_held():
+    # A fresh run: the bucket it started in, whichever of its first events came first.
+    assert {anchor_ms(run_start, 1_300_000, WINDOW)
+            for run_start in range(1_200_000, 1_800_000, 7_000)} == {1_200_000}
+    # A busy entity, active for hours: the same for any moment in a bucket the condition
+    # first held at, whichever event made it hold.
+    assert {anchor_ms(0, held, WINDOW) for held in range(3_000_000, 3_600_000, 7_000)} == {
+        2_400_000}
+
+
+def test_an_incident_after_a_closed_one_never_takes_its_start():
+    incident = Incident()
+    assert incident.report(1_000, 10, 5_000)
+    incident.close_if_quiet(5_000 + WINDOW + 1, WINDOW)
+    assert not incident.is_open and incident.closed_ms == 5_000 + WINDOW
+    assert incident.report(1_000, 10, 900_000)  # the same run, so the same anchor
+    assert incident.start_ms == 5_000 + WINDOW
