@@ -6,7 +6,6 @@ import ipaddress
 from functools import lru_cache
 
 
-@lru_cache(maxsize=65536)
 @lru_cache(maxsize=65_536)  # every event asks; addresses repeat
 def network_range(ip: str, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str:
     """The /24 (IPv4) or /64 (IPv6) range that holds `ip`, as CIDR text."""
