@@ -14,7 +14,8 @@ The contract, per batch of Kafka messages:
 2. each message is decoded into records; one that cannot be read becomes a dead letter with
    the reason, and the others go on;
 3. each record is processed with its message as the current event (its partition is where
-   per-key state of the record lives);
+   per-key state of the record lives), in the order read or, for a stage that asks, in
+   event-time order (ties by record id);
 4. a record the stage fails on with a data error (`RECORD_ERRORS`: what bad input raises)
    becomes a dead letter with the stage's name and the error, and the others go on; any other
    error (I/O, memory, the stage's own `StageError`) is raised, so the batch is not
@@ -31,7 +32,7 @@ processes, sends and writes state (on the loop, where Faust's tables live).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -80,6 +81,10 @@ class Stage:
     name: ClassVar[str] = "stage"
     reads: ClassVar[tuple[type[Record], ...]] = ()
     tables: ClassVar[tuple[str, ...]] = ()
+    # Process a batch's records in event-time order rather than the order the partition
+    # interleaved them in: for windows over records from many upstream partitions, so that
+    # what is found depends on the events, not on how they arrived (`StageDriver.finish`).
+    in_event_time_order: ClassVar[bool] = False
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         """Built for `policy`, with its tables from `state` (`state.table(name)`)."""
@@ -116,7 +121,9 @@ class StageSpec:
     what the stage keeps outside its tables). `blocking`: it runs in a thread, wholly when it
     keeps no tables, else its `prepare` step (`streams/stage_agent.py`). `tick_seconds`: also
     run the stage's `after` this often without input, for work that must not wait for the
-    next message (judging what the last batch brought, once the input pauses)."""
+    next message (judging what the last batch brought, once the input pauses).
+    `align_seconds`: pause the input partitions that run more than this far ahead in event
+    time of the slowest one still being read (`streams/alignment.py`)."""
 
     stage: type[Stage]
     reads: tuple[str, ...]
@@ -125,6 +132,7 @@ class StageSpec:
     within: float = 0.5
     blocking: bool = False
     tick_seconds: float | None = None
+    align_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,20 +206,29 @@ class StageDriver(Generic[M]):
             self.policy = policy
         result: BatchResult[M] = BatchResult(dead_letters=list(prepared.dead_letters))
         latest_ms = 0
-        for message, items in prepared.messages:
-            self.activate(message)
-            for record, item in items:
-                try:
-                    self.stage.process(item, self.outbox.put, now_ms)
-                except RECORD_ERRORS as exc:
-                    self._dead(message, record, exc, result.dead_letters)
-                    continue
-                result.records += 1
-                latest_ms = max(latest_ms, _event_ms(record))
+        current: M | None = None
+        for message, record, item in self._in_order(prepared):
+            if message is not current:
+                self.activate(message)
+                current = message
+            try:
+                self.stage.process(item, self.outbox.put, now_ms)
+            except RECORD_ERRORS as exc:
+                self._dead(message, record, exc, result.dead_letters)
+                continue
+            result.records += 1
+            latest_ms = max(latest_ms, event_ms(record))
         self.stage.after(self.outbox.put, latest_ms)
         result.envelopes = list(self.outbox.drain())
         self.state.flush()
         return result
+
+    def _in_order(self, prepared: Prepared[M]) -> list[tuple[M, Record, Any]]:
+        triples = [(message, record, item) for message, items in prepared.messages
+                   for record, item in items]
+        if self.stage.in_event_time_order:
+            triples.sort(key=lambda t: (event_ms(t[1]), record_id(t[1])))
+        return triples
 
     def _prepared(self, message: M, records: list[Record], dead: list[DeadLetter[M]]
                   ) -> list[tuple[Record, Any]]:
@@ -235,11 +252,22 @@ class StageDriver(Generic[M]):
             message, f"stage {self.stage.name} failed on a {record.TYPE} record: {exc!r}"))
 
 
-def _event_ms(record: Any) -> int:
+def event_ms(record: Any) -> int:
     """The event time of a record, for housekeeping; 0 when it has none."""
     for name in ("ts", "ts_ms"):
         value = getattr(record, name, None)
         if isinstance(value, int):
             return value
     event = getattr(record, "event", None)
+    if isinstance(event, Mapping):  # an event in its plain form (a jailbreak match)
+        value = event.get("ts")
+        return value if isinstance(value, int) else 0
     return int(getattr(event, "ts_ms", 0) or 0)
+
+
+def record_id(record: Any) -> str:
+    """What breaks a tie in event time: the event's id, else nothing (the sort is stable)."""
+    event = getattr(record, "event", record)
+    if isinstance(event, Mapping):
+        return str(event.get("event_id", ""))
+    return str(getattr(event, "event_id", ""))

@@ -17,6 +17,7 @@ class NetworkAbuse(Stage):
     name = "detect_network_abuse"
     reads = (EventRecord,)
     tables = ("state-credential-stuffing", "state-sybil")
+    in_event_time_order = True
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         self.policy = policy

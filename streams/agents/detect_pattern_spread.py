@@ -16,6 +16,7 @@ class PatternSpread(Stage):
     name = "detect_pattern_spread"
     reads = (JailbreakMatch,)
     tables = ("state-pattern-spread",)
+    in_event_time_order = True
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         self.policy = policy

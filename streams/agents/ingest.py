@@ -24,6 +24,7 @@ from streams.settings import get_settings
 class Ingest(Stage):
     name = "ingest"
     tables = ("state-scraping", "state-leaked-key")
+    in_event_time_order = True
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         rules = policy.rules

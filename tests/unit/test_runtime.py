@@ -116,3 +116,24 @@ def test_a_new_policy_reconfigures_the_stage_before_the_batch() -> None:
 def test_a_record_of_a_type_the_stage_does_not_read_is_a_dead_letter() -> None:
     result = driver(Doubler()).run([encode_batch("other", [])], now_ms=0)
     assert "does not read 'other'" in result.dead_letters[0].reason
+
+
+class TimeOrderedDoubler(Doubler):
+    in_event_time_order = True
+
+
+def test_a_stage_that_asks_sees_its_batch_in_event_time_order_with_each_records_message(
+) -> None:
+    activated: list[bytes] = []
+    late, early = message(9, 3), message(1, 5)  # event times 1009, 1003 / 1001, 1005
+    stage = TimeOrderedDoubler()
+    result = StageDriver(stage, Outbox(partitions=lambda topic: 2), value=lambda m: m,
+                         activate=activated.append).run([late, early], 0)
+    assert stage.seen == [1, 3, 5, 9] and result.records == 4
+    assert activated == [early, late, early, late]  # the current event follows the record
+
+
+def test_other_stages_see_their_batch_in_the_order_read() -> None:
+    stage = Doubler()
+    driver(stage).run([message(9, 3), message(1, 5)], now_ms=0)
+    assert stage.seen == [9, 3, 1, 5]
