@@ -3,7 +3,9 @@ importing a module starts nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Set
+from functools import cached_property
+from typing import cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -24,18 +26,38 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         committed = await super().seek_to_committed()
-        changelogs = self.consumer.app.tables.changelog_topics  # recovery positions these
+        app = self.consumer.app
+        changelogs = app.tables.changelog_topics  # recovery positions these
         never = [tp for tp, offset in committed.items()
                  if not offset and tp.topic not in changelogs]
+        cast(App, app).start_offsets.update({tp: offset or 0 for tp, offset in committed.items()})
         if never:
             consumer = self._ensure_consumer()
             await self.call_thread(consumer.seek_to_beginning, *never)
         return committed
 
 
+    async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
+        await self.call_thread(self._pause_fetching, pause, resume)
+
+    async def _pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
+        consumer = self._ensure_consumer()
+        assigned = consumer.assignment()
+        consumer.resume(*(tp for tp in assigned if tp in resume))
+        consumer.pause(*(tp for tp in assigned if tp in pause))
+
+
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
+        """Stop fetching from the partitions `pause`, fetch again from `resume`. In aiokafka,
+        not in Faust's set of active partitions: Faust drops the records it has already
+        fetched for a partition that leaves that set while it hands them out, and they would
+        never be processed nor committed; aiokafka discards only what it has not handed out,
+        and fetches it again on resume."""
+        await cast(ConsumerThread, self._thread).pause_fetching(pause, resume)
 
 
 class Transport(faust_aiokafka.Transport):
@@ -45,6 +67,26 @@ class Transport(faust_aiokafka.Transport):
 class App(faust.App):
     def _new_transport(self) -> TransportT:
         return Transport(self.conf.broker_consumer, self)  # type: ignore[arg-type]
+
+    def before_revoke(self, callback: Callable[[Set[TP]], None]) -> None:
+        """Call `callback(revoked)` when a rebalance revokes partitions, before Faust waits for
+        every record read from them to be acknowledged: a stage holding records back (for
+        event-time order) gives them up there, or the wait would never end."""
+        self._before_revoke.append(callback)
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for callback in self._before_revoke:
+            callback(revoked)
+        await super()._on_partitions_revoked(revoked)
+
+    @cached_property
+    def _before_revoke(self) -> list[Callable[[Set[TP]], None]]:
+        return []
+
+    @cached_property
+    def start_offsets(self) -> dict[TP, int]:
+        """Where reading each assigned partition started, at the last rebalance."""
+        return {}
 
 
 def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
@@ -79,5 +121,12 @@ def create_app(settings: Settings) -> faust.App:
         # them (Faust's defaults send each message in a request of its own).
         producer_linger=0.01,
         producer_max_batch_size=512 * 1024,
+        # Small fetches and a short queue, so that pausing the input partitions that run
+        # ahead in event time takes effect within seconds of event time (`streams/alignment`):
+        # with a megabyte per partition per fetch and 4,096 records queued, ingest read a
+        # backlog half an hour of event time apart between partitions. A message larger than
+        # the fetch size is still returned whole.
+        consumer_max_fetch_size=16 * 1024,
+        stream_buffer_maxsize=200,
     )
 

@@ -15,15 +15,17 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Set
 from typing import Any, NoReturn, Protocol
 
-from faust.types import AppT, EventT, StreamT, TopicT
+from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from streams import clock, metrics
+from streams.alignment import Alignment, Reorder
+from streams.messages import Record
 from streams.outbox import Outbox
 from streams.policy import current_policy
-from streams.runtime import StageDriver, StageSpec
+from streams.runtime import Prepared, StageDriver, StageSpec, event_ms, record_id
 from streams.settings import Settings
 from streams.state import FaustState, use_event
 
@@ -90,6 +92,8 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
     drivers: list[StageDriver[EventT]] = []  # the stage once built, for the tick
     topic_names = {topics.settings.topic(logical) for logical in reads}
     turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
+    aligned = AlignedInput(app, topic_names, spec.align_seconds, max_hold_seconds=10.0) \
+        if spec.align_seconds else None
 
     async def run_stage(stream: StreamT) -> None:
         loop = asyncio.get_running_loop()
@@ -102,6 +106,8 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
             await run_or_stop(driver, events)
+            if aligned:
+                await aligned.realign()
 
     async def run_or_stop(driver: StageDriver[EventT], events: list[EventT]) -> None:
         try:
@@ -114,6 +120,12 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         except Exception:
             stop_worker(name)
 
+    async def align_tick() -> None:
+        if drivers and aligned:
+            if len(aligned.reorder):
+                await run_or_stop(drivers[0], [])
+            await aligned.realign()
+
     async def tick() -> None:
         """Only where the stage's input is: a stage elsewhere holds no live state to act on."""
         if drivers and any(tp.topic in topic_names for tp in app.consumer.assignment()):
@@ -123,7 +135,11 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         loop, now_ms, policy = asyncio.get_running_loop(), clock.now_ms(), current_policy()
         if events:
             metrics.stage_events_in.labels(name).inc(len(events))
-        if not spec.blocking:
+        released: Prepared[EventT] | None = None
+        if aligned:
+            released = aligned.order(driver.prepare(owned(events)))
+            result = driver.finish(released, now_ms, policy)
+        elif not spec.blocking:
             result = driver.run(owned(events), now_ms, policy)
         elif spec.stage.tables:  # Faust's tables are written from the loop only
             prepared = await loop.run_in_executor(None, driver.prepare, owned(events))
@@ -141,12 +157,79 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         # state it changed, must be in Kafka by then (at-least-once across a crash or a
         # rebalance), not only in the producer's buffer.
         await asyncio.gather(*sent, state.delivered())
+        if released:
+            aligned.acknowledge(released)  # type: ignore[union-attr]
 
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)
     if spec.tick_seconds:
         tick.__name__ = tick.__qualname__ = f"{name}_tick"
         app.timer(spec.tick_seconds, name=f"{name}_tick")(tick)
+    if aligned:
+        # What is held is released by time as well as by new records: once the input
+        # pauses, the last records read still go through.
+        align_tick.__name__ = align_tick.__qualname__ = f"{name}_release"
+        app.timer(1.0, name=f"{name}_release")(align_tick)
+
+
+class AlignedInput:
+    """A stage's input read in event-time order across its partitions (`streams/alignment`):
+    partitions running ahead are paused after every batch, and each record is held, not
+    acknowledged, until the watermark passes it. Pausing only stops fetching (`streams/app`),
+    and a held record is acknowledged only once processed, so neither loses anything."""
+
+    def __init__(self, app: AppT, topic_names: set[str], max_skew_seconds: float,
+                 max_hold_seconds: float) -> None:
+        self.app, self.topic_names = app, topic_names
+        self.alignment: Alignment[TP] = Alignment(int(max_skew_seconds * 1000))
+        self.reorder: Reorder[tuple[TP, int], tuple[EventT, list[tuple[Record, Any]]]] = \
+            Reorder(max_hold_seconds)
+        self.paused: set[TP] = set()
+        app.before_revoke(self.give_up)  # type: ignore[attr-defined]
+
+    def order(self, prepared: Prepared[EventT]) -> Prepared[EventT]:
+        """Hold what `prepared` brought; return, in its place, what may be processed now."""
+        now_s = time.monotonic()
+        for event, items in prepared.messages:
+            message = event.message
+            times = [event_ms(record) for record, _ in items]
+            latest = max(times, default=0)
+            self.alignment.observe(message.tp, message.offset, latest)
+            if self.reorder.hold((message.tp, message.offset), min(times, default=0),
+                                 record_id(items[0][0]) if items else "", (event, items), now_s):
+                message.incref()  # so that the batch's end does not acknowledge it
+        assigned = self.assigned()
+        for tp in assigned:
+            self.alignment.seed(tp, self.app.start_offsets.get(tp, 0))  # type: ignore[attr-defined]
+        watermark = self.alignment.watermark_ms(assigned, self.app.consumer.highwater)
+        return Prepared(self.reorder.release(watermark, now_s), prepared.dead_letters)
+
+    def acknowledge(self, prepared: Prepared[EventT]) -> None:
+        for event, _ in prepared.messages:
+            event.ack()
+
+    def assigned(self) -> list[TP]:
+        return [tp for tp in self.app.consumer.assignment() if tp.topic in self.topic_names]
+
+    async def realign(self) -> None:
+        assigned = self.assigned()
+        self.alignment.forget(assigned)
+        ahead = self.alignment.ahead(assigned, self.app.consumer.highwater)
+        # Both every time: a rebalance resumes what was paused.
+        await self.app.consumer.pause_fetching(  # type: ignore[attr-defined]
+            ahead, self.paused - ahead)
+        if ahead != self.paused:
+            log.debug("input_aligned paused=%s held=%d",
+                      sorted(tp.partition for tp in ahead), len(self.reorder))
+        self.paused = ahead
+
+    def give_up(self, revoked: Set[TP]) -> None:
+        """The partitions are being revoked: stop holding their records, unacknowledged, so
+        their offsets are not committed and their next owner reads them again. Marked done for
+        Faust's wait for in-flight records, without the acknowledgement that commits."""
+        for event, _ in self.reorder.abandon(lambda key: key[0] in revoked):
+            event.message.acked = True
+        self.alignment.forget(tp for tp in self.alignment.next_offset if tp not in revoked)
 
 
 class Sink(Protocol):

@@ -22,7 +22,8 @@ from streams.settings import Settings
 from streams.stage_agent import Topics, register_stage
 
 STAGES = (
-    StageSpec(Ingest, ("api.usage",), within=0.2),
+    # Aligned: the stages after it are keyed otherwise, and see its partitions interleaved.
+    StageSpec(Ingest, ("api.usage",), within=0.2, align_seconds=5.0),
     StageSpec(NetworkAbuse, ("misuse.events.by-network",), within=0.2),
     # Small batches: one blocking model step per loop turn stays short.
     StageSpec(EmbedPrompts, ("misuse.prompts",), batch_size=8, within=1.0, blocking=True),

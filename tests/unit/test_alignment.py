@@ -1,0 +1,90 @@
+"""Input alignment: which partitions to pause so that none is read far ahead, in event time,
+of the slowest one still being read."""
+
+from streams.alignment import Alignment, Reorder
+
+SKEW = 5_000
+
+
+def aligned(**latest: tuple[int, int]) -> Alignment[str]:
+    """Partitions named by keyword: (event time read up to, offset read up to)."""
+    alignment: Alignment[str] = Alignment(SKEW)
+    for partition, (event_ms, offset) in latest.items():
+        alignment.observe(partition, offset, event_ms)
+    return alignment
+
+
+def test_a_partition_far_ahead_of_the_slowest_one_still_being_read_is_paused() -> None:
+    alignment = aligned(a=(100_000, 9), b=(104_000, 9), c=(130_000, 9))
+    ends = {"a": 50, "b": 50, "c": 50}
+    assert alignment.ahead(ends, ends.get) == {"c"}
+
+
+def test_the_slowest_partition_is_never_paused_so_reading_goes_on() -> None:
+    alignment = aligned(a=(100_000, 9), b=(900_000, 9))
+    assert alignment.ahead(["a", "b"], lambda p: 50) == {"b"}
+    alignment.observe("a", 10, 2_000_000)  # a leaps ahead: now b is the slowest
+    assert alignment.ahead(["a", "b"], lambda p: 50) == {"a"}
+
+
+def test_a_partition_read_to_its_end_is_not_waited_for() -> None:
+    # Live traffic, or a key range gone quiet: nothing is left to read on "a", so "b" runs on.
+    alignment = aligned(a=(100_000, 49), b=(900_000, 9))
+    assert alignment.ahead(["a", "b"], {"a": 50, "b": 50}.get) == set()
+    assert alignment.ahead(["a", "b"], {"a": None, "b": 50}.get) == set()
+
+
+def test_partitions_not_read_yet_and_revoked_ones_are_left_alone() -> None:
+    alignment = aligned(a=(100_000, 9), b=(900_000, 9))
+    assert alignment.ahead(["a", "b", "new"], lambda p: 50) == {"b"}
+    alignment.forget(["b"])  # a went to another worker
+    assert alignment.ahead(["b"], lambda p: 50) == set()
+    assert "a" not in alignment.latest_ms
+
+
+def test_the_watermark_is_the_slowest_partition_still_being_read_or_none_when_all_is_read(
+) -> None:
+    alignment = aligned(a=(100_000, 9), b=(130_000, 9))
+    assert alignment.watermark_ms(["a", "b"], lambda p: 50) == 100_000
+    assert alignment.watermark_ms(["a", "b"], {"a": 10, "b": 50}.get) == 130_000
+    assert alignment.watermark_ms(["a", "b"], lambda p: 10) is None
+
+
+def test_held_records_come_out_in_event_time_order_once_the_watermark_passes_them() -> None:
+    reorder: Reorder[int, str] = Reorder(max_hold_seconds=2.0)
+    for key, (event_ms, name) in enumerate([(300, "c"), (100, "a"), (200, "b"), (900, "z")]):
+        assert reorder.hold(key, event_ms, name, name, now_s=0.0)
+    assert not reorder.hold(0, 300, "c", "c again", now_s=0.0)  # read again: held once
+    assert reorder.release(250, now_s=0.5) == ["a", "b"]
+    assert reorder.release(250, now_s=1.0) == []
+    assert reorder.release(None, now_s=1.0) == ["c", "z"]  # everything is read: all go
+
+
+def test_a_record_held_too_long_or_over_the_limit_goes_without_the_watermark() -> None:
+    reorder: Reorder[int, str] = Reorder(max_hold_seconds=2.0, max_held=2)
+    reorder.hold(1, 500, "late", "late", now_s=0.0)
+    reorder.hold(2, 600, "later", "later", now_s=1.5)
+    assert reorder.release(100, now_s=1.9) == []
+    assert reorder.release(100, now_s=2.0) == ["late"]
+    reorder.hold(3, 700, "x", "x", now_s=2.0)
+    reorder.hold(4, 800, "y", "y", now_s=2.0)
+    assert reorder.release(100, now_s=2.1) == ["later"]  # three held, two allowed
+
+
+def test_records_of_revoked_partitions_are_given_up_not_released() -> None:
+    reorder: Reorder[tuple[str, int], str] = Reorder(max_hold_seconds=2.0)
+    reorder.hold(("a", 1), 100, "a1", "a1", now_s=0.0)
+    reorder.hold(("b", 1), 50, "b1", "b1", now_s=0.0)
+    assert reorder.abandon(lambda key: key[0] == "b") == ["b1"]
+    assert reorder.release(None, now_s=0.0) == ["a1"]
+
+
+def test_a_partition_with_records_left_that_has_delivered_none_yet_holds_everything_back(
+) -> None:
+    # At start, or after a rebalance, the first fetch may bring one partition only: what it
+    # brings must wait for the others' first records, or they would all arrive late.
+    alignment = aligned(a=(100_000, 9))
+    alignment.seed("b", 40)  # its committed offset
+    assert alignment.watermark_ms(["a", "b"], lambda p: 50) == -1
+    assert alignment.ahead(["a", "b"], lambda p: 50) == set()  # only held, never paused for it
+    assert alignment.watermark_ms(["a", "b"], {"a": 50, "b": 40}.get) == 100_000  # b: all read
