@@ -9,9 +9,10 @@ stage's state and the order it sees records in are per partition.
 
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from detectors.policy import Policy
@@ -54,16 +55,29 @@ class InProcessPipeline:
         self.ticking = [spec.stage.name for spec in specs if spec.tick_seconds]
         self.collected = Collected()
 
-    def run(self, topic: str, messages: Iterable[bytes]) -> Collected:
+    def run(self, topic: str, messages: Iterable[bytes] | Mapping[int, Iterable[bytes]],
+            interleave: random.Random | None = None) -> Collected:
         """Feed raw messages to `topic` in batches and run every stage until nothing is left
         in flight, then tick the stages that tick (as the worker's timers would once the input
-        pauses), until that too leaves nothing in flight. Returns everything collected."""
+        pauses), until that too leaves nothing in flight. Returns everything collected.
+
+        `messages`: for partition 0, or by partition. `interleave`: take the next batch from a
+        partition of any topic chosen at random, of a random size, as a worker's fetches might
+        (each partition stays in order); by default the oldest in flight, whole batches."""
         pending: dict[tuple[str, int], list[bytes]] = defaultdict(list)
-        pending[(topic, 0)].extend(messages)
+        by_partition = messages if isinstance(messages, Mapping) else {0: messages}
+        for partition, values in by_partition.items():
+            pending[(topic, partition)].extend(values)
         while pending:
             while pending:
-                (topic, partition), queue = next(iter(pending.items()))
-                batch, rest = queue[:self.batch_size], queue[self.batch_size:]
+                if interleave is None:
+                    (topic, partition), queue = next(iter(pending.items()))
+                    size = self.batch_size
+                else:
+                    topic, partition = interleave.choice(sorted(pending))
+                    queue = pending[(topic, partition)]
+                    size = interleave.randint(1, self.batch_size)
+                batch, rest = queue[:size], queue[size:]
                 if rest:
                     pending[(topic, partition)] = rest
                 else:
