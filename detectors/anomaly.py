@@ -184,10 +184,13 @@ class PopulationAnomalyModel:
             self.accounts[event.account_id] = features
 
     def maybe_refit(self, now_ms: int) -> bool:
-        """Refit when `refit_every_ms` has passed since the last attempt and enough accounts
-        were active recently; return whether a new model is in place."""
-        if self.last_attempt_ms is not None and \
-                now_ms - self.last_attempt_ms < self.refit_every_ms:
+        """Refit at the first call in each `refit_every_ms` bucket of event time, as of the
+        bucket's start, when enough accounts were active recently; return whether a new model
+        is in place (fitted at `last_attempt_ms`). Called before each event is learnt from, in
+        event-time order, the fit sees exactly the events before the bucket: the same model
+        however the input was batched or interleaved."""
+        now_ms = now_ms // self.refit_every_ms * self.refit_every_ms
+        if self.last_attempt_ms is not None and now_ms <= self.last_attempt_ms:
             return False
         self.last_attempt_ms = now_ms
         active = self._active(now_ms)

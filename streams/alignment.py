@@ -19,7 +19,9 @@ Two mechanisms, as in Flink's watermark alignment and Kafka Streams' timestamp s
   `max_hold_seconds` of wall time is released anyway: a stalled partition delays the others
   by that much, no more.
 
-Pure bookkeeping; `streams/stage_agent.py` pauses, holds and acknowledges.
+`InputOrder` puts the two together for a stage's input. Pure bookkeeping: the worker
+(`streams/stage_agent.py`) pauses, holds and acknowledges; the in-process pipeline
+(`streams/inprocess.py`) holds the same way.
 """
 
 from __future__ import annotations
@@ -116,3 +118,28 @@ class Reorder(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self.held)
+
+
+@dataclass
+class InputOrder(Generic[P, V]):
+    """A stage's input put in event-time order: every message read is taken (and held), and
+    what the watermark has passed is released."""
+
+    alignment: Alignment[P]
+    reorder: Reorder[tuple[P, int], V]
+
+    @classmethod
+    def within(cls, max_skew_ms: int, max_hold_seconds: float) -> InputOrder[P, V]:
+        return cls(Alignment(max_skew_ms), Reorder(max_hold_seconds))
+
+    def take(self, partition: P, offset: int, times: list[int], tie: str, value: V,
+             now_s: float) -> bool:
+        """A message read, with its records' event times; False when it is already held."""
+        self.alignment.observe(partition, offset, max(times, default=0))
+        return self.reorder.hold((partition, offset), min(times, default=0), tie, value, now_s)
+
+    def release(self, assigned: list[P], start_offset: Callable[[P], int],
+                end_offset: Callable[[P], int | None], now_s: float) -> list[V]:
+        for partition in assigned:
+            self.alignment.seed(partition, start_offset(partition))
+        return self.reorder.release(self.alignment.watermark_ms(assigned, end_offset), now_s)

@@ -14,11 +14,13 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from detectors.policy import Policy
+from streams.alignment import InputOrder
 from streams.messages import Record, records_in
 from streams.outbox import Outbox
-from streams.runtime import MemoryState, StageDriver, StageSpec
+from streams.runtime import MemoryState, Prepared, StageDriver, StageSpec, event_ms, record_id
 from streams.settings import get_settings
 
 
@@ -53,6 +55,14 @@ class InProcessPipeline:
             for topic in spec.reads:
                 self.readers[topic].append(spec.stage.name)
         self.ticking = [spec.stage.name for spec in specs if spec.tick_seconds]
+        # Stages read in event-time order in the worker are here too: the same holding back,
+        # with no wall clock (nothing is held for too long in a pipeline that never stalls).
+        self.ordered = {spec.stage.name: [InputOrder[int, Any].within(
+            int(spec.align_seconds * 1000), max_hold_seconds=float("inf"))
+            for _ in range(workers)] for spec in specs if spec.align_seconds}
+        self.ordered_topic = {spec.stage.name: spec.reads[0] for spec in specs}
+        self.enqueued: dict[tuple[str, int], int] = defaultdict(int)  # messages per partition
+        self.read: dict[tuple[str, int], int] = defaultdict(int)  # of them taken in a batch
         self.collected = Collected()
 
     def run(self, topic: str, messages: Iterable[bytes] | Mapping[int, Iterable[bytes]],
@@ -67,7 +77,7 @@ class InProcessPipeline:
         pending: dict[tuple[str, int], list[bytes]] = defaultdict(list)
         by_partition = messages if isinstance(messages, Mapping) else {0: messages}
         for partition, values in by_partition.items():
-            pending[(topic, partition)].extend(values)
+            self._enqueue(pending, topic, partition, values)
         while pending:
             while pending:
                 if interleave is None:
@@ -78,30 +88,57 @@ class InProcessPipeline:
                     queue = pending[(topic, partition)]
                     size = interleave.randint(1, self.batch_size)
                 batch, rest = queue[:size], queue[size:]
+                self.read[(topic, partition)] += len(batch)
                 if rest:
                     pending[(topic, partition)] = rest
                 else:
                     del pending[(topic, partition)]
                 for name in self.readers[topic]:
                     self._run(name, partition, topic, batch, pending)
-            for name in self.ticking:
+            for name in [*self.ticking, *self.ordered]:
                 for partition in range(self.workers):
                     self._run(name, partition, "", [], pending)
         return self.collected
+
+    def _enqueue(self, pending: dict[tuple[str, int], list[bytes]], topic: str, partition: int,
+                 values: Iterable[bytes]) -> None:
+        queue = pending[(topic, partition)]
+        before = len(queue)
+        queue.extend(values)
+        self.enqueued[(topic, partition)] += len(queue) - before
 
     def _run(self, name: str, partition: int, topic: str, batch: list[bytes],
              pending: dict[tuple[str, int], list[bytes]]) -> None:
         began = time.perf_counter()
         driver = self.drivers[name][partition % self.workers]
-        result = driver.run(batch, self.now_ms(), self.policy)
+        if name in self.ordered:
+            prepared = self._in_order(name, partition, batch, driver.prepare(batch))
+            result = driver.finish(prepared, self.now_ms(), self.policy)
+        else:
+            result = driver.run(batch, self.now_ms(), self.policy)
         self.collected.seconds[name] += time.perf_counter() - began
         self.collected.processed[name] += result.records
         self.collected.dead_letters += [(topic, d.reason) for d in result.dead_letters]
         for envelope in result.envelopes:
             if envelope.topic in self.readers:
-                pending[(envelope.topic, envelope.partition)].append(envelope.value)
+                self._enqueue(pending, envelope.topic, envelope.partition, [envelope.value])
             else:
                 self.collected.records[envelope.topic] += records_in(envelope.value)
+
+    def _in_order(self, name: str, partition: int, batch: list[bytes],
+                  prepared: Prepared[bytes]) -> Prepared[bytes]:
+        """Hold and release as the worker's aligned input does (`streams/stage_agent.py`);
+        a message's offset is its place in its partition."""
+        order, topic = self.ordered[name][partition % self.workers], self.ordered_topic[name]
+        first = self.read[(topic, partition)] - len(batch)
+        offsets = {id(message): first + index for index, message in enumerate(batch)}
+        for message, items in prepared.messages:
+            order.take(partition, offsets[id(message)], [event_ms(r) for r, _ in items],
+                       record_id(items[0][0]) if items else "", (message, items), 0.0)
+        mine = [p for (t, p) in self.enqueued
+                if t == topic and p % self.workers == partition % self.workers]
+        released = order.release(mine, lambda p: 0, lambda p: self.enqueued[(topic, p)], 0.0)
+        return Prepared(released, prepared.dead_letters)
 
     def stage(self, name: str) -> object:
         return self.drivers[name][0].stage

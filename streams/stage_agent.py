@@ -21,7 +21,7 @@ from typing import Any, NoReturn, Protocol
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from streams import clock, metrics
-from streams.alignment import Alignment, Reorder
+from streams.alignment import InputOrder
 from streams.messages import Record
 from streams.outbox import Outbox
 from streams.policy import current_policy
@@ -181,9 +181,9 @@ class AlignedInput:
     def __init__(self, app: AppT, topic_names: set[str], max_skew_seconds: float,
                  max_hold_seconds: float) -> None:
         self.app, self.topic_names = app, topic_names
-        self.alignment: Alignment[TP] = Alignment(int(max_skew_seconds * 1000))
-        self.reorder: Reorder[tuple[TP, int], tuple[EventT, list[tuple[Record, Any]]]] = \
-            Reorder(max_hold_seconds)
+        self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
+            InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds)
+        self.alignment, self.reorder = self.input.alignment, self.input.reorder
         self.paused: set[TP] = set()
         app.before_revoke(self.give_up)  # type: ignore[attr-defined]
 
@@ -192,17 +192,13 @@ class AlignedInput:
         now_s = time.monotonic()
         for event, items in prepared.messages:
             message = event.message
-            times = [event_ms(record) for record, _ in items]
-            latest = max(times, default=0)
-            self.alignment.observe(message.tp, message.offset, latest)
-            if self.reorder.hold((message.tp, message.offset), min(times, default=0),
-                                 record_id(items[0][0]) if items else "", (event, items), now_s):
+            if self.input.take(message.tp, message.offset, [event_ms(r) for r, _ in items],
+                               record_id(items[0][0]) if items else "", (event, items), now_s):
                 message.incref()  # so that the batch's end does not acknowledge it
-        assigned = self.assigned()
-        for tp in assigned:
-            self.alignment.seed(tp, self.app.start_offsets.get(tp, 0))  # type: ignore[attr-defined]
-        watermark = self.alignment.watermark_ms(assigned, self.app.consumer.highwater)
-        return Prepared(self.reorder.release(watermark, now_s), prepared.dead_letters)
+        start_offsets = self.app.start_offsets  # type: ignore[attr-defined]
+        released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
+                                      self.app.consumer.highwater, now_s)
+        return Prepared(released, prepared.dead_letters)
 
     def acknowledge(self, prepared: Prepared[EventT]) -> None:
         for event, _ in prepared.messages:

@@ -68,6 +68,7 @@ class Ingest(Stage):
             for alert in self.leaked_key.observe(event):
                 emit_alert(emit, alert, rules.leaked_key)
         if rules.anomaly.enabled and event.account_id is not None:
+            self.refit_anomaly_model(emit, event.ts_ms)
             self.anomaly.observe(event)
         emit("misuse.events.by-network", network_range(event.ip),
              EventRecord(replace(event, prompt=None)))
@@ -75,10 +76,13 @@ class Ingest(Stage):
             emit("misuse.prompts", event.account_id,
                  EventRecord(replace(event, prompt=redact(event.prompt))))
 
+    def refit_anomaly_model(self, emit: Emit, event_ms: int) -> None:
+        """Before an event is learnt from (see `maybe_refit`): the outliers of a new model are
+        signals, dated at its fit."""
+        if self.anomaly.maybe_refit(event_ms) and not self.policy.rules.anomaly.shadow:
+            fitted_ms = self.anomaly.last_attempt_ms or event_ms
+            for score in self.anomaly.outliers(fitted_ms):
+                emit_signal(emit, to_signal(score, fitted_ms))
+
     def after(self, emit: Emit, latest_event_ms: int) -> None:
-        rule = self.policy.rules.anomaly
-        if rule.enabled and latest_event_ms and self.anomaly.maybe_refit(latest_event_ms) \
-                and not rule.shadow:
-            for score in self.anomaly.outliers(latest_event_ms):
-                emit_signal(emit, to_signal(score, latest_event_ms))
         self.housekeeper.run(latest_event_ms)
