@@ -44,6 +44,10 @@ class Alignment(Generic[P]):
     def observe(self, partition: P, offset: int, event_ms: int) -> None:
         if event_ms > self.latest_ms.get(partition, 0):
             self.latest_ms[partition] = event_ms
+        self.read(partition, offset)
+
+    def read(self, partition: P, offset: int) -> None:
+        """A message read, whatever it held (a dead letter holds no event time)."""
         if offset >= self.next_offset.get(partition, 0):
             self.next_offset[partition] = offset + 1
 

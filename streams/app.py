@@ -30,10 +30,12 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         changelogs = app.tables.changelog_topics  # recovery positions these
         never = [tp for tp, offset in committed.items()
                  if not offset and tp.topic not in changelogs]
-        cast(App, app).start_offsets.update({tp: offset or 0 for tp, offset in committed.items()})
+        starts = {tp: offset for tp, offset in committed.items() if offset}
         if never:
             consumer = self._ensure_consumer()
             await self.call_thread(consumer.seek_to_beginning, *never)
+            starts.update(await self.call_thread(consumer.beginning_offsets, never))
+        cast(App, app).start_offsets.update(starts)
         return committed
 
 
@@ -50,6 +52,20 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """The offset to commit: never past a record not yet acknowledged. Faust's own lets
+        one unacknowledged offset at the head be skipped, and any before a partition's first
+        commit; harmless while records are acknowledged in order, but ingest holds records
+        for event-time order (`streams/alignment.py`) and acknowledges them out of order, and
+        a record committed unprocessed is lost on a crash."""
+        acked = self._acked[tp]
+        start = self._committed_offset[tp]
+        if start is None:
+            start = cast(App, self.app).start_offsets.get(tp)
+        if acked and start is not None and not self._gap[tp] and min(acked) != start:
+            return None
+        return cast(int | None, super()._new_offset(tp))
 
     async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
         """Stop fetching from the partitions `pause`, fetch again from `resume`. In aiokafka,

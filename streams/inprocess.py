@@ -132,6 +132,8 @@ class InProcessPipeline:
         order, topic = self.ordered[name][partition % self.workers], self.ordered_topic[name]
         first = self.read[(topic, partition)] - len(batch)
         offsets = {id(message): first + index for index, message in enumerate(batch)}
+        for offset in offsets.values():  # dead letters too: read, they hold nothing back
+            order.alignment.read(partition, offset)
         for message, items in prepared.messages:
             order.take(partition, offsets[id(message)], [event_ms(r) for r, _ in items],
                        record_id(items[0][0]) if items else "", (message, items), 0.0)

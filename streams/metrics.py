@@ -59,6 +59,13 @@ event_to_alert_latency = Histogram(
 consumer_lag = Gauge(
     "misuse_consumer_lag", "Messages behind the end of an assigned partition",
     ["topic", "partition"], registry=REGISTRY)
+input_held = Gauge(
+    "misuse_input_held_records",
+    "Records read and held until the watermark passes them (event-time order)", ["stage"],
+    registry=REGISTRY)
+input_paused_partitions = Gauge(
+    "misuse_input_paused_partitions",
+    "Input partitions paused for running ahead in event time", ["stage"], registry=REGISTRY)
 embedding_path = Counter(
     "misuse_embedding_path_total", "Prompts by how they got their vector",
     ["path"], registry=REGISTRY)

@@ -6,7 +6,8 @@ says it blocks (the embedding model), dead-letters what the driver refused with 
 origin, and sends each output batch to its partition. A stage is built off the event loop too
 (loading a model, rebuilding clusters). A blocking stage runs off the loop as well: all of it
 when it keeps no Faust table (the campaign stage's judging), else its pure batch step (the
-embedding model), since Faust's tables are written from the loop only.
+embedding model), since Faust's tables are written from the loop only. A stage whose spec
+asks for it reads its input in event-time order (`AlignedInput`, `streams/alignment.py`).
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
     drivers: list[StageDriver[EventT]] = []  # the stage once built, for the tick
     topic_names = {topics.settings.topic(logical) for logical in reads}
     turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
-    aligned = AlignedInput(app, topic_names, spec.align_seconds, max_hold_seconds=10.0) \
+    aligned = AlignedInput(app, name, topic_names, spec.align_seconds, max_hold_seconds=10.0) \
         if spec.align_seconds else None
 
     async def run_stage(stream: StreamT) -> None:
@@ -137,7 +138,8 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             metrics.stage_events_in.labels(name).inc(len(events))
         released: Prepared[EventT] | None = None
         if aligned:
-            released = aligned.order(driver.prepare(owned(events)))
+            mine = owned(events)
+            released = aligned.order(mine, driver.prepare(mine))
             result = driver.finish(released, now_ms, policy)
         elif not spec.blocking:
             result = driver.run(owned(events), now_ms, policy)
@@ -178,18 +180,21 @@ class AlignedInput:
     acknowledged, until the watermark passes it. Pausing only stops fetching (`streams/app`),
     and a held record is acknowledged only once processed, so neither loses anything."""
 
-    def __init__(self, app: AppT, topic_names: set[str], max_skew_seconds: float,
+    def __init__(self, app: AppT, stage: str, topic_names: set[str], max_skew_seconds: float,
                  max_hold_seconds: float) -> None:
-        self.app, self.topic_names = app, topic_names
+        self.app, self.stage, self.topic_names = app, stage, topic_names
         self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
             InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds)
         self.alignment, self.reorder = self.input.alignment, self.input.reorder
         self.paused: set[TP] = set()
         app.before_revoke(self.give_up)  # type: ignore[attr-defined]
 
-    def order(self, prepared: Prepared[EventT]) -> Prepared[EventT]:
-        """Hold what `prepared` brought; return, in its place, what may be processed now."""
+    def order(self, events: list[EventT], prepared: Prepared[EventT]) -> Prepared[EventT]:
+        """Hold what `prepared` brought (from `events`); return, in its place, what may be
+        processed now."""
         now_s = time.monotonic()
+        for event in events:  # dead letters too: read, they hold no partition back
+            self.alignment.read(event.message.tp, event.message.offset)
         for event, items in prepared.messages:
             message = event.message
             if self.input.take(message.tp, message.offset, [event_ms(r) for r, _ in items],
@@ -218,6 +223,8 @@ class AlignedInput:
             log.debug("input_aligned paused=%s held=%d",
                       sorted(tp.partition for tp in ahead), len(self.reorder))
         self.paused = ahead
+        metrics.input_held.labels(self.stage).set(len(self.reorder))
+        metrics.input_paused_partitions.labels(self.stage).set(len(ahead))
 
     def give_up(self, revoked: Set[TP]) -> None:
         """The partitions are being revoked: stop holding their records, unacknowledged, so
