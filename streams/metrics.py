@@ -144,8 +144,9 @@ def register_lag_timer(app: AppT, settings: Settings, interval_s: float = 5.0) -
         now: set[tuple[str, str]] = set()
         if assigned:
             ends = await app.consumer.highwaters(*assigned)
+            positions = await app.consumer.positions(*assigned)  # type: ignore[attr-defined]
             for tp in assigned:
-                position = await app.consumer.position(tp)
+                position = positions.get(tp)
                 if position is None or tp not in ends:
                     continue
                 labels = (logical_topic(settings, tp.topic), str(tp.partition))

@@ -216,10 +216,9 @@ class AlignedInput:
         assigned = self.assigned()
         self.alignment.forget(assigned)
         ahead = self.alignment.ahead(assigned, self.app.consumer.highwater)
-        # Both every time: a rebalance resumes what was paused.
-        await self.app.consumer.pause_fetching(  # type: ignore[attr-defined]
-            ahead, self.paused - ahead)
-        if ahead != self.paused:
+        if ahead != self.paused:  # a call into the consumer's thread: only for a change
+            await self.app.consumer.pause_fetching(  # type: ignore[attr-defined]
+                ahead, self.paused - ahead)
             log.debug("input_aligned paused=%s held=%d",
                       sorted(tp.partition for tp in ahead), len(self.reorder))
         self.paused = ahead
@@ -232,6 +231,7 @@ class AlignedInput:
         Faust's wait for in-flight records, without the acknowledgement that commits."""
         for event, _ in self.reorder.abandon(lambda key: key[0] in revoked):
             event.message.acked = True
+        self.paused = set()  # a new assignment starts with nothing paused
         self.alignment.forget(tp for tp in self.alignment.next_offset if tp not in revoked)
 
 

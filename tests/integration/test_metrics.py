@@ -7,6 +7,7 @@ import io
 import ipaddress
 import json
 import re
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,6 +113,12 @@ def test_metrics_count_the_stream_and_name_no_one(metrics_pipeline: Pipeline,
     assert {s.labels["path"] for s in paths} <= {"exact", "near_duplicate", "static",
                                                  "full_model"}
     assert value(paths, "misuse_embedding_path_total") > 0
+    # Measured every 5 s, one call into the consumer's thread that waits behind its fetches:
+    # a worker that drained quickly may not have reported it yet.
+    deadline = time.monotonic() + 30
+    while not families["misuse_consumer_lag"][1] and time.monotonic() < deadline:
+        time.sleep(1)
+        families = scrape(url)
     lag = families["misuse_consumer_lag"][1]
     assert {"api.usage", "misuse.alerts"} <= {s.labels["topic"] for s in lag}
 
