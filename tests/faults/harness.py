@@ -17,7 +17,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from kafka import KafkaAdminClient, KafkaProducer
 
-from streams.broker import connection_options, consumer_lag
+from streams.broker import connection_options, consumer_lag, group_offsets
 from streams.runner import WorkerError, WorkerProcess, isolated_environment
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
@@ -136,8 +136,11 @@ class FaultRun:
             while producer.sent < due and producer.is_alive():
                 time.sleep(0.05)
             return
-        topic = [self.settings.topic("api.usage")]
-        while producer.sent - consumer_lag(self.settings, self.settings.app_id, topic) < due:
+        topic = self.settings.topic("api.usage")
+        deadline = time.monotonic() + self.drain_timeout_s
+        while group_offsets(self.settings, self.settings.app_id, [topic])[topic][0] < due:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"ingest did not reach {step.at:.0%} of the traffic")
             self.check_alive()
             time.sleep(0.2)
 

@@ -19,8 +19,9 @@ from tests.faults.suite import SuiteOptions, run_suite
 
 pytestmark = pytest.mark.integration
 
-# About 4,500 events at 400/s; outages long enough for the worker to notice and retry.
-OPTIONS = SuiteOptions(scale=0.1, rate=400, es_down_seconds=30, kafka_down_seconds=20,
+# About 5,500 events at 400/s (12 minutes of event time: the campaigns form), outages long
+# enough for the worker to notice and retry: the file takes about 7 minutes here.
+OPTIONS = SuiteOptions(scale=0.2, rate=400, es_down_seconds=30, kafka_down_seconds=20,
                        storm_rounds=3)
 FAULTS = [s.name for s in scenarios(0, 0) if s.name != "baseline"]
 
