@@ -80,7 +80,7 @@ def crafted(round_: int, ts_ms: int) -> dict[str, bytes | None]:
         "ts-before-2015": {"ts": 1_000_000_000_000},
         "ts-far-future": {"ts": ts_ms + 10 * 86_400_000},
         "status-string": {"status": "200"},
-        "id-over-128": {"event_id": "e" * 129},
+        "id-over-128": {"event_id": f"storm-{round_}-" + "e" * 129},
         "prompt-over-64k": {"prompt": "x" * (64 * 1024 + 1)},
         "event-over-256k": {"prompt": "y" * 300_000},
         "event-near-broker-limit": {"prompt": ""},  # filled up to near_limit below
