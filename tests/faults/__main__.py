@@ -51,7 +51,8 @@ def main() -> None:
           f"{options.rate:.0f}/s; commit {commit()})\n")
     print(table(rows))
     for row in rows:
-        problems = {k: row[k] for k in ("worker_exits", "refused_by_kafka") if row[k]}
+        problems = {k: row[k] for k in ("worker_exits", "stalls", "refused_by_kafka")
+                    if row[k]}
         gaps = {k: v for k, v in row["dead_letters"].items() if v}
         if problems or gaps or row["unabsorbed"]:
             found = {**problems, **gaps, "unabsorbed": row["unabsorbed_details"]}

@@ -99,14 +99,19 @@ def compare(baseline: RunResult, result: RunResult) -> dict[str, Any]:
         "alerts": {"same": len(base_alerts & run_alerts),
                    "missing": sorted(base_alerts - run_alerts),
                    "extra": sorted(run_alerts - base_alerts)},
-        "accounts_differing": {a: [base.account_statuses.get(a), run.account_statuses.get(a)]
+        # account -> [baseline status, run status, the rules that flagged it in the run]
+        "accounts_differing": {a: [base.account_statuses.get(a), run.account_statuses.get(a),
+                                   run.account_reason_rules.get(a, [])]
                                for a in sorted(statuses)},
+        "campaign_accounts": {"baseline": sorted(len(m) for m in base.campaigns.values()),
+                              "run": sorted(len(m) for m in run.campaigns.values())},
         "campaigns": {"same": len(set(base.campaigns) & set(run.campaigns)),
                       "missing": sorted(set(base.campaigns) - set(run.campaigns)),
                       "extra": sorted(set(run.campaigns) - set(base.campaigns))},
         "dead_letters": dead_letter_gaps(result),
         "refused_by_kafka": result.refused_by_kafka,
         "worker_exits": result.worker_exits,
+        "stalls": result.stalls,
         "drain_seconds": round(result.drain_seconds, 1),
     }
 
@@ -127,5 +132,5 @@ def table(rows: list[dict[str, Any]]) -> str:
             "same" if not campaigns["missing"] and not campaigns["extra"] else
             f"{campaigns['same']} same, {len(campaigns['missing'])} missing, "
             f"{len(campaigns['extra'])} extra",
-            f"{row['drain_seconds']:.0f}"]))
+            f"{row['drain_seconds']:.0f}" + (" (stalled)" if row["stalls"] else "")]))
     return "\n".join(lines)

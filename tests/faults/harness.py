@@ -17,7 +17,7 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from kafka import KafkaAdminClient, KafkaProducer
 
-from streams.broker import connection_options, consumer_lag, group_offsets
+from streams.broker import connection_options, consumer_lag, group_offsets, partition_offsets
 from streams.runner import WorkerError, WorkerProcess, isolated_environment
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
@@ -46,6 +46,8 @@ class RunResult:
     crafted_keys: list[str] = field(default_factory=list)
     # The worker stopping on its own (not a kill of ours), with its reason.
     worker_exits: list[str] = field(default_factory=list)
+    # The worker alive but not catching up (its lag stuck), with the partitions behind.
+    stalls: list[str] = field(default_factory=list)
 
 
 class PacedProducer(threading.Thread):
@@ -104,6 +106,7 @@ class FaultRun:
         self.log_path = work_dir / f"worker-{slug}.log"
         self.worker = WorkerProcess(self.settings, self.log_path, self.env)
         self.exits: list[str] = []
+        self.stalls: list[str] = []  # the worker alive but its lag not going down
 
     def run(self) -> RunResult:
         setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=self.env,
@@ -128,7 +131,7 @@ class FaultRun:
             self.worker.stop()
         return RunResult(self.scenario.name, observation, settled_at - fault_end,
                          producer.sent, sorted(producer.failures), self.crafted_keys,
-                         self.exits)
+                         self.exits, self.stalls)
 
     def wait_for(self, step: Step, producer: PacedProducer) -> None:
         due = step.at * len(self.messages)
@@ -140,7 +143,9 @@ class FaultRun:
         deadline = time.monotonic() + self.drain_timeout_s
         while group_offsets(self.settings, self.settings.app_id, [topic])[topic][0] < due:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"ingest did not reach {step.at:.0%} of the traffic")
+                self.stalls.append(f"ingest did not commit {step.at:.0%} of the traffic in "
+                                   f"{self.drain_timeout_s:.0f} s: {self.lag_report()}")
+                return
             self.check_alive()
             time.sleep(0.2)
 
@@ -185,7 +190,9 @@ class FaultRun:
                     self.worker.wait_drained(max(1.0, deadline - time.monotonic()))
                 except WorkerError:
                     if time.monotonic() > deadline:
-                        raise
+                        self.stalls.append(f"not drained in {self.drain_timeout_s:.0f} s: "
+                                           f"{self.lag_report()}")
+                        return time.monotonic()
                     self.check_alive()
                     continue
                 before, looked_at = fingerprint(es, self.settings), time.monotonic()
@@ -195,6 +202,15 @@ class FaultRun:
                     return looked_at
         finally:
             es.close()
+
+    def lag_report(self) -> str:
+        """The partitions with uncommitted messages: committed/end offsets."""
+        topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
+        behind = {f"{tp.topic.removeprefix(self.settings.topic_prefix)}[{tp.partition}]":
+                  f"{committed}/{end}" for tp, (committed, end)
+                  in partition_offsets(self.settings, self.settings.app_id, topics).items()
+                  if committed < end}
+        return ", ".join(f"{k} {v}" for k, v in sorted(behind.items())) or "no lag"
 
     def clean_up(self) -> None:
         """Indices, templates and topics of this run (the stack is shared by every run)."""
@@ -227,5 +243,6 @@ def describe(result: RunResult) -> dict[str, Any]:
     return {"scenario": result.scenario, "produced": result.produced,
             "drain_seconds": round(result.drain_seconds, 1),
             "refused_by_kafka": result.refused_by_kafka, "worker_exits": result.worker_exits,
+            "stalls": result.stalls,
             **result.observation.to_json()}
 

@@ -40,6 +40,8 @@ class Observation:
     account_statuses: dict[str, str] = field(default_factory=dict)
     # account -> every alert id its risk reasons name, repeats included
     account_reason_alert_ids: dict[str, list[str]] = field(default_factory=dict)
+    # account -> the rules its risk reasons name (what flagged it)
+    account_reason_rules: dict[str, list[str]] = field(default_factory=dict)
     # campaign id -> member accounts
     campaigns: dict[str, frozenset[str]] = field(default_factory=dict)
 
@@ -70,8 +72,11 @@ def observe(settings: Settings) -> Observation:
         for hit in all_hits(es, settings.index("accounts")):
             misuse = hit["_source"].get("misuse", {})
             seen.account_statuses[hit["_id"]] = misuse.get("status", "")
+            reasons = misuse.get("reasons", [])
             seen.account_reason_alert_ids[hit["_id"]] = [
-                r["alert_id"] for r in misuse.get("reasons", []) if r.get("alert_id")]
+                r["alert_id"] for r in reasons if r.get("alert_id")]
+            seen.account_reason_rules[hit["_id"]] = sorted({r.get("rule_id", "")
+                                                            for r in reasons})
         for hit in all_hits(es, settings.index("campaigns")):
             misuse = hit["_source"].get("misuse", {})
             seen.campaigns[misuse.get("campaign_id", hit["_id"])] = frozenset(

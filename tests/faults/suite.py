@@ -25,6 +25,8 @@ class SuiteOptions:
     kafka_down_seconds: float = 30.0
     storm_rounds: int = 10  # rounds of every crafted event, spread through the traffic
     only: tuple[str, ...] = ()  # scenario names to run (the baseline always runs)
+    # How long a run may take to drain (or ingest to reach a step) before it counts as stalled.
+    drain_timeout_seconds: float = 900.0
 
 
 def run_suite(options: SuiteOptions, work_dir: Path,
@@ -39,15 +41,16 @@ def run_suite(options: SuiteOptions, work_dir: Path,
     results: list[RunResult] = []
     for scenario in chosen:
         messages, keys = (mixed, crafted_keys) if scenario.storm else (traffic, [])
-        results.append(run_one(scenario, messages, keys, work_dir, options.rate))
+        results.append(run_one(scenario, messages, keys, work_dir, options.rate,
+                               options.drain_timeout_seconds))
         on_result(results[-1])
     rows = [compare(results[0], result) for result in results[1:]]
     return results, rows
 
 
 def run_one(scenario: Scenario, messages: Sequence[Message], crafted_keys: list[str],
-            work_dir: Path, rate: float) -> RunResult:
-    run = FaultRun(scenario, list(messages), crafted_keys, work_dir, rate)
+            work_dir: Path, rate: float, drain_timeout_s: float) -> RunResult:
+    run = FaultRun(scenario, list(messages), crafted_keys, work_dir, rate, drain_timeout_s)
     try:
         return run.run()
     finally:

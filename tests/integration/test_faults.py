@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 # About 5,500 events at 400/s (12 minutes of event time: the campaigns form), outages long
 # enough for the worker to notice and retry: the file takes about 7 minutes here.
 OPTIONS = SuiteOptions(scale=0.2, rate=400, es_down_seconds=30, kafka_down_seconds=20,
-                       storm_rounds=3)
+                       storm_rounds=3, drain_timeout_seconds=180)
 FAULTS = [s.name for s in scenarios(0, 0) if s.name != "baseline"]
 
 
@@ -56,6 +56,13 @@ def test_no_duplicate_becomes_visible_downstream(suite, fault: str) -> None:
 @pytest.mark.parametrize("fault", FAULTS)
 def test_the_worker_survives_the_fault_without_stopping_on_its_own(suite, fault: str) -> None:
     assert suite[1][fault]["worker_exits"] == []
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_the_worker_catches_up_after_the_fault(suite, fault: str) -> None:
+    """Its lag drains to zero: a partition whose commits stop (while its messages are
+    processed) would be read again after every restart."""
+    assert suite[1][fault]["stalls"] == []
 
 
 def test_every_crafted_event_is_dead_lettered_with_a_reason(suite) -> None:
