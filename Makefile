@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv up down status demo doctor test unit integration bench eval lint clean
+.PHONY: all venv up down status demo doctor test unit integration bench faults eval lint clean
 
 all: test
 
@@ -45,6 +45,11 @@ test: venv up
 
 bench: venv up
 	$(BIN)/python -m tests.bench
+
+# Every fault (Elasticsearch down, broker down, worker SIGKILLed three times, crafted-event
+# storm) against a fault-free run of the same traffic: the table, and .bench/faults.json.
+faults: venv up
+	$(BIN)/python -m tests.faults
 
 # Detection quality on held-out wordings: the simulator's test half and the real-text corpus's
 # test half, each through the real pipeline (EVAL_SPLIT=dev for the half thresholds are tuned on).

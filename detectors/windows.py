@@ -72,28 +72,44 @@ class SlidingWindow(Generic[T]):
 @dataclass
 class ActivityCounter:
     """How many events each entity sent in the last `length_ms` of event time, counted in bins
-    so a busy entity costs one counter per bin, not one entry per event."""
+    so a busy entity costs one counter per bin, not one entry per event.
+
+    The ids of each entity's last `max_recent_ids` events are kept, and an event among them is
+    not counted again: Kafka redelivers the last moments after a restart, and each repeat
+    would make the entity look busier than it is (for the campaign stage, an account whose
+    prompts are less concentrated on the campaign than they are)."""
 
     length_ms: int
     bin_ms: int = 60_000
     bins: MutableMapping[str, dict[int, int]] = field(default_factory=dict)
+    recent_ids: MutableMapping[str, list[str]] = field(default_factory=dict)
+    max_recent_ids: int = 256
 
-    def observe(self, entity: str, ts_ms: int) -> int:
+    def observe(self, entity: str, ts_ms: int, event_id: str | None = None) -> int:
         """Count one event and return the entity's count in the window that ends at ts_ms."""
         bins = self.bins.get(entity, {})
+        if event_id is not None:
+            recent = self.recent_ids.get(entity, [])
+            if event_id in recent:
+                return sum(n for b, n in bins.items() if b >= self._oldest_bin(ts_ms))
+            self.recent_ids[entity] = [*recent[-(self.max_recent_ids - 1):], event_id]
         current = ts_ms // self.bin_ms
         bins[current] = bins.get(current, 0) + 1
-        oldest = (ts_ms - self.length_ms) // self.bin_ms
+        oldest = self._oldest_bin(ts_ms)
         for stale in [b for b in bins if b < oldest]:
             del bins[stale]
         self.bins[entity] = bins  # written back: `bins` may be a state table
         return sum(bins.values())
 
+    def _oldest_bin(self, ts_ms: int) -> int:
+        return (ts_ms - self.length_ms) // self.bin_ms
+
     def forget_idle(self, now_ms: int) -> int:
-        oldest = (now_ms - self.length_ms) // self.bin_ms
+        oldest = self._oldest_bin(now_ms)
         idle = [entity for entity, bins in self.bins.items() if max(bins, default=0) < oldest]
         for entity in idle:
             del self.bins[entity]
+            self.recent_ids.pop(entity, None)
         return len(idle)
 
 

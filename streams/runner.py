@@ -103,6 +103,12 @@ class WorkerProcess:
             self.process.wait()
         self.process = None
 
+    def stopped(self) -> bool:
+        """The process ended, or one of its services crashed (Faust may keep the process of a
+        crashed worker alive)."""
+        return self.process is None or self.process.poll() is not None \
+            or b"Crashed reason" in self._log_bytes()
+
     def log_tail(self, chars: int = 4000) -> str:
         return self._log_bytes()[-chars:].decode("utf-8", errors="replace")
 

@@ -13,6 +13,7 @@ asks for it reads its input in event-time order (`AlignedInput`, `streams/alignm
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -55,16 +56,45 @@ class Topics:
 
     async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str,
                           origin: dict[str, str], *, stage: str) -> Awaitable[Any]:
-        """Keep the original bytes untouched and say why, and where they came from, in
-        headers. Returns the delivery, for the caller to await before it acknowledges.
-        Every dead letter passes here, so here it is counted, by `stage` and reason class."""
+        """Keep the original bytes untouched (but for the head of a message over
+        MAX_DEAD_LETTER_VALUE_BYTES) and say why, and where they came from, in headers.
+        Returns the delivery, for the caller to await before it acknowledges. Every dead
+        letter passes here, so here it is counted, by `stage` and reason class."""
         log.warning("dead_letter stage=%s %s reason=%r", stage,
                     " ".join(f"{k}={v}" for k, v in origin.items()), reason[:300])
         metrics.deadletters.labels(stage, metrics.reason_class(reason)).inc()
+        key, value, cut = fit_dead_letter(key, value)
         headers = {f"misuse.source.{k}": v.encode() for k, v in origin.items()}
         return await self("misuse.deadletter").send(key=key, value=value, headers={
-            "misuse.reason": reason.encode("utf-8"), **headers,
+            "misuse.reason": reason[:MAX_REASON_CHARS].encode("utf-8"), **headers, **cut,
             "misuse.rejected_at_ms": str(clock.now_ms()).encode()})
+
+
+# What a dead letter keeps of the message it replaces. The broker takes input messages up to
+# 1 MiB, but the worker's producer refuses requests over 1,000,000 bytes: a message near the
+# broker's limit, copied whole with its headers, could not be dead-lettered, its batch stopped
+# the worker, and every restart read it again (a poison pill). Anything this large is over the
+# event size limit anyway, so it could never be replayed as it is; the head of it, its size
+# and its hash say what it was.
+MAX_DEAD_LETTER_VALUE_BYTES = 768 * 1024
+MAX_DEAD_LETTER_KEY_BYTES = 1024
+MAX_REASON_CHARS = 2000
+
+
+def fit_dead_letter(key: bytes | None, value: bytes | None
+                    ) -> tuple[bytes | None, bytes | None, dict[str, bytes]]:
+    """The key and value a dead letter can carry, and headers saying what was cut, if any."""
+    cut: dict[str, bytes] = {}
+    for name, raw, limit in (("key", key, MAX_DEAD_LETTER_KEY_BYTES),
+                             ("value", value, MAX_DEAD_LETTER_VALUE_BYTES)):
+        if raw is not None and len(raw) > limit:
+            cut[f"misuse.truncated.{name}_bytes"] = str(len(raw)).encode()
+            cut[f"misuse.truncated.{name}_sha256"] = hashlib.sha256(raw).hexdigest().encode()
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+    if value is not None and len(value) > MAX_DEAD_LETTER_VALUE_BYTES:
+        value = value[:MAX_DEAD_LETTER_VALUE_BYTES]
+    return key, value, cut
 
 
 async def dead_letter(topics: Topics, event: EventT, reason: str, *, stage: str

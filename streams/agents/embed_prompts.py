@@ -48,7 +48,8 @@ class EmbedPrompts(Stage):
 
     name = "embed_prompts"
     reads = (EventRecord,)
-    tables = ("state-jailbreak", "state-key-first-seen", "state-prompt-activity")
+    tables = ("state-jailbreak", "state-key-first-seen", "state-prompt-activity",
+              "state-prompt-recent-ids")
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         settings = get_settings()
@@ -61,8 +62,11 @@ class EmbedPrompts(Stage):
         self.jailbreak.accounts = state.table("state-jailbreak")
         # Per account, in a table: after a rebalance or a restart the counts go on, and the
         # campaign stage's concentration (cluster points / account prompts) stays true.
+        # The accounts' recent event ids too, so that a prompt redelivered after a restart
+        # elsewhere is not counted twice.
         self.activity = ActivityCounter(policy.campaigns.window_seconds * 1000,
-                                        bins=state.table("state-prompt-activity"))
+                                        bins=state.table("state-prompt-activity"),
+                                        recent_ids=state.table("state-prompt-recent-ids"))
         self.key_first_seen = state.table("state-key-first-seen")
         self.housekeeper = Housekeeping(self.jailbreak, self.activity)
         log.info("embedder_ready model=%s", settings.embedding_model)
@@ -81,7 +85,7 @@ class EmbedPrompts(Stage):
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         event, embedded = item
         assert event.account_id is not None
-        count = self.activity.observe(event.account_id, event.ts_ms)
+        count = self.activity.observe(event.account_id, event.ts_ms, event.event_id)
         first_seen = self.key_first_seen.get(event.api_key_id)
         if first_seen is None or event.ts_ms < first_seen:
             self.key_first_seen[event.api_key_id] = first_seen = event.ts_ms

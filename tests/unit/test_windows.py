@@ -21,6 +21,16 @@ def test_activity_counter_counts_within_the_window_only():
     assert counter.forget_idle(600_000) == 2 and not counter.bins
 
 
+def test_activity_counter_counts_a_redelivered_event_once():
+    counter = ActivityCounter(length_ms=120_000, bin_ms=60_000, max_recent_ids=2)
+    assert [counter.observe("a", t, f"e{t}") for t in (0, 10_000, 20_000)] == [1, 2, 3]
+    assert counter.observe("a", 20_000, "e20000") == 3  # redelivered after a restart
+    assert counter.observe("a", 10_000, "e10000") == 3
+    assert counter.observe("a", 0, "e0") == 4  # older than the ids it keeps: counted again
+    assert counter.observe("b", 0, "e0") == 1  # ids are per entity
+    assert counter.forget_idle(600_000) == 2 and not counter.recent_ids
+
+
 def test_drop_idle_removes_only_entities_last_seen_before_the_horizon():
     states = {"old": 100, "edge": 500, "new": 900}
     assert drop_idle(states, lambda last: last, horizon_ms=500) == 1
