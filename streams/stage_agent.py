@@ -225,6 +225,14 @@ class AlignedInput:
         now_s = time.monotonic()
         for event in events:  # dead letters too: read, they hold no partition back
             self.alignment.read(event.message.tp, event.message.offset)
+        for dead in prepared.dead_letters:
+            # Acknowledged with the records before it in its partition, not ahead of them:
+            # acknowledgements in offset order never let a commit pass a held record.
+            message = dead.message.message
+            if self.input.take(message.tp, message.offset,
+                               [self.alignment.latest_ms.get(message.tp, 0)], "",
+                               (dead.message, []), now_s):
+                message.incref()
         for event, items in prepared.messages:
             message = event.message
             if self.input.take(message.tp, message.offset, [event_ms(r) for r, _ in items],
