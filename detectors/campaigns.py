@@ -30,7 +30,9 @@ from scipy.stats import binom
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from detectors.alerts import Alert, Entity
-from detectors.clustering import Census, ClusterPoint, ClusterSnapshot, merge_snapshots
+from detectors.clustering import (
+    Census, ClusterPoint, ClusterSnapshot, campaign_id_for, merge_snapshots,
+)
 from detectors.network import network_range
 from detectors.text import normalise
 
@@ -431,7 +433,7 @@ class CampaignJudge:
                 texts.add(point.text_key)
                 samples.append(point.prompt_sample)
         return CampaignFinding(
-            campaign_id=snapshot.cluster_id, score=score, accounts=tuple(core),
+            campaign_id=campaign_id_for(snapshot), score=score, accounts=tuple(core),
             api_keys=_union(snapshot.account_keys, core), ips=_union(snapshot.account_ips, core),
             first_seen_ms=snapshot.first_seen_ms, last_seen_ms=snapshot.last_seen_ms,
             size=sum(snapshot.accounts[a] for a in core), sample_prompts=tuple(samples[:5]),

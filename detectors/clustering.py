@@ -7,7 +7,10 @@ of events; it keeps only its `max_members` most recent points in full (vectors, 
 is what `refine` and the campaign judge look at.
 
 Cluster ids come from the founding point's event id, so replaying the same events gives the same
-ids; a merge keeps the older id, so a campaign keeps its id as it grows.
+ids; a merge keeps the older id. Which clusters exist when depends on when they were refined
+(merged, split), which depends on batching; so each cluster also keeps its anchor, its earliest
+point, and a campaign is named after the earliest anchor of its clusters: the operation's first
+post, whichever clusters it went through.
 """
 
 from __future__ import annotations
@@ -70,6 +73,7 @@ class ClusterSnapshot:
     text_accounts: Mapping[str, int]
     account_texts: Mapping[str, frozenset[str]]
     members: tuple[ClusterPoint, ...]
+    anchor: tuple[int, str]  # the earliest point ever counted: (event time, event id)
     space: str = ""
 
 
@@ -97,7 +101,8 @@ def merge_snapshots(snapshots: Sequence[ClusterSnapshot]) -> ClusterSnapshot:
         account_ips=_united(s.account_ips for s in ordered),
         account_user_agents=_united(s.account_user_agents for s in ordered),
         text_accounts=dict(texts), account_texts=_united(s.account_texts for s in ordered),
-        members=tuple(p for s in ordered for p in s.members), space=first.space)
+        members=tuple(p for s in ordered for p in s.members), space=first.space,
+        anchor=min(s.anchor for s in ordered))
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -131,6 +136,11 @@ class RefineResult:
 
 def cluster_id_for(event_id: str) -> str:
     return "cl-" + hashlib.blake2b(event_id.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def campaign_id_for(snapshot: ClusterSnapshot) -> str:
+    """A linked group's name: its anchor's, the same however its points were clustered."""
+    return cluster_id_for(snapshot.anchor[1])
 
 
 @dataclass
@@ -180,6 +190,9 @@ class _Cluster:
     first_seen_ms: int
     last_seen_ms: int
     recent: deque[ClusterPoint]
+    # The earliest point ever counted (event time, event id): unlike the founder, the same
+    # whatever order the points came in. Kept past expiry, like `first_seen_ms`.
+    anchor: tuple[int, str]
     total: _Tally = field(default_factory=_Tally)
     bins: dict[int, _Tally] = field(default_factory=dict)
     row: int = -1
@@ -197,6 +210,7 @@ class _Cluster:
         self.total.add(point, vector, sign)
         if sign > 0:
             self.last_seen_ms = max(self.last_seen_ms, point.ts_ms)
+            self.anchor = min(self.anchor, (point.ts_ms, point.event_id))
             self.added += 1
         if bin_.count <= 0:
             del self.bins[index]
@@ -209,6 +223,7 @@ class _Cluster:
             self.bins.setdefault(index, _Tally()).update(theirs)
         self.total.update(other.total)
         self.last_seen_ms = max(self.last_seen_ms, other.last_seen_ms)
+        self.anchor = min(self.anchor, other.anchor)
         self.added += other.added
         merged = sorted([*self.recent, *other.recent], key=lambda p: (p.ts_ms, p.event_id))
         self.recent = deque(merged[-max_members:], maxlen=max_members)
@@ -355,7 +370,7 @@ class OnlineClusterer:
             accounts=dict(accounts), account_bins=_frozen(bins), account_keys=_frozen(keys),
             account_ips=_frozen(ips), account_user_agents=_frozen(agents),
             text_accounts=dict(texts), account_texts=_frozen(account_texts),
-            members=tuple(cluster.recent), space=self.space,
+            members=tuple(cluster.recent), space=self.space, anchor=cluster.anchor,
         )
 
     def census(self) -> Census:
@@ -381,13 +396,15 @@ class OnlineClusterer:
             return None
         return self._clusters[self._row_ids[best]]
 
-    def _found(self, point: ClusterPoint, evict: bool = True) -> _Cluster:
+    def _found(self, point: ClusterPoint, evict: bool = True, parent: str = "") -> _Cluster:
         if evict and len(self._clusters) >= self.max_clusters:
             self._evict()
         cluster_id = cluster_id_for(point.event_id)
+        if cluster_id in self._clusters:  # a part split off with its parent's founder
+            cluster_id = cluster_id_for(f"{parent}/{point.event_id}")
         self._redirects.pop(cluster_id, None)
         cluster = _Cluster(cluster_id, point.ts_ms, point.ts_ms,
-                           deque(maxlen=self.max_members))
+                           deque(maxlen=self.max_members), (point.ts_ms, point.event_id))
         self._clusters[cluster_id] = cluster
         return cluster
 
@@ -478,7 +495,7 @@ class OnlineClusterer:
         minority = int(np.argmin(sizes)) if sizes[0] != sizes[1] else 1
         moving = [p for p, label in zip(members, labels, strict=True) if label == minority]
         founder = min(moving, key=lambda p: (p.ts_ms, p.event_id))
-        child = self._found(founder, evict=False)
+        child = self._found(founder, evict=False, parent=cluster.cluster_id)
         child.first_seen_ms = founder.ts_ms
         moved_ids = {p.event_id for p in moving}
         for point in moving:
@@ -490,6 +507,8 @@ class OnlineClusterer:
                 self._seen[point.event_id] = (point.ts_ms, child.cluster_id)
         cluster.recent = deque((p for p in members if p.event_id not in moved_ids),
                                maxlen=self.max_members)
+        if cluster.anchor[1] in moved_ids:  # its earliest point went: the earliest it keeps
+            cluster.anchor = min((p.ts_ms, p.event_id) for p in cluster.recent)
         child.checked_at = child.added
         self._set_row(cluster)
         self._set_row(child)

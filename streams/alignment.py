@@ -26,9 +26,11 @@ Two mechanisms, as in Flink's watermark alignment and Kafka Streams' timestamp s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from streams.runtime import event_ms, record_id
 
 P = TypeVar("P", bound=Hashable)  # an input partition
 K = TypeVar("K", bound=Hashable)  # a held record's identity (partition and offset)
@@ -107,8 +109,8 @@ class Reorder(Generic[K, V]):
         ordered = sorted(self.held.items(), key=lambda kv: kv[1][:2])
         overflow = len(ordered) - self.max_held
         out: list[V] = []
-        for index, (key, (event_ms, _, since_s, value)) in enumerate(ordered):
-            if watermark_ms is None or event_ms <= watermark_ms or index < overflow \
+        for index, (key, (time_ms, _, since_s, value)) in enumerate(ordered):
+            if watermark_ms is None or time_ms <= watermark_ms or index < overflow \
                     or now_s - since_s >= self.max_hold_seconds:
                 out.append(value)
                 del self.held[key]
@@ -141,6 +143,13 @@ class InputOrder(Generic[P, V]):
         """A message read, with its records' event times; False when it is already held."""
         self.alignment.observe(partition, offset, max(times, default=0))
         return self.reorder.hold((partition, offset), min(times, default=0), tie, value, now_s)
+
+    def take_records(self, partition: P, offset: int, records: Sequence[Any], value: V,
+                     now_s: float) -> bool:
+        """A message of `records` read: ordered by their event times, a tie broken by the
+        first one's id."""
+        return self.take(partition, offset, [event_ms(r) for r in records],
+                         record_id(records[0]) if records else "", value, now_s)
 
     def release(self, assigned: list[P], start_offset: Callable[[P], int],
                 end_offset: Callable[[P], int | None], now_s: float) -> list[V]:

@@ -20,7 +20,7 @@ from detectors.policy import Policy
 from streams.alignment import InputOrder
 from streams.messages import Record, records_in
 from streams.outbox import Outbox
-from streams.runtime import MemoryState, Prepared, StageDriver, StageSpec, event_ms, record_id
+from streams.runtime import MemoryState, Prepared, StageDriver, StageSpec
 from streams.settings import get_settings
 
 
@@ -135,8 +135,8 @@ class InProcessPipeline:
         for offset in offsets.values():  # dead letters too: read, they hold nothing back
             order.alignment.read(partition, offset)
         for message, items in prepared.messages:
-            order.take(partition, offsets[id(message)], [event_ms(r) for r, _ in items],
-                       record_id(items[0][0]) if items else "", (message, items), 0.0)
+            order.take_records(partition, offsets[id(message)], [r for r, _ in items],
+                               (message, items), 0.0)
         mine = [p for (t, p) in self.enqueued
                 if t == topic and p % self.workers == partition % self.workers]
         released = order.release(mine, lambda p: 0, lambda p: self.enqueued[(topic, p)], 0.0)

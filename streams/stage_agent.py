@@ -27,7 +27,7 @@ from streams.alignment import InputOrder
 from streams.messages import Record
 from streams.outbox import Outbox
 from streams.policy import current_policy
-from streams.runtime import Prepared, StageDriver, StageSpec, event_ms, record_id
+from streams.runtime import Prepared, StageDriver, StageSpec
 from streams.settings import Settings
 from streams.state import FaustState, use_event
 
@@ -153,7 +153,7 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
 
     async def align_tick() -> None:
         if drivers and aligned:
-            if len(aligned.reorder):
+            if len(aligned.input.reorder):
                 await run_or_stop(drivers[0], [])
             await aligned.realign()
 
@@ -189,8 +189,8 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         # state it changed, must be in Kafka by then (at-least-once across a crash or a
         # rebalance), not only in the producer's buffer.
         await asyncio.gather(*sent, state.delivered())
-        if released:
-            aligned.acknowledge(released)  # type: ignore[union-attr]
+        if aligned and released is not None:
+            aligned.acknowledge(released)
 
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)
@@ -215,7 +215,6 @@ class AlignedInput:
         self.app, self.stage, self.topic_names = app, stage, topic_names
         self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
             InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds)
-        self.alignment, self.reorder = self.input.alignment, self.input.reorder
         self.paused: set[TP] = set()
         app.before_revoke(self.give_up)  # type: ignore[attr-defined]
 
@@ -224,19 +223,19 @@ class AlignedInput:
         processed now."""
         now_s = time.monotonic()
         for event in events:  # dead letters too: read, they hold no partition back
-            self.alignment.read(event.message.tp, event.message.offset)
+            self.input.alignment.read(event.message.tp, event.message.offset)
         for dead in prepared.dead_letters:
             # Acknowledged with the records before it in its partition, not ahead of them:
             # acknowledgements in offset order never let a commit pass a held record.
             message = dead.message.message
             if self.input.take(message.tp, message.offset,
-                               [self.alignment.latest_ms.get(message.tp, 0)], "",
+                               [self.input.alignment.latest_ms.get(message.tp, 0)], "",
                                (dead.message, []), now_s):
                 message.incref()
         for event, items in prepared.messages:
             message = event.message
-            if self.input.take(message.tp, message.offset, [event_ms(r) for r, _ in items],
-                               record_id(items[0][0]) if items else "", (event, items), now_s):
+            if self.input.take_records(message.tp, message.offset, [r for r, _ in items],
+                                       (event, items), now_s):
                 message.incref()  # so that the batch's end does not acknowledge it
         start_offsets = self.app.start_offsets  # type: ignore[attr-defined]
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
@@ -252,25 +251,26 @@ class AlignedInput:
 
     async def realign(self) -> None:
         assigned = self.assigned()
-        self.alignment.forget(assigned)
-        ahead = self.alignment.ahead(assigned, self.app.consumer.highwater)
+        self.input.alignment.forget(assigned)
+        ahead = self.input.alignment.ahead(assigned, self.app.consumer.highwater)
         if ahead != self.paused:  # a call into the consumer's thread: only for a change
             await self.app.consumer.pause_fetching(  # type: ignore[attr-defined]
                 ahead, self.paused - ahead)
             log.debug("input_aligned paused=%s held=%d",
-                      sorted(tp.partition for tp in ahead), len(self.reorder))
+                      sorted(tp.partition for tp in ahead), len(self.input.reorder))
         self.paused = ahead
-        metrics.input_held.labels(self.stage).set(len(self.reorder))
+        metrics.input_held.labels(self.stage).set(len(self.input.reorder))
         metrics.input_paused_partitions.labels(self.stage).set(len(ahead))
 
     def give_up(self, revoked: Set[TP]) -> None:
         """The partitions are being revoked: stop holding their records, unacknowledged, so
         their offsets are not committed and their next owner reads them again. Marked done for
         Faust's wait for in-flight records, without the acknowledgement that commits."""
-        for event, _ in self.reorder.abandon(lambda key: key[0] in revoked):
+        for event, _ in self.input.reorder.abandon(lambda key: key[0] in revoked):
             event.message.acked = True
         self.paused = set()  # a new assignment starts with nothing paused
-        self.alignment.forget(tp for tp in self.alignment.next_offset if tp not in revoked)
+        alignment = self.input.alignment
+        alignment.forget(tp for tp in alignment.next_offset if tp not in revoked)
 
 
 class Sink(Protocol):

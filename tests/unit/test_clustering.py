@@ -184,3 +184,36 @@ def test_copies_a_float_noise_apart_are_not_split_and_raise_no_warning() -> None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert clusterer.refine().split == ()
+
+
+def test_a_part_split_off_with_its_parents_founder_gets_an_id_of_its_own():
+    """The minority part's earliest point can be the parent's founder: the part is named
+    apart, and the parent, the bigger part, is still there under its id."""
+    rng = np.random.default_rng(5)
+    u = basis(0)
+    w = unit(0.6 * basis(0) + 0.8 * basis(1))
+    clusterer = OnlineClusterer(window_ms=3_600_000, split_min_members=20)
+    # Founded between the groups, nearer the smaller one; alternating keeps the centre
+    # between them, so both join before the split.
+    founder = clusterer.add(point(0, unit(u + w) + 0.04 * w))
+    order = [i for pair in zip(range(15, 25), range(10), strict=True) for i in pair]
+    order += list(range(10, 15))
+    for n, g in enumerate(order, start=1):
+        assert clusterer.add(point(n, noisy(rng, u if g < 15 else w, 0.02))) == founder
+    parent, child = clusterer.refine().split[0]
+    assert parent == founder and child != founder
+    assert {founder, child} <= set(clusterer.cluster_ids())
+    assert clusterer.cluster_of("e0") == child
+    assert clusterer.snapshot(parent).size + clusterer.snapshot(child).size == 26
+
+
+def test_a_cluster_is_anchored_at_its_earliest_point_whatever_founded_it():
+    """Points come a little out of event-time order (several partitions interleaved): the
+    founder is the first to arrive, the anchor the earliest in event time."""
+    clusterer = OnlineClusterer(window_ms=3_600_000)
+    founder = clusterer.add(point(5, basis(0)))
+    clusterer.add(point(2, basis(0)))
+    clusterer.add(point(9, basis(0)))
+    snapshot = clusterer.snapshot(founder)
+    assert snapshot.cluster_id == cluster_id_for("e5")
+    assert snapshot.anchor == (T0 + 2000, "e2")
