@@ -3,15 +3,24 @@ importing a module starts nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Set
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from functools import cached_property
 from typing import cast
 
 import faust
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, TransportT
+from mode import Service
 
 from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# How often a partition whose commit cannot move is looked at: a hole must be seen twice in a
+# row, unchanged, before it is read again.
+COMMIT_HOLE_CHECK_SECONDS = 10.0
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -42,6 +51,14 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
         await self.call_thread(self._pause_fetching, pause, resume)
 
+    async def seek_back(self, tp: TP, offset: int) -> None:
+        await self.call_thread(self._seek_back, tp, offset)
+
+    async def _seek_back(self, tp: TP, offset: int) -> None:
+        consumer = self._ensure_consumer()
+        if tp in consumer.assignment():
+            consumer.seek(tp, offset)
+
     async def positions(self, tps: list[TP]) -> dict[TP, int | None]:
         return cast(dict[TP, int | None], await self.call_thread(self._positions, tps))
 
@@ -56,6 +73,33 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         consumer.pause(*(tp for tp in assigned if tp in pause))
 
 
+def drop_done(acked: list[int], start: int) -> list[int]:
+    """Remove from `acked` (and return) the offsets below `start`, the next one to commit:
+    done already, they were fetched before the seek to the committed offsets after a
+    rebalance and acknowledged before that offset was known. Kept, they would stand at the
+    head of `acked` for good, and the partition would never commit again (a stall measured
+    after a SIGKILL)."""
+    done = [offset for offset in acked if offset < start]
+    if done:
+        acked[:] = [offset for offset in acked if offset >= start]
+    return done
+
+
+def hole(acked: Sequence[int], start: int | None, in_flight: Iterable[int]
+         ) -> tuple[int, int] | None:
+    """The offsets [start, first acknowledged) a commit waits on while no record in hand
+    holds them, or None. Records reach the streams in offset order and are in hand from
+    delivery to acknowledgement, so such a run of offsets was never delivered (measured
+    after a SIGKILL: Faust's fetcher, started before the seek to the committed offsets,
+    dropped the record at the committed offset) and would stop the commit for good."""
+    if not acked or start is None:
+        return None
+    first = min(acked)
+    if first <= start or any(start <= offset < first for offset in in_flight):
+        return None
+    return start, first
+
+
 class Consumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -66,12 +110,11 @@ class Consumer(faust_aiokafka.Consumer):
         commit; harmless while records are acknowledged in order, but ingest holds records
         for event-time order (`streams/alignment.py`) and acknowledges them out of order, and
         a record committed unprocessed is lost on a crash."""
-        acked = self._acked[tp]
-        start = self._committed_offset[tp]
-        if start is None:
-            start = cast(App, self.app).start_offsets.get(tp)
-        if acked and start is not None and not self._gap[tp] and min(acked) != start:
-            return None
+        acked, start = self._acked[tp], self._start(tp)
+        if acked and start is not None:
+            self._acked_index[tp].difference_update(drop_done(acked, start))
+            if acked and not self._gap[tp] and min(acked) != start:
+                return None
         return cast(int | None, super()._new_offset(tp))
 
     async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
@@ -81,6 +124,56 @@ class Consumer(faust_aiokafka.Consumer):
         never be processed nor committed; aiokafka discards only what it has not handed out,
         and fetches it again on resume."""
         await cast(ConsumerThread, self._thread).pause_fetching(pause, resume)
+
+    def commit_holes(self) -> dict[TP, tuple[int, int]]:
+        """The partitions whose commit waits on offsets no record in hand holds (`hole`)."""
+        in_flight: dict[TP, list[int]] = defaultdict(list)
+        for message in list(self._unacked_messages):
+            if not message.acked:
+                in_flight[message.tp].append(message.offset)
+        holes: dict[TP, tuple[int, int]] = {}
+        for tp in self.assignment():
+            found = hole(self._acked.get(tp, []), self._start(tp), in_flight[tp])
+            if found:
+                holes[tp] = found
+        return holes
+
+    def _start(self, tp: TP) -> int | None:
+        """The next offset to commit, once known."""
+        start = self._committed_offset.get(tp)
+        return cast(App, self.app).start_offsets.get(tp) if start is None else start
+
+    @Service.timer(COMMIT_HOLE_CHECK_SECONDS)
+    async def _mend_commit_holes(self) -> None:
+        """Read again what a commit waits on and was never delivered; where reading again
+        brings nothing (offsets holding no record, such as a transaction's markers), skip it.
+        Without this a partition's commit would stay put for good and its lag never drain."""
+        holes = self.commit_holes()
+        for tp, found in holes.items():
+            if self._holes_seen.get(tp) != found:
+                continue  # seen once: records on their way may still fill it
+            start, first = found
+            if self._holes_reread.get(tp) != found:
+                log.warning("commit_hole topic=%s partition=%d offsets=%d-%d read_offset=%s: "
+                            "never delivered, reading them again", tp.topic, tp.partition,
+                            start, first - 1, self._read_offset.get(tp))
+                self._holes_reread[tp] = found
+                await cast(ConsumerThread, self._thread).seek_back(tp, start)
+                self._read_offset[tp] = start if start else None
+            elif (self._read_offset.get(tp) or 0) >= first:
+                log.warning("commit_hole_skipped topic=%s partition=%d offsets=%d-%d: read "
+                            "again, no record there", tp.topic, tp.partition, start, first - 1)
+                self._gap[tp].addi(start, first)
+        self._holes_seen.clear()
+        self._holes_seen.update(holes)
+
+    @cached_property
+    def _holes_seen(self) -> dict[TP, tuple[int, int]]:
+        return {}
+
+    @cached_property
+    def _holes_reread(self) -> dict[TP, tuple[int, int]]:
+        return {}
 
     async def positions(self, *tps: TP) -> dict[TP, int | None]:
         """Every partition's position in one call into the consumer's thread: each call waits
