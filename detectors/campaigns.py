@@ -31,7 +31,11 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 
 from detectors.alerts import Alert, Entity
 from detectors.clustering import (
-    Census, ClusterPoint, ClusterSnapshot, campaign_id_for, merge_snapshots,
+    Census,
+    ClusterPoint,
+    ClusterSnapshot,
+    campaign_id_for,
+    merge_snapshots,
 )
 from detectors.network import network_range
 from detectors.text import normalise
