@@ -216,6 +216,9 @@ class AlignedInput:
         self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
             InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds)
         self.paused: set[TP] = set()
+        # Messages read again while their first copy is held (a seek to the committed offsets
+        # after a rebalance): acknowledged with it, so that no commit passes the first copy.
+        self.copies: dict[tuple[TP, int], list[EventT]] = {}
         app.before_revoke(self.give_up)  # type: ignore[attr-defined]
 
     def order(self, events: list[EventT], prepared: Prepared[EventT]) -> Prepared[EventT]:
@@ -228,23 +231,31 @@ class AlignedInput:
             # Acknowledged with the records before it in its partition, not ahead of them:
             # acknowledgements in offset order never let a commit pass a held record.
             message = dead.message.message
-            if self.input.take(message.tp, message.offset,
-                               [self.input.alignment.latest_ms.get(message.tp, 0)], "",
-                               (dead.message, []), now_s):
-                message.incref()
+            self.hold(dead.message, self.input.take(
+                message.tp, message.offset, [self.input.alignment.latest_ms.get(message.tp, 0)],
+                "", (dead.message, []), now_s))
         for event, items in prepared.messages:
             message = event.message
-            if self.input.take_records(message.tp, message.offset, [r for r, _ in items],
-                                       (event, items), now_s):
-                message.incref()  # so that the batch's end does not acknowledge it
+            self.hold(event, self.input.take_records(
+                message.tp, message.offset, [r for r, _ in items], (event, items), now_s))
         start_offsets = self.app.start_offsets  # type: ignore[attr-defined]
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
                                       self.app.consumer.highwater, now_s)
         return Prepared(released, prepared.dead_letters)
 
+    def hold(self, event: EventT, taken: bool) -> None:
+        """Keep the batch's end from acknowledging a message held (`taken`), or a copy of
+        one held."""
+        message = event.message
+        message.incref()
+        if not taken:
+            self.copies.setdefault((message.tp, message.offset), []).append(event)
+
     def acknowledge(self, prepared: Prepared[EventT]) -> None:
         for event, _ in prepared.messages:
             event.ack()
+            for copy in self.copies.pop((event.message.tp, event.message.offset), ()):
+                copy.ack()
 
     def assigned(self) -> list[TP]:
         return [tp for tp in self.app.consumer.assignment() if tp.topic in self.topic_names]
@@ -268,6 +279,9 @@ class AlignedInput:
         Faust's wait for in-flight records, without the acknowledgement that commits."""
         for event, _ in self.input.reorder.abandon(lambda key: key[0] in revoked):
             event.message.acked = True
+        for key in [key for key in self.copies if key[0] in revoked]:
+            for copy in self.copies.pop(key):
+                copy.message.acked = True
         self.paused = set()  # a new assignment starts with nothing paused
         alignment = self.input.alignment
         alignment.forget(tp for tp in alignment.next_offset if tp not in revoked)
