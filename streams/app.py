@@ -19,7 +19,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 # How often a partition whose commit cannot move is looked at: a hole must be seen twice in a
-# row, unchanged, before it is read again.
+# row, unchanged (10 s apart), before it is read again.
 COMMIT_HOLE_CHECK_SECONDS = 10.0
 
 
@@ -145,25 +145,26 @@ class Consumer(faust_aiokafka.Consumer):
 
     @Service.timer(COMMIT_HOLE_CHECK_SECONDS)
     async def _mend_commit_holes(self) -> None:
-        """Read again what a commit waits on and was never delivered; where reading again
-        brings nothing (offsets holding no record, such as a transaction's markers), skip it.
-        Without this a partition's commit would stay put for good and its lag never drain."""
+        """Read again what a commit waits on and was never delivered, as often as it takes:
+        without this the partition's commit would stay put for good. Only a hole of one
+        offset that reading again did not fill is skipped: a transaction marker, no record
+        (the one gap Faust's own rule lets a commit pass)."""
         holes = self.commit_holes()
         for tp, found in holes.items():
             if self._holes_seen.get(tp) != found:
                 continue  # seen once: records on their way may still fill it
             start, first = found
-            if self._holes_reread.get(tp) != found:
-                log.warning("commit_hole topic=%s partition=%d offsets=%d-%d read_offset=%s: "
-                            "never delivered, reading them again", tp.topic, tp.partition,
-                            start, first - 1, self._read_offset.get(tp))
-                self._holes_reread[tp] = found
-                await cast(ConsumerThread, self._thread).seek_back(tp, start)
-                self._read_offset[tp] = start if start else None
-            elif (self._read_offset.get(tp) or 0) >= first:
-                log.warning("commit_hole_skipped topic=%s partition=%d offsets=%d-%d: read "
-                            "again, no record there", tp.topic, tp.partition, start, first - 1)
+            if first - start == 1 and self._holes_reread.get(tp) == found \
+                    and (self._read_offset.get(tp) or 0) >= first:
+                log.warning("commit_hole_skipped topic=%s partition=%d offset=%d: read again, "
+                            "no record there", tp.topic, tp.partition, start)
                 self._gap[tp].addi(start, first)
+                continue
+            log.warning("commit_hole topic=%s partition=%d offsets=%d-%d: never delivered, "
+                        "reading them again", tp.topic, tp.partition, start, first - 1)
+            self._holes_reread[tp] = found
+            await cast(ConsumerThread, self._thread).seek_back(tp, start)
+            self._read_offset[tp] = start if start else None
         self._holes_seen.clear()
         self._holes_seen.update(holes)
 
