@@ -439,7 +439,7 @@ class CampaignJudge:
         return CampaignFinding(
             campaign_id=campaign_id_for(snapshot), score=score, accounts=tuple(core),
             api_keys=_union(snapshot.account_keys, core), ips=_union(snapshot.account_ips, core),
-            first_seen_ms=snapshot.first_seen_ms, last_seen_ms=snapshot.last_seen_ms,
+            first_seen_ms=snapshot.anchor[0], last_seen_ms=snapshot.last_seen_ms,
             size=sum(snapshot.accounts[a] for a in core), sample_prompts=tuple(samples[:5]),
             label_terms=label_terms(samples), evidence=evidence, reasons=reasons,
         )

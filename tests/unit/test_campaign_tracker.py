@@ -409,10 +409,12 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return() 
     assert [f.campaign_id for f in more(prompts_elsewhere=0, start=120)] == [reported]
 
 
-def reported_ids(world: Window, every: int, restart_at: int | None = None) -> set[str]:
-    """The campaign ids reported when judging after every `every` points, the points coming
-    up to two minutes out of event-time order (partitions interleaved); at `restart_at`, the
-    tracker is rebuilt from the points so far and judged once, as after a worker restart."""
+def reported(world: Window, every: int, restart_at: int | None = None
+             ) -> set[tuple[str, int]]:
+    """The campaigns reported (id and first seen, which make its alert's id) when judging
+    after every `every` points, the points coming up to two minutes out of event-time order
+    (partitions interleaved); at `restart_at`, the tracker is rebuilt from the points so far
+    and judged once, as after a worker restart."""
     jitter = np.random.default_rng(every)
     arrival = sorted(world.points, key=lambda p: p[0].ts_ms + int(jitter.integers(0, 2 * MINUTE)))
     tracker, ids = CampaignTracker(Policy()), set()
@@ -423,15 +425,15 @@ def reported_ids(world: Window, every: int, restart_at: int | None = None) -> se
             for earlier, seen in arrival[:n]:
                 tracker.add(earlier, "full", world.activity[earlier.account_id], seen)
         if n % every == 0 or n == restart_at:
-            ids |= {finding.campaign_id for finding in tracker.judge_all()}
-    return ids | {finding.campaign_id for finding in tracker.judge_all()}
+            ids |= {(f.campaign_id, f.first_seen_ms) for f in tracker.judge_all()}
+    return ids | {(f.campaign_id, f.first_seen_ms) for f in tracker.judge_all()}
 
 
 @pytest.mark.parametrize("seed", [4, 9, 11])  # worlds where naming by founder differed
 def test_a_campaign_keeps_its_id_however_its_points_were_batched_and_judged(seed: int) -> None:
     """When the judge runs (every so many points, after a restart) changes which clusters
-    exist when (merges, splits), and so which one founded what: the campaign is named after
-    its earliest point, whichever cluster holds it."""
+    exist when (merges, splits), and so which one founded what: the campaign is named and
+    dated after its earliest point, whichever cluster holds it, and so is its alert."""
     world = Window(seed=seed)
     claim = world.direction()
     wrappers = [unit(claim + 0.8 * world.direction()) for _ in range(6)]
@@ -443,7 +445,7 @@ def test_a_campaign_keeps_its_id_however_its_points_were_batched_and_judged(seed
                        ip=f"203.0.113.{i + 10}", agent=AGENTS[i % 2],
                        key_first_seen=T0 - HOUR, wrapper=f"w{w}")
     world.background()
-    runs = [reported_ids(world, every) for every in (40, 150, 600)]
-    runs += [reported_ids(world, 150, restart_at=n) for n in (300, 700)]
+    runs = [reported(world, every) for every in (40, 150, 600)]
+    runs += [reported(world, 150, restart_at=n) for n in (300, 700)]
     assert len(runs[0]) == 1
     assert all(ids == runs[0] for ids in runs)
