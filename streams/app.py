@@ -89,9 +89,9 @@ def hole(acked: Sequence[int], start: int | None, in_flight: Iterable[int]
          ) -> tuple[int, int] | None:
     """The offsets [start, first acknowledged) a commit waits on while no record in hand
     holds them, or None. Records reach the streams in offset order and are in hand from
-    delivery to acknowledgement, so such a run of offsets was never delivered (measured
-    after a SIGKILL: Faust's fetcher, started before the seek to the committed offsets,
-    dropped the record at the committed offset) and would stop the commit for good."""
+    delivery to acknowledgement, so such a run of offsets was never delivered (seen after a
+    SIGKILL, where Faust's fetcher starts before its seek to the committed offsets: the
+    record at the committed offset never came) and would stop the commit for good."""
     if not acked or start is None:
         return None
     first = min(acked)
