@@ -157,7 +157,10 @@ class StaticEmbedder:
     def __init__(self, token_vectors: np.ndarray, tokenize: Callable[[str], Sequence[int]],
                  token_frequencies: np.ndarray | None = None, sif_a: float = 1e-3,
                  center: bool = True, skip_ids: Iterable[int] = ()) -> None:
-        vectors = np.asarray(token_vectors, dtype=np.float32)
+        # float16 stays float16 (a 128k-token vocabulary is 131 MB so, 262 MB in float32).
+        vectors = np.asarray(token_vectors)
+        if vectors.dtype != np.float16:
+            vectors = vectors.astype(np.float32, copy=False)
         if vectors.ndim != 2:
             raise ValueError("token_vectors must be a vocab x dim matrix")
         vocab = vectors.shape[0]
@@ -170,8 +173,9 @@ class StaticEmbedder:
             # Add-one smoothing: a token never counted is rare, not impossible.
             probability = (counts + 1.0) / (counts.sum() + vocab)
         if center:
-            mean = (probability[:, None] * vectors).sum(axis=0) / probability.sum()
-            vectors = vectors - mean.astype(np.float32)
+            mean = (probability.astype(np.float32) @ vectors.astype(np.float32, copy=False)
+                    ) / np.float32(probability.sum())
+            vectors = vectors - mean.astype(vectors.dtype)
         self.token_vectors = vectors
         self.weights = (sif_a / (sif_a + probability)).astype(np.float32)
         for token in skip_ids:
@@ -191,7 +195,7 @@ class StaticEmbedder:
         total = float(weights.sum())
         if total <= 0.0:
             return np.zeros(self.dim, dtype=np.float32)
-        pooled = (weights @ self.token_vectors[ids]) / total
+        pooled = (weights @ self.token_vectors[ids].astype(np.float32, copy=False)) / total
         norm = float(np.linalg.norm(pooled))
         if norm == 0.0:
             return np.zeros(self.dim, dtype=np.float32)

@@ -199,20 +199,22 @@ def policy_rows(settings: Settings) -> list[Row]:
 
 def model_row(settings: Settings) -> Row:
     """Loads the model offline, as the worker does, and times it on a few prompts."""
-    from streams.embedding_model import load_model
+    from streams.embedding_model import load_encoder
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # a doctor that downloads would hide the problem
     try:
         began = time.perf_counter()
-        model = load_model(settings.embedding_model, settings.embed_device)
+        encoder = load_encoder(settings.embedding_model, settings.embed_device,
+                               settings.embed_precision, settings.embed_backend)
         loaded_s = time.perf_counter() - began
         began = time.perf_counter()
-        model.encode(SAMPLE_PROMPTS, batch_size=len(SAMPLE_PROMPTS), show_progress_bar=False)
+        encoder.encode(SAMPLE_PROMPTS)
         rate = len(SAMPLE_PROMPTS) / (time.perf_counter() - began)
     except Exception as exc:
         return _failed("embedding model", exc, settings)
-    return Row("embedding model", True, f"{settings.embedding_model} on {settings.embed_device}:"
-               f" loaded offline in {loaded_s:.1f} s, {rate:.0f} prompts/s")
+    return Row("embedding model", True, f"{settings.embedding_model} ({encoder.backend}) on "
+               f"{settings.embed_device}: loaded offline in {loaded_s:.1f} s, "
+               f"{rate:.0f} prompts/s")
 
 
 def data_dir_row(settings: Settings) -> Row:

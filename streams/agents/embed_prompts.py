@@ -13,6 +13,7 @@ from detectors.policy import Policy
 from detectors.redaction import redacted_sample
 from detectors.windows import ActivityCounter
 from streams.embedder import EmbeddedPrompt, PromptEmbedder
+from streams.embedding_model import load_encoder
 from streams.messages import EventRecord, JailbreakMatch, PromptVector, Record, vector_bytes
 from streams.publish import emit_alert
 from streams.rules import Housekeeping, build, retune
@@ -54,10 +55,11 @@ class EmbedPrompts(Stage):
     def __init__(self, policy: Policy, state: StateStore) -> None:
         settings = get_settings()
         self.policy = policy
-        self.embedder = PromptEmbedder(settings.embedding_model, settings.cache_dir,
-                                       settings.jailbreak_patterns_file, policy.embedding,
-                                       settings.embedding_batch_size, settings.embed_device,
-                                       settings.embed_precision)
+        self.embedder = PromptEmbedder(
+            load_encoder(settings.embedding_model, settings.embed_device,
+                         settings.embed_precision, settings.embed_backend),
+            settings.cache_dir, settings.jailbreak_patterns_file, policy.embedding,
+            every_novel_prompt=settings.embed_device != "cpu")
         self.jailbreak = build(JailbreakSprayDetector, policy.rules.jailbreak)
         self.jailbreak.accounts = state.table("state-jailbreak")
         # Per account, in a table: after a rebalance or a restart the counts go on, and the

@@ -62,7 +62,7 @@ def main() -> None:
         results["consume_only"] = stages.consume_only(settings, lines)
         show("1. consume-only (kafka-python, decode JSON)", results["consume_only"])
         results["encode_only"] = stages.encode_only(settings, prompts[:1024])
-        show("2. encode-only (all-MiniLM-L6-v2, batch 64)", results["encode_only"])
+        show("2. encode-only (each model, batch 64)", results["encode_only"])
         results["index_only"] = stages.index_only(settings, es)
         show("3. index-only (Elasticsearch bulk, alert documents)", results["index_only"])
         results["in_process"] = stages.stages_in_process(lines)
