@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident
+from detectors.text import canonical
 from detectors.windows import SlidingWindow, drop_idle
 
 RULE_ID = "scraping.distillation"
@@ -32,12 +33,15 @@ DEFAULT_SEVERITY = "medium"
 MINUTE_MS = 60_000
 _NON_WORD = re.compile(r"[^\w\s]+")
 _DIGITS = re.compile(r"\d+")
+_HEAD_CHARS = 600
 
 
 def prompt_shape(prompt: str, words: int = 6) -> str:
-    """A cheap template key: a hash of the first `words` normalised words (lower case, no
-    punctuation, digits folded). Prompts filled into one template share it."""
-    text = _DIGITS.sub("0", _NON_WORD.sub(" ", prompt.lower()))
+    """A cheap template key: a hash of the first `words` normalised words (canonical text,
+    no punctuation, digits folded). Prompts filled into one template share it, however its
+    opening is disguised."""
+    # The opening is enough: a template's fixed words come first.
+    text = _DIGITS.sub("0", _NON_WORD.sub(" ", canonical(prompt[:_HEAD_CHARS])))
     head = " ".join(text.split()[:words])
     # A hash, not the words: the state must not hold prompt text.
     return hashlib.blake2b(head.encode("utf-8"), digest_size=6).hexdigest()
