@@ -116,8 +116,10 @@ def produce(path: Path, topic: str | None) -> None:
               help="Write events to this JSONL file (labels beside it as *.labels.jsonl).")
 @click.option("--kafka", "to_kafka", is_flag=True, help="Send the events to the usage topic.")
 @click.option("--preset", default="full", show_default=True,
-              type=click.Choice(["stuffing", "campaign", "attacks", "full", "realtext"]),
-              help="'realtext': labelled traffic built from the real public text in tests/data.")
+              type=click.Choice(["stuffing", "campaign", "attacks", "full", "realtext", "world"]),
+              help="'realtext': labelled traffic built from the real public text in tests/data; "
+                   "'world': campaigns in several languages, mixed with work, disguised, with "
+                   "their traps (classes of the unlabelled accounts in *.classes.jsonl).")
 @click.option("--split", default="all", show_default=True,
               type=click.Choice(["dev", "test", "all"]),
               help="Draw claims, wrappers and templates from the development or test half.")
@@ -130,14 +132,21 @@ def simulate(out_path: Path | None, to_kafka: bool, preset: str, split: Split, s
              seed: int, start_ms: int | None) -> None:
     """Generate realistic usage traffic with labelled misuse (streamed: any scale fits)."""
     from streams import clock
-    from streams.simulation import Simulation, plan_simulation, preset_options
+    from streams.simulation import Simulation, Traffic, plan_simulation, preset_options
     from streams.simulation.realtext import realtext_traffic
+    from streams.simulation.world import world_traffic, write_classes
 
     if out_path is None and not to_kafka:
         raise click.UsageError("give --out FILE, --kafka, or both")
-    if preset == "realtext":
+    classes: dict[str, str] = {}
+    traffic: Traffic
+    if preset in ("realtext", "world"):
         start = start_ms if start_ms is not None else clock.now_ms() - 3_600_000
-        traffic = realtext_traffic(seed, start, split, duration_s=3600)
+        if preset == "world":
+            world = world_traffic(seed, start, split, duration_s=3600)
+            traffic, classes = world, world.classes
+        else:
+            traffic = realtext_traffic(seed, start, split, duration_s=3600)
         plan = Simulation(traffic.labels, iter(traffic.events))
     else:
         options = preset_options(preset, scale)
@@ -151,6 +160,11 @@ def simulate(out_path: Path | None, to_kafka: bool, preset: str, split: Split, s
             labels_path.write_text("".join(json.dumps(label.to_dict()) + "\n"
                                            for label in plan.labels))
             click.echo(f"wrote {len(plan.labels)} labels to {labels_path}")
+            classes_path_for(out_path).unlink(missing_ok=True)  # a stale one would mislead eval
+            if classes:
+                write_classes(classes_path_for(out_path), classes)
+                click.echo(f"wrote {len(classes)} account classes to "
+                           f"{classes_path_for(out_path)}")
             lines = written(lines, stack.enter_context(out_path.open("wb")))
         if to_kafka:
             from streams.broker import produce_lines
@@ -172,6 +186,10 @@ def written(lines: Iterable[bytes], sink: IO[bytes]) -> Iterator[bytes]:
 
 def labels_path_for(events_path: Path) -> Path:
     return events_path.with_name(events_path.name.removesuffix(".jsonl") + ".labels.jsonl")
+
+
+def classes_path_for(events_path: Path) -> Path:
+    return events_path.with_name(events_path.name.removesuffix(".jsonl") + ".classes.jsonl")
 
 
 ALLOWLIST_DAYS = 90
@@ -288,7 +306,9 @@ def evaluate(events: Path, labels: Path | None, json_out: Path | None, keep: boo
     from streams.evaluation import format_table
     from streams.replay import replay_and_evaluate
 
-    result = replay_and_evaluate(events, labels or labels_path_for(events), keep)
+    classes = classes_path_for(events)
+    result = replay_and_evaluate(events, labels or labels_path_for(events), keep,
+                                 classes if classes.is_file() else None)
     click.echo(format_table(result))
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_dict(), indent=2))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from build_corpus import _git_dir, has_personal_data, jsonl  # noqa: E402
+from build_corpus import _git_dir, has_personal_data, jsonl
 
 # TruthfulQA with professional translations into Spanish, Catalan, Galician and Basque.
 TRUTHFULQA_MULTI = ("hitz-zentroa/truthfulqa-multi", "11fe747386ff73f332c16fb7e05a924283212c0d")
