@@ -51,8 +51,9 @@ bench: venv up
 faults: venv up
 	$(BIN)/python -m tests.faults
 
-# Detection quality on held-out wordings: the simulator's test half and the real-text corpus's
-# test half, each through the real pipeline (EVAL_SPLIT=dev for the half thresholds are tuned on).
+# Detection quality on held-out wordings: the simulator's test half, the real-text corpus's
+# test half and the world preset's (campaigns in several languages, mixed with work, disguised),
+# each through the real pipeline (EVAL_SPLIT=dev for the half thresholds are tuned on).
 EVAL_SPLIT ?= test
 eval: venv up
 	mkdir -p .bench
@@ -60,6 +61,8 @@ eval: venv up
 	$(BIN)/misuse eval .bench/simulated-$(EVAL_SPLIT).jsonl --json .bench/simulated-$(EVAL_SPLIT).eval.json
 	$(BIN)/misuse simulate --preset realtext --split $(EVAL_SPLIT) --seed 7 --out .bench/realtext-$(EVAL_SPLIT).jsonl
 	$(BIN)/misuse eval .bench/realtext-$(EVAL_SPLIT).jsonl --json .bench/realtext-$(EVAL_SPLIT).eval.json
+	$(BIN)/misuse simulate --preset world --split $(EVAL_SPLIT) --seed 11 --out .bench/world-$(EVAL_SPLIT).jsonl
+	$(BIN)/misuse eval .bench/world-$(EVAL_SPLIT).jsonl --json .bench/world-$(EVAL_SPLIT).eval.json
 
 lint: venv
 	$(BIN)/ruff check streams detectors tests

@@ -11,7 +11,7 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer
 
 from streams.broker import connection_options, create_topics, produce_lines
-from streams.evaluation import Evaluation, evaluate
+from streams.evaluation import Evaluation, dead_letter_report, evaluate
 from streams.messages import alerts_in
 from streams.progress import Progress
 from streams.runner import WorkerProcess, isolated_environment
@@ -47,13 +47,35 @@ def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
     return alerts
 
 
+def dead_letters(settings: Settings) -> list[tuple[str, str]]:
+    """(logical source topic, reason) of every dead letter of the run."""
+    consumer = KafkaConsumer(settings.topic("misuse.deadletter"), **connection_options(settings),
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    letters = []
+    for record in consumer:
+        headers = {key: value for key, value in record.headers or ()}
+        topic = headers.get("misuse.source.topic", b"").decode("utf-8", "replace")
+        letters.append((topic.removeprefix(settings.topic_prefix),
+                        headers.get("misuse.reason", b"").decode("utf-8", "replace")))
+    consumer.close()
+    return letters
+
+
+def read_classes(path: Path | None) -> dict[str, str]:
+    if path is None:
+        return {}
+    return {item["account_id"]: item["class"] for line in path.read_text().splitlines()
+            if line.strip() and (item := json.loads(line))}
+
+
 def search(es: Elasticsearch, settings: Settings, index: str) -> list[dict[str, Any]]:
     es.indices.refresh(index=settings.index(index), ignore_unavailable=True)
     return search_sources(es, settings, index)
 
 
-def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False
-                        ) -> Evaluation:
+def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False,
+                        classes_path: Path | None = None) -> Evaluation:
     settings, env = isolated_environment("eval", REPO_ROOT / ".stack" / "eval")
     create_topics(settings)
     es = Elasticsearch(**client_options(settings))
@@ -73,7 +95,9 @@ def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False
                     for doc in search(es, settings, "accounts")}
         return evaluate(read_labels(labels_path), sent_alerts(settings),
                         [doc["misuse"] for doc in search(es, settings, "campaigns")],
-                        accounts, account_keys(lines))
+                        accounts, account_keys(lines),
+                        dead_letter_report(len(lines), dead_letters(settings)),
+                        read_classes(classes_path))
     finally:
         if not keep:
             es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)

@@ -5,7 +5,13 @@ from typing import Any
 
 import pytest
 
-from streams.evaluation import Evaluation, FamilyScore, evaluate, format_table
+from streams.evaluation import (
+    Evaluation,
+    FamilyScore,
+    dead_letter_report,
+    evaluate,
+    format_table,
+)
 from streams.simulation.common import Label
 
 T0 = 1_790_000_000_000
@@ -193,3 +199,71 @@ def test_format_table_names_every_family(mixed: Evaluation) -> None:
     for name in ("credential_stuffing", "leaked_key", "campaign", "scraping", "overall"):
         assert name in table
     assert "campaign:moon" in table and "acct-y" in table
+
+
+def test_a_network_alert_finds_the_labelled_ips_inside_it_and_is_no_false_alarm() -> None:
+    labels = [label("credential_stuffing", "ip", "10.0.0.5", T0),
+              label("credential_stuffing", "network", "10.9.9.0/24", T0)]
+    alerts = [alert("credential_stuffing.rotating", "network", "10.0.0.0/24", T0 + 40_000),
+              alert("credential_stuffing.rotating", "network", "10.9.9.0/24", T0 + 20_000),
+              alert("credential_stuffing.rotating", "network", "172.16.0.0/24", T0)]
+    result = evaluate(labels, alerts)
+    cs = family(result, "credential_stuffing")
+    assert (cs.tp, cs.fn) == (2, 0)  # the IP through its range, the range itself
+    assert cs.false_positives == (("network", "172.16.0.0/24"),)  # covers no label
+    assert cs.delay.max_s == 40.0
+    assert [b.id for b in result.benign] == ["172.16.0.0/24"]
+    # A family labelled by IP alone: the covering range is no false alarm either.
+    only_ip = evaluate(labels[:1], alerts[:1])
+    assert (family(only_ip, "credential_stuffing").tp, only_ip.overall.fp) == (1, 0)
+    assert only_ip.benign == ()
+    # An IP alert inside a labelled range is misuse too, not a benign entity.
+    inside = evaluate(labels[1:], [alert("anomaly.burst", "ip", "10.9.9.7", T0)])
+    assert inside.benign == () and inside.overall.fp == 0
+
+
+def test_campaign_classes_report_recall_and_delay_after_the_fifth_member() -> None:
+    labels = [label("campaign", "account", f"acct-e{i}", T0 + i * 60_000,
+                    scenario="campaign-es:moon") for i in range(8)]
+    labels += [label("campaign", "account", f"acct-x{i}", T0, scenario="campaign-xl:tides")
+               for i in range(4)]
+    docs = [{"campaign_id": "c1", "status": "active",
+             "accounts": [f"acct-e{i}" for i in range(6)]}]
+    alerts = [alert("campaign.coordinated_narrative", "campaign", "c1", T0 + 7 * 60_000)]
+    report = evaluate(labels, alerts, campaigns=docs).campaigns
+    (moon,) = report.matched
+    assert moon.delay_after_fifth_s == 180.0  # the fifth member started at minute 4
+    es, xl = report.classes
+    assert (es.name, es.found, es.campaigns, es.found_members, es.members) == (
+        "campaign-es", 1, 1, 6, 8)
+    assert es.member_recall == 0.75 and es.delay_after_fifth_min == 3.0
+    assert (xl.name, xl.found, xl.member_recall, xl.delay_after_fifth_min) == (
+        "campaign-xl", 0, 0.0, None)
+    table = format_table(evaluate(labels, alerts, campaigns=docs))
+    assert "campaign-es" in table and "min after 5th" in table
+
+
+def test_benign_accounts_flagged_are_counted_per_class() -> None:
+    alerts = [alert("anomaly.burst", "account", "acct-desk1", T0)]
+    classes = {"acct-desk1": "trap-factcheck", "acct-desk2": "trap-factcheck",
+               "acct-p1": "ordinary"}
+    result = evaluate([], alerts, classes=classes)
+    assert [(c.name, c.flagged, c.accounts, c.examples) for c in result.benign_classes] == [
+        ("ordinary", 0, 1, ()), ("trap-factcheck", 1, 2, ("acct-desk1",))]
+    assert "trap-factcheck" in format_table(result)
+
+
+def test_dead_letters_are_reported_and_an_all_refused_file_warns() -> None:
+    reason = "field 'ts' = 1890000000000 ms is more than 86400 s in the future"
+    report = dead_letter_report(3, [("api.usage", reason)] * 3 + [("misuse.prompts", "x: y")])
+    assert (report.events, report.from_input, report.internal) == (3, 3, 1)
+    assert report.all_refused
+    assert report.by_reason["field 'ts' = N ms is more than N s in the future"] == 3
+    assert sum(report.by_class.values()) == 4
+    result = evaluate([], [], dead_letters=report)
+    assert result.to_dict()["dead_letters"]["from_input"] == 3
+    table = format_table(result)
+    assert "dead letters: 3 of 3 events refused, 1 internal" in table
+    assert "WARNING: every event was dead-lettered" in table
+    fine = format_table(evaluate([], [], dead_letters=dead_letter_report(100, [])))
+    assert "dead letters: 0 of 100" in fine and "WARNING" not in fine
