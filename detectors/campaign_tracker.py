@@ -55,6 +55,9 @@ class CampaignTracker:
             min_accounts=rule.min_accounts, min_narrowness=rule.min_narrowness,
             min_cohesion=rule.min_cohesion,
             min_concentration=rule.min_concentration, min_coordination=rule.min_coordination,
+            min_participation_prompts=rule.min_participation_prompts,
+            min_participation=rule.min_participation,
+            min_participation_coordination=rule.min_participation_coordination,
             min_score=rule.min_score, max_population_share=rule.max_population_share,
             space_min_narrowness={STATIC: windows.static_min_narrowness},
             coarse_spaces=(STATIC,))

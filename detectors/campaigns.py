@@ -122,8 +122,13 @@ class CampaignJudge:
                  max_text_samples: int = 60, weights: CoordinationWeights | None = None,
                  space_min_narrowness: Mapping[str, float] | None = None,
                  max_population_share: float = 0.2, coarse_spaces: Iterable[str] = (),
-                 min_model_share: float = 0.5) -> None:
+                 min_model_share: float = 0.5, min_participation_prompts: int = 3,
+                 min_participation: float = 0.7,
+                 min_participation_coordination: float = 0.7) -> None:
         self.min_accounts = min_accounts
+        self.min_participation_prompts = min_participation_prompts
+        self.min_participation = min_participation
+        self.min_participation_coordination = min_participation_coordination
         self.max_population_share = max_population_share
         self.coarse_spaces = frozenset(coarse_spaces)
         self.min_model_share = min_model_share
@@ -163,8 +168,28 @@ class CampaignJudge:
         snapshot = merge_snapshots(parts)
         shares = {account: events / max(account_activity.get(account, events), events)
                   for account, events in snapshot.accounts.items()}
+        # The core: accounts that spend a share of their prompts on the narrative. Failing
+        # that, accounts that post it again and again beside ordinary work (operations debug
+        # their bots and translate too), which must then show strong coordination.
         core = sorted(a for a, share in shares.items() if share >= self.min_member_share
                       and snapshot.accounts[a] >= self.min_member_prompts)
+        assessment = self._assess_core(parts, snapshot, shares, core, account_activity,
+                                       key_first_seen_ms, census)
+        if {"accounts", "concentration"} & set(assessment.failed):
+            participants = sorted(a for a, n in snapshot.accounts.items()
+                                  if n >= self.min_participation_prompts)
+            if participants != core:
+                second = self._assess_core(parts, snapshot, shares, participants,
+                                           account_activity, key_first_seen_ms, census)
+                if second.finding is not None:
+                    return second
+        return assessment
+
+    def _assess_core(self, parts: tuple[ClusterSnapshot, ...], snapshot: ClusterSnapshot,
+                     shares: Mapping[str, float], core: list[str],
+                     account_activity: Mapping[str, int],
+                     key_first_seen_ms: Mapping[str, int] | KeyHistory | None,
+                     census: Census | None) -> CampaignAssessment:
         core_set = set(core)
         points = [p for p in snapshot.members if p.account_id in core_set]
         if len(points) < 2:
@@ -180,12 +205,18 @@ class CampaignJudge:
         template_share = self._template_share(points)
         content = narrowness * (1.0 - popularity)
         concentration = float(np.mean([shares[a] for a in core])) if core else 0.0
+        # Participation: the share of the core that posts the narrative repeatedly, whatever
+        # else it does. It stands in for concentration when coordination is strong.
+        participation = float(np.mean([snapshot.accounts[a] >= self.min_participation_prompts
+                                       for a in core])) if core else 0.0
+        engagement = max(concentration, participation
+                         if participation >= self.min_participation else 0.0)
 
         components, coordination_evidence = self._coordination(
             core, core_texts, snapshot, census, KeyHistory.of(key_first_seen_ms))
         coordination = 1.0 - math.prod(1.0 - getattr(self.weights, name) * value
                                        for name, value in components.items())
-        score = 0.2 * content + 0.3 * concentration + 0.5 * coordination
+        score = 0.2 * content + 0.3 * engagement + 0.5 * coordination
 
         evidence: dict[str, Any] = {
             "core_accounts": len(core), "cluster_accounts": len(snapshot.accounts),
@@ -195,6 +226,12 @@ class CampaignJudge:
             "pairwise_similarity": _r(pairwise), "popularity": _r(popularity),
             "template_share": _r(template_share),
             "content": _r(content), "concentration": _r(concentration),
+            "participation": _r(participation),
+            # Each member's share of its prompts spent on the narrative: a low one is an
+            # account that also does ordinary work.
+            "member_shares": {a: _r(shares[a]) for a in core[:50]},
+            "mixed_use_members": sum(1 for a in core if shares[a] < 0.5),
+            "languages": _languages(points),
             **coordination_evidence, "new_keys_known": key_first_seen_ms is not None,
             "wrappers": _wrappers(points),
             "coordination_components": {k: _r(v) for k, v in components.items()},
@@ -215,7 +252,9 @@ class CampaignJudge:
             ("model_share", model_share >= self.min_model_share),
             ("narrowness", narrowness >= floor),
             ("cohesion", cohesion >= self.min_cohesion),
-            ("concentration", concentration >= self.min_concentration),
+            ("concentration", concentration >= self.min_concentration
+             or (participation >= self.min_participation
+                 and coordination >= self.min_participation_coordination)),
             ("coordination", coordination >= self.min_coordination),
             ("score", score >= self.min_score),
         ) if not ok)
@@ -568,6 +607,13 @@ def _wrappers(points: Sequence[ClusterPoint], top: int = 10) -> list[dict[str, A
             samples.setdefault(point.wrapper_key, point.wrapper_sample)
     return [{"wrapper": samples[k], "prompts": n}
             for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]]
+
+
+def _languages(points: Sequence[ClusterPoint]) -> dict[str, int]:
+    """Points per payload language, most first: one narrative in several languages is one
+    campaign, and its document says which."""
+    counts = Counter(p.language for p in points if p.language != "und")
+    return dict(counts.most_common())
 
 
 def _union(sets: Mapping[str, frozenset[str]], accounts: list[str]) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ class ClusterPoint:
     # empty when the prompt is its own narrative.
     wrapper_key: str = ""
     wrapper_sample: str = ""
+    language: str = "und"  # of the payload, when the model embedded it
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -253,15 +253,18 @@ class EmbeddingPlanner:
              "full_sample", "full_upgrade"), 0)
 
     def plan(self, prompt: str, account_id: str | None, suspicious: bool = False, *,
-             request: str | None = None, model: bool = True) -> Plan:
+             request: str | None = None, model: bool = True,
+             generation: bool | None = None) -> Plan:
         """`request`: the whole prompt when `prompt` is the payload cut out of it, whose words
         say whether it asks for content to publish. `model=False`: never the model (a whole
-        prompt whose payload gets it instead)."""
+        prompt whose payload gets it instead). `generation`: whether it asks for content to
+        publish, when the caller knows (its wrapper's intent); else the marker words say."""
         normalised = truncate_words(normalise(prompt), self.max_words)
         key = text_key(normalised)
         self._counts["planned"] += 1
         wants_model, why = self._wants_model(
-            normalised if request is None else normalise(request), key, account_id, suspicious)
+            normalised if request is None else normalise(request), key, account_id, suspicious,
+            generation)
         wants_model = wants_model and model
 
         known = self._quality(key)
@@ -315,10 +318,12 @@ class EmbeddingPlanner:
                                "pending": len(self._pending)}
 
     def _wants_model(self, normalised: str, key: str, account_id: str | None,
-                     suspicious: bool) -> tuple[bool, str]:
+                     suspicious: bool, generation: bool | None = None) -> tuple[bool, str]:
         if suspicious:
             return True, "novel prompt from an account under suspicion"
-        if not self.generation_markers.isdisjoint(normalised.split()):
+        if generation is None:
+            generation = not self.generation_markers.isdisjoint(normalised.split())
+        if generation:
             return True, "novel generation request"
         if self._sampled(account_id, key):
             return True, f"per-account sample (1 in {self.sample_every_n})"

@@ -26,25 +26,37 @@ MAX_PAYLOAD_WORDS = 48
 MAX_INSTRUCTION_WORDS = 24  # a colon after a longer text is punctuation, not a hand-over
 _SCAN_CHARS = 4_000  # wrappers sit at the start; the scan stays linear and short
 
-_QUOTED = re.compile(r"[\"“«]([^\"”»]{20,1500})[\"”»]")
-# Reporting words that hand over to the message itself. "how" and "about" alone are left out on
-# purpose: "Explain how X works" and "a poem about X" are questions and topics, not claims.
+_QUOTED = re.compile(r"[\"“«„]([^\"”»“]{20,1500})[\"”»“]")
+# Reporting words that hand over to the message itself, in the languages most operations write
+# in (English, Spanish, French, Portuguese, Italian, German; quotes and colons work in any).
+# "how" and "about" alone are left out on purpose: "Explain how X works" and "a poem about X"
+# are questions and topics, not claims.
 _REPORTING = re.compile(
     r"\b(?:saying|claiming|stating|arguing|insisting|warning|explaining|suggesting|"
     r"pointing out|revealing|exposing|telling|reminding|convinc\w*|showing|proving|"
     r"know|believe|the fact|the truth|the news|spreading the word|about how|"
-    r"make (?:sure )?(?:\w+ ){0,2}?(?:see|understand|realise|realize))"
+    r"make (?:sure )?(?:\w+ ){0,2}?(?:see|understand|realise|realize)|"
+    r"diciendo|afirmando|asegurando|explicando|advirtiendo|denunciando|alertando|"
+    r"revelando|demostrando|recordando|sabe[rn]?|"
+    r"disant|affirmant|expliquant|prétendant|assurant|dénonçant|avertissant|révélant|"
+    r"montrant|rappelant|savoir|"
+    r"dizendo|alegando|mostrando|avisando|"
+    r"dicendo|affermando|spiegando|sostenendo|avvertendo|"
+    r"sagt|behauptet|erklärt|warnt)"
     # An object may stand between the verb and the conjunction: "warning them that".
-    r"(?:\s+(?:\w+\s+){0,2}?(?:that|why))?\s+", re.IGNORECASE)
+    r"(?:\s+(?:\w+\s+){0,2}?(?:that|why|que|qu['\u2019]|porque|por qué|pourquoi|perché|"
+    r"che|dass|warum))?\s*(?<=['\u2019\s])", re.IGNORECASE)
 # A bare conjunction hands over too ("Write a post that <claim>"), but it also opens relative
 # clauses inside claims ("devices that record you"), so it counts only where no reporting
 # word does, and only the first one.
-_CONJUNCTION = re.compile(r"\b(?:that|why)\s+", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“])")
+_CONJUNCTION = re.compile(r"\b(?:that|why|que|qu['\u2019]|porque|por qué|pourquoi|perché|che|dass|"
+                          r"warum)(?:\s+|(?<=['\u2019]))", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"“¿¡«ÁÉÍÓÚÀÂÇÈÊÎÔÑ])")
 # Conjunctions and the audience a wrapper addresses ("convince people <claim>").
 _LEADING_FILLER = re.compile(
     r"^(?:(?:that|why|how|so|because|people|everyone|everybody|them|others|readers|voters|"
-    r"folks|neighbours|neighbors)\s+)+", re.IGNORECASE)
+    r"folks|neighbours|neighbors|que|qu['\u2019]|todos|la gente|tout le monde|les gens)\s*)+",
+    re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +139,7 @@ def _sentence_end(text: str, start: int) -> int:
 
 
 def _clean(span: str) -> str | None:
-    words = _LEADING_FILLER.sub("", span.strip(" \t\n'\"“”«»\u2013\u2014-:")).split()
+    words = _LEADING_FILLER.sub("", span.strip(" \t\n'\"“”«»„¿¡\u2013\u2014-:")).split()
     if len(words) < MIN_PAYLOAD_WORDS:
         return None
     return " ".join(words[:MAX_PAYLOAD_WORDS]).rstrip(".!?;,")

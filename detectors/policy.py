@@ -97,6 +97,11 @@ class CampaignPolicy(RulePolicy):
     min_narrowness: float = Field(0.8, ge=0, le=1)
     min_cohesion: float = Field(0.7, ge=0, le=1)
     min_concentration: float = Field(0.5, ge=0, le=1)
+    # Or participation: most of the core posts the narrative at least this many times,
+    # whatever share of its traffic that is, and coordination is strong.
+    min_participation_prompts: int = Field(3, ge=2)
+    min_participation: float = Field(0.7, ge=0, le=1)
+    min_participation_coordination: float = Field(0.7, ge=0, le=1)
     min_coordination: float = Field(0.5, ge=0, le=1)
     min_score: float = Field(0.6, ge=0, le=1)
     # An operation is a small minority of the accounts active in the window; a narrative sent
@@ -133,6 +138,10 @@ class CampaignWindows(_Strict):
     static_similarity: float = Field(0.6, gt=0, le=1)
     static_min_narrowness: float = Field(0.6, ge=0, le=1)
     judge_every_seconds: int = Field(60, gt=0)
+    # In a replay, event time runs far ahead of the wall clock, and the stage judges every few
+    # wall seconds; never let more event time than this pass unjudged (a campaign's first
+    # report is dated in event time, in replays as in live traffic).
+    max_judge_lag_seconds: int = Field(300, gt=0)
     # Clusters of one operation are linked by the accounts they share, when sharing that many
     # by chance is less likely than link_max_p (over all pairs tried), and they are either
     # this share of the smaller cluster's accounts or centres this similar (one narrative).

@@ -22,14 +22,24 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from detectors.embedding import EmbeddingPlanner, HyperplaneLSH, Plan, StaticEmbedder
+from detectors.embedding import (
+    EmbeddingPlanner,
+    HyperplaneLSH,
+    Plan,
+    StaticEmbedder,
+    VectorCache,
+)
+from detectors.intent import Intent, IntentClassifier, prototypes
 from detectors.jailbreak import Match, PatternBank, PatternBankError, patterns_from_dict
+from detectors.language import UNDETERMINED, language_of
 from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
 from streams import metrics
 from streams.embedding_model import Encoder, static_embedder
 
 FULL, STATIC = "full", "static"
+# Whether a payload's intent asks for content to publish; None: the planner's marker words say.
+GENERATION: dict[str, bool | None] = {"publish": True, "verify": False, "other": None}
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +55,10 @@ class EmbeddedPrompt:
     bucket: int
     jailbreak_match: Match | None
     narrative: Narrative
+    # What the prompt wants done with its payload (None: it has none), and the language of
+    # the payload when the model embedded it (the campaign stage lists a campaign's languages).
+    intent: Intent | None = None
+    language: str = UNDETERMINED
 
     @property
     def partition_key(self) -> str:
@@ -65,6 +79,11 @@ class PromptEmbedder:
         dim = self.static.dim
         self.lsh = {FULL: HyperplaneLSH(dim, policy.lsh_bits, seed=1),
                     STATIC: HyperplaneLSH(dim, policy.lsh_bits, seed=2)}
+        publish, verify = prototypes()
+        self.intents = IntentClassifier(encoder.encode(list(publish)),
+                                        encoder.encode(list(verify)))
+        # Wrappers repeat (an operation has a few dozen, a template one): each is embedded once.
+        self.wrapper_vectors = VectorCache(max_entries=50_000)
         self.patterns_file = patterns_file
         self.banks: dict[str, PatternBank] = {}
         self._patterns_mtime = -1.0
@@ -122,12 +141,16 @@ class PromptEmbedder:
               suspicious: list[bool]) -> list[EmbeddedPrompt]:
         """Blocking (the model runs here): call it off the event loop."""
         narratives = [split_narrative(p) for p in prompts]
+        intents = self._intents(narratives)
         plans = [self.planner.plan(p, a, s, model=n.payload is None)
                  for p, a, s, n in zip(prompts, accounts, suspicious, narratives, strict=True)]
-        payload_plans = [None if n.payload is None else
-                         self.planner.plan(n.payload, a, s, request=p)
-                         for p, a, s, n in zip(prompts, accounts, suspicious, narratives,
-                                               strict=True)]
+        # A payload handed over for publishing gets the model (campaigns are made of those),
+        # whatever language asks for it; one quoted to be checked does not.
+        payload_plans = [None if n.payload is None or i is None else
+                         self.planner.plan(n.payload, a, s, request=p,
+                                           generation=GENERATION[i.kind])
+                         for p, a, s, n, i in zip(prompts, accounts, suspicious, narratives,
+                                                  intents, strict=True)]
         static_plans, static_vectors = self._encode(
             [plan for plan in plans + payload_plans if plan and plan.kind == "static"],
             full=False)
@@ -144,15 +167,39 @@ class PromptEmbedder:
             metrics.embedding_pending_prompts.set(0)
         count_paths(plans, payload_plans, {plan.key for plan in escalated})
         out = []
-        for plan, payload_plan, narrative in zip(plans, payload_plans, narratives, strict=True):
+        for plan, payload_plan, narrative, intent in zip(plans, payload_plans, narratives,
+                                                         intents, strict=True):
             vector, space = self._vector(plan)
             jailbreak_match = self.banks[space].best_match(vector)
+            language = UNDETERMINED
             if payload_plan is not None:
                 plan = payload_plan
                 vector, space = self._vector(payload_plan)
+                if space == FULL:
+                    language = language_of(narrative.text)
             out.append(EmbeddedPrompt(vector, space, plan, self.lsh[space].bucket(vector),
-                                      jailbreak_match, narrative))
+                                      jailbreak_match, narrative, intent, language))
         return out
+
+    def _intents(self, narratives: list[Narrative]) -> list[Intent | None]:
+        """The intent of each prompt that hands over a payload, from its wrapper's vector."""
+        wanted = {n.wrapper_key: n.wrapper for n in narratives
+                  if n.payload is not None and n.wrapper_key not in self.wrapper_vectors}
+        if wanted:
+            for key, vector in zip(wanted, self.encode_full(list(wanted.values())),
+                                   strict=True):
+                self.wrapper_vectors.put(key, vector)
+        vectors: dict[str, np.ndarray] = {}
+        for narrative in narratives:
+            vector = self.wrapper_vectors.get(narrative.wrapper_key) \
+                if narrative.payload is not None else None
+            if vector is not None:
+                vectors[narrative.wrapper_key] = vector
+        classified = dict(zip(vectors, self.intents.classify(
+            np.stack(list(vectors.values())) if vectors
+            else np.zeros((0, self.static.dim), dtype=np.float32)), strict=True))
+        return [classified.get(n.wrapper_key) if n.payload is not None else None
+                for n in narratives]
 
     def _vector(self, plan: Plan) -> tuple[np.ndarray, str]:
         entry = self.planner.cache.lookup(plan.reuse_key or plan.key)

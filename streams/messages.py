@@ -300,6 +300,8 @@ class PromptVector(PlainRecord):
     key_first_seen: int
     wrapper_key: str = ""
     wrapper: str = ""
+    # The payload's language, when the model embedded it ("und" when not known).
+    language: str = "und"
 
 
 _NO_CLOCK_CHECK = 2**62

@@ -69,6 +69,10 @@ input_paused_partitions = Gauge(
 embedding_path = Counter(
     "misuse_embedding_path_total", "Prompts by how they got their vector",
     ["path"], registry=REGISTRY)
+campaign_points_skipped = Counter(
+    "misuse_campaign_points_skipped_total",
+    "Prompts not sent to the campaign stage, by why (a claim quoted to be checked)",
+    ["reason"], registry=REGISTRY)
 embedding_pending_prompts = Gauge(
     "misuse_embedding_pending_prompts",
     "Prompts of the current embedding batch waiting for the full model", registry=REGISTRY)

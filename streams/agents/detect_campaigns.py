@@ -28,7 +28,8 @@ def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
         event_id=record.event_id, ts_ms=record.ts, vector=vector_from(record.vector),
         account_id=record.account_id, api_key_id=record.api_key_id, ip=record.ip,
         user_agent=record.user_agent, prompt_sample=record.sample, text_key=record.text_key,
-        wrapper_key=record.wrapper_key, wrapper_sample=record.wrapper),
+        wrapper_key=record.wrapper_key, wrapper_sample=record.wrapper,
+        language=record.language),
         record.space, record.account_prompts, record.key_first_seen)
 
 
@@ -83,7 +84,9 @@ class DetectCampaigns(Stage):
         findings, self.restored_findings = self.restored_findings, []
         idle, self.batch_records = self.batch_records < 500, 0
         tracker = self.tracker
-        if tracker.due(idle) and (idle or self.pacing.due()):
+        lagging = tracker.latest_ms - tracker.judged_ms \
+            >= tracker.policy.campaigns.max_judge_lag_seconds * 1000
+        if tracker.due(idle) and (idle or lagging or self.pacing.due()):
             findings += tracker.judge_all()
         rule = tracker.policy.rules.campaign
         if not rule.enabled:

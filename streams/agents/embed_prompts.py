@@ -12,6 +12,7 @@ from detectors.jailbreak import JailbreakSprayDetector
 from detectors.policy import Policy
 from detectors.redaction import redacted_sample
 from detectors.windows import ActivityCounter
+from streams import metrics
 from streams.embedder import EmbeddedPrompt, PromptEmbedder
 from streams.embedding_model import load_encoder
 from streams.messages import EventRecord, JailbreakMatch, PromptVector, Record, vector_bytes
@@ -41,7 +42,8 @@ def prompt_vector(event: UsageEvent, embedded: EmbeddedPrompt, activity: int,
         # Fresh keys are a coordination signal; this stage sees every key of its accounts.
         key_first_seen=key_first_seen_ms,
         wrapper_key=narrative.wrapper_key if narrative.payload else "",
-        wrapper=redacted_sample(narrative.wrapper) if narrative.payload else "")
+        wrapper=redacted_sample(narrative.wrapper) if narrative.payload else "",
+        language=embedded.language)
 
 
 class EmbedPrompts(Stage):
@@ -91,8 +93,13 @@ class EmbedPrompts(Stage):
         first_seen = self.key_first_seen.get(event.api_key_id)
         if first_seen is None or event.ts_ms < first_seen:
             self.key_first_seen[event.api_key_id] = first_seen = event.ts_ms
-        emit("misuse.prompt-vectors", embedded.partition_key,
-             prompt_vector(event, embedded, count, first_seen))
+        # A claim quoted to be checked, classified or translated neither makes a campaign
+        # nor dilutes one (a fact-checking desk quoting an operation's claim must not hide it).
+        if embedded.intent is None or embedded.intent.kind != "verify":
+            emit("misuse.prompt-vectors", embedded.partition_key,
+                 prompt_vector(event, embedded, count, first_seen))
+        else:
+            metrics.campaign_points_skipped.labels("verify_intent").inc()
         rule = self.policy.rules.jailbreak
         match = embedded.jailbreak_match
         if match is not None and match[1] < rule.similarity_threshold:

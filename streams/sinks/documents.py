@@ -70,6 +70,7 @@ def campaign_document(finding: CampaignFinding, history: list[dict[str, Any]]) -
             # channel) its narrative came in.
             "clusters": list(finding.evidence.get("clusters", ())),
             "wrappers": list(finding.evidence.get("wrappers", ())),
+            "languages": list(finding.evidence.get("languages", {})),
             "reasons": list(finding.reasons),
             "evidence": {"campaign": dict(finding.evidence)},
         },

@@ -380,10 +380,23 @@ def test_late_points_older_than_the_newest_are_judged_when_the_input_pauses() ->
     assert not tracker.due(idle=True)
 
 
-def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return() -> None:
+def strict_participation() -> Policy:
+    """Accounts that mostly do other things count only with coordination no group reaches."""
+    policy = Policy()
+    rule = policy.rules.campaign.model_copy(update={"min_participation_coordination": 1.0})
+    return policy.model_copy(update={"rules": policy.rules.model_copy(
+        update={"campaign": rule})})
+
+
+@pytest.mark.parametrize("policy", [Policy(), strict_participation()],
+                         ids=["participation", "concentration only"])
+def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
+        policy: Policy) -> None:
     """Reported while its accounts seemed to spend their traffic on the claim; then their
-    counts show they mostly do other things: withdrawn, not left standing. When the claim
-    takes over again, it comes back under its id."""
+    counts show they mostly do other things. With their coordination (one uncommon client
+    each, posts in step) they still take part: the campaign stands, its members marked as
+    mixed use. Where such participation does not count, it is withdrawn, not left standing,
+    and when the claim takes over again, it comes back under its id."""
     world = Window(seed=5)
     claim = world.direction()
     for i in range(12):
@@ -391,7 +404,7 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return() 
             world.post(f"px-{i}", T0 + n * 10 * MINUTE + i * 1000, near(world.rng, claim, 0.95),
                        f"claim wording {n % 3}", ip=world.random_ip(),
                        agent=AGENTS[i % len(AGENTS)], key_first_seen=T0 - 100 * DAY)
-    tracker, findings = world.run()
+    tracker, findings = world.run(policy)
     reported = findings[-1].campaign_id
     assert tracker.withdrawn == []
 
@@ -403,6 +416,11 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return() 
             tracker.add(point, "full", 9 + prompts_elsewhere, T0 - 100 * DAY)
         return tracker.judge_all()
 
+    if policy == Policy():
+        standing = more(prompts_elsewhere=100, start=90)
+        assert [f.campaign_id for f in standing] == [reported] and tracker.withdrawn == []
+        assert standing[0].evidence["mixed_use_members"] == 12
+        return
     assert more(prompts_elsewhere=100, start=90) == []
     assert tracker.withdrawn == [reported]
     tracker.withdrawn.clear()
