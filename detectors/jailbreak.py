@@ -27,6 +27,7 @@ import numpy as np
 from detectors.alerts import Alert, Entity
 from detectors.events import UsageEvent
 from detectors.incidents import Incident, anchor_ms
+from detectors.prompt_signals import prompt_signals
 from detectors.redaction import redacted_sample
 from detectors.windows import SlidingWindow, drop_idle
 
@@ -143,6 +144,10 @@ class _Hit:
     similarity: float
     flagged: bool
     moderation_categories: tuple[str, ...]
+    # Added later (defaults: state written before them still loads): the prompt's own signals
+    # (prompt_signals: "suffix", "disguise", "analysis") and its weight as evidence.
+    signals: tuple[str, ...] = ()
+    weight: float = 0.0
 
 
 def _interval_cv(timestamps: Sequence[int]) -> float | None:
@@ -164,23 +169,65 @@ class AccountJailbreakState:
     latest_ms: int = 0
     samples: deque[str] = field(default_factory=lambda: deque(maxlen=3))
     incident: Incident = field(default_factory=Incident)
+    # Added later, with defaults so that older stored states load: evidence accumulated over
+    # hours, decaying with the policy's half-life (`score` all evidence, `signal_score` the
+    # prompts with a jailbreak signal of their own), as of `score_ms`; the hits seen since
+    # the state began (`since_ms`), and how many carried each signal.
+    score: float = 0.0
+    signal_score: float = 0.0
+    score_ms: int = 0
+    since_ms: int = 0
+    hits: int = 0
+    signals: Counter[str] = field(default_factory=Counter)
+
+    def decayed(self, now_ms: int, half_life_ms: int) -> tuple[float, float]:
+        """(score, signal_score) decayed to `now_ms` (never grown for an earlier time)."""
+        factor = 0.5 ** (max(0, now_ms - self.score_ms) / half_life_ms)
+        return self.score * factor, self.signal_score * factor
+
+    def add(self, ts_ms: int, weight: float, signal: float, half_life_ms: int) -> None:
+        """Add evidence seen at `ts_ms`; a late one counts as much as it has decayed since."""
+        if ts_ms >= self.score_ms:
+            self.score, self.signal_score = self.decayed(ts_ms, half_life_ms)
+            self.score_ms = ts_ms
+            self.score += weight
+            self.signal_score += signal
+        else:
+            factor = 0.5 ** ((self.score_ms - ts_ms) / half_life_ms)
+            self.score += weight * factor
+            self.signal_score += signal * factor
 
 
 class JailbreakSprayDetector:
-    """Fires when an account sends at least `min_matches` prompts in the window that resemble
-    a known jailbreak (similarity >= threshold) or that upstream moderation flagged, at least
-    `min_pattern_matches` of them pattern matches, and either they arrive machine-regularly
-    (interval CV <= max_interval_cv) or most of them were flagged by moderation.
+    """An account spraying jailbreaks and harmful requests at the model. Evidence is a prompt
+    that resembles a known jailbreak (similarity >= threshold), carries a jailbreak signal of
+    its own (an optimised suffix or a disguise: `detectors.prompt_signals`), or that upstream
+    moderation flagged. Three rules, any of which makes a spray:
 
-    Regularity separates a script from a person who tried a famous prompt a few times by hand;
-    the moderation share separates an attack that lands on harmful content from someone asking
-    about jailbreaks. State is per account (`self.accounts`, replaceable by a Faust table);
-    only the hits are stored, so ordinary traffic costs no state.
+    - the bank rule: at least `min_matches` evidence prompts within the window, at least
+      `min_pattern_matches` of them pattern matches, arriving machine-regularly (interval CV
+      <= max_interval_cv) or mostly flagged (share >= min_flag_share);
+    - the count rule: at least `min_flagged_prompts` flagged prompts within the window,
+      whatever their share of the account's traffic (an attack loop's dozens a minute);
+    - the decayed rule: evidence accumulated over hours, halving every `half_life_ms`,
+      reaches `min_decayed_score`, with at least `min_signal_prompts` (decayed) of it from
+      prompts that carry a jailbreak signal (a match or a suffix or a disguise), so a slow
+      sprayer is found too. A prompt weighs 1 for its signal, 1 more if flagged; flagged
+      alone, 0.5.
+
+    Precision: regularity separates a script from a person who tried a famous prompt by hand;
+    flags alone never reach the decayed rule (a nurse or a novelist tripping moderation all
+    day has no jailbreak signal); and a prompt that asks to classify, moderate, summarise or
+    translate the content it carries (a toxicity classifier's batch) is flagged for that
+    content: its flag counts for nothing. State is per account (`self.accounts`,
+    replaceable by a Faust table); only evidence is stored, so ordinary traffic costs none.
     """
 
     def __init__(self, window_ms: int = 600_000, similarity_threshold: float = 0.75,
                  min_matches: int = 5, max_interval_cv: float = 0.35,
                  min_flag_share: float = 0.6, min_pattern_matches: int = 1,
+                 min_flagged_prompts: int = 20, half_life_ms: int = 7_200_000,
+                 min_decayed_score: float = 10.0, min_signal_prompts: float = 3.0,
                  severity: str = DEFAULT_SEVERITY, max_samples: int = 3) -> None:
         self.window_ms = window_ms
         self.similarity_threshold = similarity_threshold
@@ -188,12 +235,23 @@ class JailbreakSprayDetector:
         self.max_interval_cv = max_interval_cv
         self.min_flag_share = min_flag_share
         self.min_pattern_matches = min_pattern_matches
+        self.min_flagged_prompts = min_flagged_prompts
+        self.half_life_ms = half_life_ms
+        self.min_decayed_score = min_decayed_score
+        self.min_signal_prompts = min_signal_prompts
         self.severity = severity
         self.max_samples = max_samples
         self.accounts: MutableMapping[str, AccountJailbreakState] = {}
 
+    @property
+    def idle_ms(self) -> int:
+        """How long an account's state outlives its last evidence: a window, or four
+        half-lives (the score down to 1/16), whichever is longer."""
+        return max(self.window_ms, 4 * self.half_life_ms)
+
     def observe(self, event: UsageEvent, match: Match | None) -> list[Alert]:
-        """Learn from one event (with the caller's best pattern match for its prompt)."""
+        """Learn from one event (with the caller's best pattern match for its prompt; the
+        prompt's own signals are read from `event.prompt`)."""
         if event.account_id is None:
             return []
         pattern, similarity = match if match is not None else (None, 0.0)
@@ -201,19 +259,33 @@ class JailbreakSprayDetector:
             pattern, similarity = None, 0.0
         moderation = event.moderation
         flagged = moderation is not None and moderation.flagged
-        if pattern is None and not flagged:
+        signals = prompt_signals(event.prompt) if event.prompt else None
+        adversarial = signals is not None and signals.adversarial
+        if pattern is None and not flagged and not adversarial:
             return []
         state = self.accounts.get(event.account_id)
         if state is None:
             state = AccountJailbreakState(SlidingWindow(self.window_ms),
-                                          samples=deque(maxlen=self.max_samples))
+                                          samples=deque(maxlen=self.max_samples),
+                                          score_ms=event.ts_ms, since_ms=event.ts_ms)
         categories = () if moderation is None else tuple(
             sorted(name for name, score in moderation.categories.items() if score >= 0.5))
+        names = (("pattern",) if pattern else ()) + (signals.names if signals else ()) \
+            + (("flagged",) if flagged else ())
+        signal = 1.0 if pattern is not None or adversarial else 0.0
+        analysis = signals is not None and signals.analysis
+        weight = signal + (1.0 if flagged and signal else
+                           0.5 if flagged and not analysis else 0.0)
         hit = _Hit(event.ts_ms, pattern.id if pattern else None,
-                   pattern.category if pattern else None, similarity, flagged, categories)
+                   pattern.category if pattern else None, similarity, flagged, categories,
+                   names, weight)
         if not state.window.add(event.ts_ms, event.event_id, hit):
             return []
         state.latest_ms = state.window.latest_ms
+        state.since_ms = min(state.since_ms or event.ts_ms, event.ts_ms)
+        state.hits += 1
+        state.signals.update(names)
+        state.add(event.ts_ms, weight, signal, self.half_life_ms)
         if event.prompt:
             state.samples.append(redacted_sample(event.prompt, 160))
         alerts = self._check(event.account_id, state)
@@ -221,58 +293,111 @@ class JailbreakSprayDetector:
         return alerts
 
     def forget_idle(self, now_ms: int) -> int:
-        """Drop accounts with no hit for a whole window; return how many."""
-        # After a whole quiet window the next hit would start a new incident anyway.
-        return drop_idle(self.accounts, lambda s: s.latest_ms, now_ms - self.window_ms)
+        """Drop accounts with no evidence for `idle_ms`; return how many."""
+        # By then the next evidence would start a new incident anyway.
+        return drop_idle(self.accounts, lambda s: s.latest_ms, now_ms - self.idle_ms)
 
     def _check(self, account_id: str, state: AccountJailbreakState) -> list[Alert]:
-        state.incident.close_if_quiet(state.latest_ms, self.window_ms)
+        score, signal_score = state.decayed(state.latest_ms, self.half_life_ms)
+        # An incident stays open while the decayed evidence still holds, even across quiet
+        # windows: a slow sprayer's alert keeps its id.
+        if score < self.min_decayed_score or signal_score < self.min_signal_prompts:
+            state.incident.close_if_quiet(state.latest_ms, self.window_ms)
         hits = list(state.window)
-        pattern_hits = sum(1 for h in hits if h.pattern_id is not None)
-        if len(hits) < self.min_matches or pattern_hits < self.min_pattern_matches:
+        rules = self._rules(hits, score, signal_score)
+        if not rules:
             return []
-        if not state.incident.is_news(len(hits)):
+        if not state.incident.is_news(state.hits):
             state.incident.hold(state.latest_ms)  # still spraying: keep the incident open
             return []
-        cv = _interval_cv([h.ts_ms for h in hits])
-        flag_share = sum(1 for h in hits if h.flagged) / len(hits)
-        regular = cv is not None and cv <= self.max_interval_cv
-        if not (regular or flag_share >= self.min_flag_share):
+        start = state.window.start_ms if "decayed" not in rules or len(rules) > 1 \
+            else state.since_ms
+        if not state.incident.report(start, state.hits, state.latest_ms):
             return []
-        if not state.incident.report(state.window.start_ms, len(hits), state.latest_ms):
-            return []
-        return [self._alert(account_id, state, hits, pattern_hits, cv, flag_share, regular)]
+        return [self._alert(account_id, state, hits, rules, score, signal_score)]
+
+    def _rules(self, hits: list[_Hit], score: float, signal_score: float) -> dict[str, Any]:
+        """The rules that hold, with what each measured."""
+        rules: dict[str, Any] = {}
+        pattern_hits = sum(1 for h in hits if h.pattern_id is not None)
+        if len(hits) >= self.min_matches and pattern_hits >= self.min_pattern_matches:
+            cv = _interval_cv([h.ts_ms for h in hits])
+            flag_share = sum(1 for h in hits if h.flagged) / len(hits)
+            regular = cv is not None and cv <= self.max_interval_cv
+            if regular or flag_share >= self.min_flag_share:
+                rules["bank"] = (cv, flag_share, regular)
+        # A flag on an analysis request counts only with a jailbreak signal of its own.
+        flagged = sum(1 for h in hits
+                      if h.flagged and ("analysis" not in h.signals or h.weight > 1.0))
+        if flagged >= self.min_flagged_prompts:
+            rules["count"] = flagged
+        if score >= self.min_decayed_score and signal_score >= self.min_signal_prompts:
+            rules["decayed"] = score
+        return rules
 
     def _alert(self, account_id: str, state: AccountJailbreakState, hits: list[_Hit],
-               pattern_hits: int, cv: float | None, flag_share: float,
-               regular: bool) -> Alert:
+               rules: dict[str, Any], score: float, signal_score: float) -> Alert:
         assert state.incident.start_ms is not None
         patterns = Counter(h.pattern_id for h in hits if h.pattern_id)
         categories = Counter(h.category for h in hits if h.category)
         moderation = Counter(c for h in hits for c in h.moderation_categories)
-        reasons = [f"{len(hits)} prompts within {self.window_ms // 1000} s matched known "
-                   f"jailbreak patterns ({pattern_hits}) or were flagged by moderation"]
-        if regular:
-            reasons.append(f"machine-regular timing: interval CV {cv:.2f} "
-                           f"<= {self.max_interval_cv}")
-        if flag_share >= self.min_flag_share:
-            reasons.append(f"{flag_share:.0%} of them flagged by upstream moderation")
+        pattern_hits = sum(1 for h in hits if h.pattern_id is not None)
+        flagged = sum(1 for h in hits if h.flagged)
+        cv = _interval_cv([h.ts_ms for h in hits])
+        flag_share = flagged / len(hits)
+        window_signals = Counter(name for h in hits for name in h.signals)
+        reasons = []
+        scores = []
+        if "bank" in rules:
+            _, _, regular = rules["bank"]
+            reasons.append(f"{len(hits)} prompts within {self.window_ms // 1000} s matched "
+                           f"known jailbreak patterns ({pattern_hits}) or were flagged by "
+                           "moderation")
+            if regular:
+                reasons.append(f"machine-regular timing: interval CV {cv:.2f} "
+                               f"<= {self.max_interval_cv}")
+            if flag_share >= self.min_flag_share:
+                reasons.append(f"{flag_share:.0%} of them flagged by upstream moderation")
+            scores.append(0.5 * len(hits) / self.min_matches
+                          * (1.0 if regular and flag_share >= self.min_flag_share else 0.7))
+        if "count" in rules:
+            reasons.append(f"{rules['count']} prompts flagged by upstream moderation within "
+                           f"{self.window_ms // 1000} s (>= {self.min_flagged_prompts}), "
+                           "whatever their share")
+            scores.append(0.6 * rules["count"] / self.min_flagged_prompts)
+        if "decayed" in rules:
+            reasons.append(f"decayed evidence {score:.1f} >= {self.min_decayed_score} "
+                           f"(half-life {self.half_life_ms // 1000} s), {signal_score:.1f} of "
+                           "it from prompts with a jailbreak signal (pattern, suffix, "
+                           "disguise)")
+            scores.append(0.6 * score / self.min_decayed_score)
+        own = {name: n for name, n in window_signals.items() if name in ("suffix", "disguise")}
+        if own:
+            reasons.append("prompts carrying their own jailbreak signals: " + ", ".join(
+                f"{n} with an optimised suffix" if name == "suffix" else f"{n} disguised"
+                for name, n in sorted(own.items())))
         span_s = max(1, (state.window.latest_ms - state.window.start_ms) // 1000)
         return Alert(
-            rule_id=ACCOUNT_RULE_ID, severity=self.severity,
-            score=min(1.0, 0.5 * len(hits) / self.min_matches
-                      * (1.0 if regular and flag_share >= self.min_flag_share else 0.7)),
+            rule_id=ACCOUNT_RULE_ID, severity=self.severity, score=min(1.0, max(scores)),
             entity=Entity("account", account_id), incident_start_ms=state.incident.start_ms,
             repeats=state.incident.repeats,
-            window_start_ms=state.window.start_ms, window_end_ms=state.window.latest_ms,
-            reasons=tuple(reasons),
+            window_start_ms=min(state.window.start_ms, state.incident.start_ms),
+            window_end_ms=state.window.latest_ms, reasons=tuple(reasons),
             evidence={
+                "rules": sorted(rules),
                 "hits": len(hits), "pattern_matches": pattern_hits,
-                "moderation_flagged": sum(1 for h in hits if h.flagged),
+                "moderation_flagged": flagged,
                 "flag_share": round(flag_share, 3),
                 "interval_cv": None if cv is None else round(cv, 3),
                 "mean_interval_s": round(span_s / max(1, len(hits) - 1), 1),
                 "max_similarity": round(max(h.similarity for h in hits), 3),
+                "decayed_score": round(score, 2),
+                "decayed_signal_prompts": round(signal_score, 2),
+                "half_life_s": self.half_life_ms // 1000,
+                "evidence_prompts_since": state.hits,
+                "evidence_since_ms": state.since_ms,
+                "signals": dict(sorted(window_signals.items())),
+                "signals_since": dict(sorted(state.signals.items())),
                 "top_patterns": [p for p, _ in patterns.most_common(5)],
                 "categories": dict(categories.most_common(5)),
                 "moderation_categories": dict(moderation.most_common(5)),

@@ -63,6 +63,13 @@ class JailbreakPolicy(RulePolicy):
     min_matches: int = Field(5, ge=1)
     max_interval_cv: float = Field(0.35, ge=0)
     min_flag_share: float = Field(0.6, ge=0, le=1)
+    # Dozens of flagged prompts within the window are a spray whatever their share.
+    min_flagged_prompts: int = Field(20, ge=1)
+    # Evidence accumulated over hours, halving every half-life: a slow sprayer is found when
+    # it reaches the score, with enough of it from prompts with a jailbreak signal.
+    half_life_seconds: int = Field(7200, gt=0)
+    min_decayed_score: float = Field(10.0, gt=0)
+    min_signal_prompts: float = Field(3.0, ge=0)
 
 
 class JailbreakSpreadPolicy(RulePolicy):
