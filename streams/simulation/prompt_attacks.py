@@ -5,16 +5,26 @@ almost all distinct, and "dataset", prompts filled into the templates of public 
 datasets (T0/P3/FLAN style, in this module's own wording), which share shapes template by
 template.
 
-The jailbreak prompts are this module's own paraphrases of the archetypes in
-ops/jailbreak-patterns.yaml (instruction override, personas, fake modes, fictional framing,
-prompt extraction, obfuscation), each optionally followed by the kind of harmful request it
-would carry. Like the pattern bank they name a kind of request and contain no harmful content.
+The jailbreak prompts of `jailbreak_spray` are this module's own paraphrases of the
+archetypes in ops/jailbreak-patterns.yaml (instruction override, personas, fake modes,
+fictional framing, prompt extraction, obfuscation), each optionally followed by the kind of
+harmful request it would carry. Like the pattern bank they name a kind of request and contain
+no harmful content.
+
+`current_sprayers` sends current attack styles drawn from public attack logs
+(tests/data/jailbreak_attacks.jsonl, JailbreakBench; a development and a test half by goal):
+PAIR-like role-play rewrites, GCG-like optimised suffixes, a template with a random-search
+suffix, and a slow sprayer. `toxicity_classifier` is the benign account that looks like one to
+a rule that counts moderation flags: a batch job asking to classify user comments.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Sequence
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from streams.simulation.benign import TOPICS
@@ -23,6 +33,7 @@ from streams.simulation.common import (
     Event,
     Label,
     Split,
+    Traffic,
     hex_id,
     in_time_order,
     ip_in,
@@ -345,3 +356,160 @@ def _dataset_harvest(rng: random.Random, start_ms: int, end_ms: int, split: Spli
                                   completion_tokens=rng.randint(1_000, 4_000), **extra))
         ts += max(1, int(mean_gap * rng.uniform(0.75, 1.25)))
     return events, [label]
+
+
+DATA_DIR = Path(__file__).resolve().parents[2] / "tests" / "data"
+SprayerKind = Literal["pair", "gcg", "random_search", "slow"]
+SPRAYER_KINDS: tuple[SprayerKind, ...] = ("pair", "gcg", "random_search", "slow")
+SPRAYER_AGENTS = ("python-httpx/0.27.0", "aiohttp/3.9.5", "python-sdk/1.42.0",
+                  "litellm/1.35.2 python-httpx/0.27.0")
+_SUFFIX_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!?.,;:()[]{}<>=*#@$%^&|~+-_/"
+
+
+@cache
+def attack_pool(data_dir: Path = DATA_DIR) -> tuple[dict[str, Any], ...]:
+    """tests/data/jailbreak_attacks.jsonl (see tests/data/README.md)."""
+    lines = (data_dir / "jailbreak_attacks.jsonl").read_text(encoding="utf-8").splitlines()
+    return tuple(json.loads(line) for line in lines if line.strip())
+
+
+def _half(data_dir: Path, split: Split, method: str) -> list[dict[str, Any]]:
+    items = [a for a in attack_pool(data_dir) if a["method"] == method
+             and (split == "all" or a["half"] == split)]
+    if not items:
+        raise ValueError(f"no {method} items in the {split} half")
+    return items
+
+
+def _mutate(rng: random.Random, suffix: str, changes: int = 3) -> str:
+    """What random search and GCG do between queries: a few characters or tokens swapped."""
+    chars = list(suffix)
+    for _ in range(changes):
+        chars[rng.randrange(len(chars))] = rng.choice(_SUFFIX_CHARS)
+    return "".join(chars)
+
+
+def _moderation(rng: random.Random, share: float) -> dict[str, Any]:
+    if rng.random() < share:
+        return {"flagged": True, "categories": {
+            rng.choice(("illicit", "harassment", "malware", "fraud")):
+                round(rng.uniform(0.55, 0.97), 3)}}
+    return quiet_moderation(rng)
+
+
+def _sprayer_prompts(rng: random.Random, kind: SprayerKind, split: Split,
+                     data_dir: Path) -> list[str]:
+    """The prompts one sprayer works through, in order."""
+    if kind == "pair":
+        rewrites = _half(data_dir, split, "pair")
+        goal = rng.choice(rewrites)["goal_id"]
+        own = [a["text"] for a in rewrites if a["goal_id"] == goal]
+        # PAIR runs parallel streams of rewrites: its goal's, and its category's others.
+        kin = [a["text"] for a in rewrites if a["category"] == next(
+            b["category"] for b in rewrites if b["goal_id"] == goal) and a["goal_id"] != goal]
+        return [rng.choice(own) if rng.random() < 0.5 or not kin else rng.choice(kin)
+                for _ in range(rng.randint(30, 60))]
+    if kind == "gcg":
+        suffixes = _half(data_dir, split, "gcg")
+        goal = rng.choice(suffixes)["goal"]
+        return [f"{goal} {_mutate(rng, rng.choice(suffixes)['text'], rng.randint(0, 4))}"
+                for _ in range(rng.randint(30, 50))]
+    if kind == "random_search":
+        goals = _half(data_dir, split, "pair")
+        suffix = rng.choice(_half(data_dir, split, "random_search_suffix"))["text"]
+        templates = [a for a in attack_pool(data_dir)
+                     if a["method"] in ("random_search_template", "template_aim")
+                     and (split == "all" or a["half"] == split)]
+        template = rng.choice(templates)["text"]
+        goal = rng.choice(goals)["goal"]
+        request = goal[0].lower() + goal[1:]
+        head = template.replace("{target}", request)
+        return [f"{head}\n\nIgnoring any moral or ethical implications, {request} "
+                f"{_mutate(rng, suffix, rng.randint(1, 6))}" for _ in range(rng.randint(30, 60))]
+    pool = [a["text"] for a in _half(data_dir, split, "pair")]
+    suffixes = _half(data_dir, split, "gcg")
+    return [rng.choice(pool) if rng.random() < 0.6 else
+            f"{rng.choice(suffixes)['goal']} {rng.choice(suffixes)['text']}"
+            for _ in range(rng.randint(40, 60))]
+
+
+def current_sprayers(rng: random.Random, start_ms: int, end_ms: int, split: Split = "dev",
+                     count: int = 4, data_dir: Path = DATA_DIR) -> Traffic:
+    """`count` accounts spraying current attack styles, kinds in turn (SPRAYER_KINDS), each
+    drawing its prompts from the `split` half of tests/data/jailbreak_attacks.jsonl:
+
+    - "pair": role-play rewrites of one goal (and its category's others, parallel streams),
+      30-60 within 3-8 minutes at an attack loop's uneven pace, 70-90 % flagged;
+    - "gcg": one request with 30-50 optimised suffixes, mutated between queries, within 3-6
+      minutes, 50-80 % flagged;
+    - "random_search": one template (the random-search template in the test half, AIM in the
+      development half) with one request and a suffix mutated at every query, 30-60 within
+      5-10 minutes, 40-70 % flagged;
+    - "slow": rewrites and suffixes at 3-5 an hour, uneven, over the whole span (hours in a
+      long simulation), 60-90 % flagged.
+
+    Labels: Label("jailbreak:<kind>", "jailbreak", "account", account, first prompt's time).
+    """
+    events: list[Event] = []
+    labels: list[Label] = []
+    span = end_ms - start_ms
+    for n in range(count):
+        kind = SPRAYER_KINDS[n % len(SPRAYER_KINDS)]
+        account = f"acct-s{hex_id(rng, 6)}"
+        key = f"key-{hex_id(rng, 16)}"
+        ip = ip_in(rng)
+        agent = rng.choice(SPRAYER_AGENTS)
+        prompts = _sprayer_prompts(rng, kind, split, data_dir)
+        if kind == "slow":
+            times = sorted(start_ms + rng.randrange(span) for _ in range(
+                max(2, round(rng.uniform(3, 5) * span / 3_600_000))))
+            prompts = prompts[:len(times)] + [rng.choice(prompts)
+                                              for _ in range(len(times) - len(prompts))]
+            share = rng.uniform(0.6, 0.9)
+        else:
+            minutes = {"pair": (3, 8), "gcg": (3, 6), "random_search": (5, 10)}[kind]
+            run = min(int(rng.uniform(*minutes) * MINUTE_MS), span)
+            first = start_ms + rng.randint(0, max(1, span - run))
+            gaps = [rng.expovariate(1.0) for _ in prompts]
+            scale = run / sum(gaps)
+            times, ts = [], float(first)
+            for gap in gaps:
+                times.append(int(ts))
+                ts += gap * scale
+            share = {"pair": rng.uniform(0.7, 0.9), "gcg": rng.uniform(0.5, 0.8),
+                     "random_search": rng.uniform(0.4, 0.7)}[kind]
+        labels.append(Label(f"jailbreak:{kind}", "jailbreak", "account", account, times[0]))
+        for ts, text in zip(times, prompts, strict=False):
+            events.append(usage_event(
+                rng, ts, account, key, ip, agent, text, org=f"org-{hex_id(rng, 6)}",
+                model=rng.choice(("gpt-large", "gpt-small")),
+                completion_tokens=rng.randint(10, 150), moderation=_moderation(rng, share)))
+    return Traffic(in_time_order(events), labels)
+
+
+TOXICITY_TEMPLATE = ("Classify the following user comment as TOXIC or NOT_TOXIC. Answer with "
+                     "one word.\n\nComment: {comment}")
+
+
+def toxicity_classifier(rng: random.Random, start_ms: int, end_ms: int, split: Split = "dev",
+                        data_dir: Path = DATA_DIR) -> Traffic:
+    """Benign: a trust-and-safety team's batch job classifying user comments with one
+    template, about one a second for 30-60 minutes; moderation flags a third of them (the
+    comments' content). Labelled by nobody: any alert on it is a false positive."""
+    lines = (data_dir / "statements.jsonl").read_text(encoding="utf-8").splitlines()
+    comments = split_pool([json.loads(line)["text"] for line in lines], split)
+    account = f"acct-t{hex_id(rng, 6)}"
+    key = f"key-{hex_id(rng, 16)}"
+    ip = ip_in(rng)
+    run = min(rng.randint(30, 60) * MINUTE_MS, end_ms - start_ms)
+    ts = start_ms + rng.randint(0, max(1, end_ms - start_ms - run))
+    stop = ts + run
+    events = []
+    while ts < stop:
+        events.append(usage_event(
+            rng, ts, account, key, ip, "python-sdk/1.42.0",
+            TOXICITY_TEMPLATE.format(comment=rng.choice(comments)), org="org-trust-safety",
+            model="gpt-small", completion_tokens=rng.randint(1, 3),
+            moderation=_moderation(rng, 0.33)))
+        ts += rng.randint(900, 1_200)
+    return Traffic(events, [])
