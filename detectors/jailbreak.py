@@ -34,6 +34,7 @@ from detectors.windows import SlidingWindow, drop_idle
 ACCOUNT_RULE_ID = "jailbreak.spray"
 PATTERN_RULE_ID = "jailbreak.pattern_spread"
 DEFAULT_SEVERITY = "high"
+_NEGLIGIBLE_SCORE = 1.0  # decayed evidence under one prompt's worth
 _PATTERN_ID = re.compile(r"^[a-z0-9][a-z0-9_.\-]{0,63}$")
 
 
@@ -293,9 +294,14 @@ class JailbreakSprayDetector:
         return alerts
 
     def forget_idle(self, now_ms: int) -> int:
-        """Drop accounts with no evidence for `idle_ms`; return how many."""
+        """Drop accounts with no evidence for `idle_ms`, or for a window when their evidence
+        never came to a prompt's worth (a nurse's one flagged question); return how many."""
         # By then the next evidence would start a new incident anyway.
-        return drop_idle(self.accounts, lambda s: s.latest_ms, now_ms - self.idle_ms)
+        def last_seen(state: AccountJailbreakState) -> int:
+            if state.score < _NEGLIGIBLE_SCORE:  # as of its last evidence
+                return state.latest_ms + self.window_ms - self.idle_ms
+            return state.latest_ms
+        return drop_idle(self.accounts, last_seen, now_ms - self.idle_ms)
 
     def _check(self, account_id: str, state: AccountJailbreakState) -> list[Alert]:
         score, signal_score = state.decayed(state.latest_ms, self.half_life_ms)

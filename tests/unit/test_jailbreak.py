@@ -305,3 +305,14 @@ def test_state_stored_before_the_decay_fields_still_loads():
     detector.accounts["acct-1"] = old
     alerts = observe_all(detector, [prompt(T0 + 9000 + i * 3000) for i in range(3)])
     assert len(alerts) == 1
+
+
+def test_one_flagged_question_is_forgotten_after_a_window_a_spray_after_hours():
+    detector = JailbreakSprayDetector(min_decayed_score=1000)
+    observe_all(detector, [prompt(T0, account="nurse", flagged=True,
+                                  text="What dose of paracetamol is an overdose?")], match=None)
+    observe_all(detector, [prompt(T0 + i * 2000, account="sprayer") for i in range(8)])
+    assert set(detector.accounts) == {"nurse", "sprayer"}
+    assert detector.forget_idle(T0 + detector.window_ms + 20_000) == 1
+    assert set(detector.accounts) == {"sprayer"}
+    assert detector.forget_idle(T0 + 14_000 + detector.idle_ms + 1) == 1
