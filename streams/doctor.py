@@ -198,23 +198,33 @@ def policy_rows(settings: Settings) -> list[Row]:
 
 
 def model_row(settings: Settings) -> Row:
-    """Loads the model offline, as the worker does, and times it on a few prompts."""
-    from streams.embedding_model import load_encoder
+    """Loads the model offline, as the worker does (drift check included), and times it on a
+    few prompts: model, backend, precision, drift from the model's reference, prompts/s."""
+    from streams.embedding_model import EncoderDriftError, drift_result, load_encoder
 
     os.environ["HF_HUB_OFFLINE"] = "1"  # a doctor that downloads would hide the problem
     try:
         began = time.perf_counter()
         encoder = load_encoder(settings.embedding_model, settings.embed_device,
-                               settings.embed_precision, settings.embed_backend)
+                               settings.embed_precision, settings.embed_backend,
+                               settings.cache_dir)
         loaded_s = time.perf_counter() - began
+        drift = drift_result(encoder, settings.cache_dir)  # cached by the load
         began = time.perf_counter()
         encoder.encode(SAMPLE_PROMPTS)
         rate = len(SAMPLE_PROMPTS) / (time.perf_counter() - began)
+    except EncoderDriftError as exc:
+        return Row("embedding model", False, str(exc),
+                   "use the reference: unset MISUSE_EMBED_BACKEND and MISUSE_EMBED_PRECISION "
+                   "(or try MISUSE_EMBED_PRECISION=fp32)")
     except Exception as exc:
         return _failed("embedding model", exc, settings)
-    return Row("embedding model", True, f"{settings.embedding_model} ({encoder.backend}) on "
-               f"{settings.embed_device}: loaded offline in {loaded_s:.1f} s, "
-               f"{rate:.0f} prompts/s")
+    precision = getattr(encoder, "precision", "fp32")
+    checked = "reference" if drift is None else \
+        f"drift median {drift.median:.4f} p1 {drift.p1:.4f}"
+    return Row("embedding model", True, f"{settings.embedding_model} ({encoder.backend} "
+               f"{precision}, {checked}) on {settings.embed_device}: loaded offline in "
+               f"{loaded_s:.1f} s, {rate:.0f} prompts/s")
 
 
 def data_dir_row(settings: Settings) -> Row:
