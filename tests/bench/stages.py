@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import time
 from typing import Any
 
@@ -21,7 +22,7 @@ from streams.broker import connection_options, produce_lines
 from streams.embedding_model import MINILM, USE_MULTILINGUAL, load_encoder
 from streams.inprocess import InProcessPipeline
 from streams.policy import current_policy
-from streams.settings import Settings
+from streams.settings import REPO_ROOT, Settings
 from streams.sinks.documents import alert_document
 
 
@@ -54,23 +55,69 @@ def consume_only(settings: Settings, lines: list[bytes]) -> dict[str, Any]:
     return {"events": count, "seconds": seconds, "events_per_s": rate(count, seconds)}
 
 
-def encode_only(settings: Settings, prompts: list[str], batch_size: int = 64
-                ) -> dict[str, Any]:
-    """Each model and precision on the CPU, on the same prompts: the default multilingual
-    model, and MiniLM as published (fp32) and with int8 weights."""
-    out: dict[str, Any] = {"prompts": len(prompts), "batch_size": batch_size}
-    for label, name, precision in ((USE_MULTILINGUAL, USE_MULTILINGUAL, "fp32"),
-                                   ("minilm fp32", MINILM, "fp32"),
-                                   ("minilm int8", MINILM, "int8")):
-        encoder = load_encoder.__wrapped__(name, "cpu", precision)
-        encoder.encode(prompts[:batch_size])  # warm-up
-        began = time.perf_counter()
-        for start in range(0, len(prompts), batch_size):
-            encoder.encode(prompts[start:start + batch_size])
-        out[f"{label} prompts_per_s"] = rate(len(prompts), time.perf_counter() - began)
-    out["int8 / fp32"] = out["minilm int8 prompts_per_s"] / out["minilm fp32 prompts_per_s"]
-    out["multilingual / minilm fp32"] = (out[f"{USE_MULTILINGUAL} prompts_per_s"]
-                                         / out["minilm fp32 prompts_per_s"])
+# Every CPU configuration of each model: (label, model, backend, precision). The first of
+# each model is its reference, which the others' drift and speed-up are measured against.
+ENCODERS = (
+    ("use numpy fp32", USE_MULTILINGUAL, "numpy", "fp32"),
+    ("use torch fp32", USE_MULTILINGUAL, "torch", "fp32"),
+    ("minilm torch fp32", MINILM, "torch", "fp32"),
+    ("minilm torch int8", MINILM, "torch", "int8"),
+    ("minilm onnx fp32", MINILM, "onnx", "fp32"),
+    ("minilm onnx int8", MINILM, "onnx", "int8"),
+)
+
+
+REAL_PROMPT_FILES = ("instructions.jsonl", "claims.jsonl", "statements.jsonl",
+                     "dataset_prompts.jsonl", "jailbreaks.jsonl")
+
+
+def real_prompts(count: int = 1024, max_words: int = 64) -> list[str]:
+    """Real prompts from tests/data, the corpus files taken in turn, cut to the first
+    `max_words` words as the embed stage cuts them."""
+    folder = REPO_ROOT / "tests" / "data"
+    pools = [[json.loads(line)["text"] for line in (folder / name).read_text(
+              encoding="utf-8").splitlines() if line.strip()] for name in REAL_PROMPT_FILES]
+    prompts: list[str] = []
+    for row in range(max(map(len, pools))):
+        prompts.extend(" ".join(pool[row].split()[:max_words]) for pool in pools
+                       if row < len(pool))
+    return prompts[:count]
+
+
+def encode_only(settings: Settings, prompts: list[str], batch_size: int = 64,
+                rounds: int = 3) -> dict[str, Any]:
+    """Each model x backend x precision on the CPU, on the same prompts, in batches of
+    `batch_size`: the rate (median of `rounds` rounds taken in turn, so that other work on
+    the machine weighs on all alike), the ratio to the model's reference (median of the
+    per-round ratios) and the drift check's cosines to the reference (median, 1st percentile;
+    refused: the load would fail)."""
+    from streams.embedding_model import drift_result
+
+    out: dict[str, Any] = {"prompts": len(prompts), "batch_size": batch_size,
+                           "rounds": rounds}
+    encoders = {label: load_encoder.__wrapped__(name, "cpu", precision, backend,
+                                                settings.cache_dir, check_drift=False)
+                for label, name, backend, precision in ENCODERS}
+    rates: dict[str, list[float]] = {label: [] for label in encoders}
+    for _ in range(rounds):
+        for label, encoder in encoders.items():
+            encoder.encode(prompts[:batch_size])  # warm-up
+            began = time.perf_counter()
+            for start in range(0, len(prompts), batch_size):
+                encoder.encode(prompts[start:start + batch_size])
+            rates[label].append(rate(len(prompts), time.perf_counter() - began))
+    references = {name: label for label, name, _, _ in reversed(ENCODERS)}
+    for label, name, _, _ in ENCODERS:
+        reference = rates[references[name]]
+        out[f"{label} prompts_per_s"] = statistics.median(rates[label])
+        out[f"{label} / reference"] = statistics.median(
+            own / ref for own, ref in zip(rates[label], reference, strict=True))
+        drift = drift_result(encoders[label], settings.cache_dir)
+        if drift is not None:
+            out[f"{label} drift median"] = drift.median
+            out[f"{label} drift p1"] = drift.p1
+            out[f"{label} drift"] = "ok" if drift.ok else "REFUSED"
+    out["rates"] = rates  # every round, for the JSON record
     return out
 
 
@@ -127,3 +174,12 @@ def naive_pipeline(settings: Settings, es: Elasticsearch, events: list[dict[str,
                  document={"event": usage.event_id, "vector_norm": float(vector @ vector)})
     seconds = time.perf_counter() - began
     return {"events": len(events), "seconds": seconds, "events_per_s": rate(len(events), seconds)}
+
+
+if __name__ == "__main__":
+    # The encode-only figures alone, on real prompts: python -m tests.bench.stages
+    figures = encode_only(Settings(), real_prompts())
+    for key, value in figures.items():
+        if not isinstance(value, dict):
+            print(f"  {key:32s} {value:.3f}" if isinstance(value, float)
+                  else f"  {key:32s} {value}")
