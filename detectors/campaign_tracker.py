@@ -58,6 +58,7 @@ class CampaignTracker:
             min_participation_prompts=rule.min_participation_prompts,
             min_participation=rule.min_participation,
             min_participation_coordination=rule.min_participation_coordination,
+            min_participation_concentration=rule.min_participation_concentration,
             min_score=rule.min_score, max_population_share=rule.max_population_share,
             space_min_narrowness={STATIC: windows.static_min_narrowness},
             coarse_spaces=(STATIC,))
@@ -85,8 +86,16 @@ class CampaignTracker:
         first, _ = self.keys.get(point.api_key_id, (key_first_seen_ms, 0))
         self.keys[point.api_key_id] = (min(first, key_first_seen_ms), point.ts_ms)
         self.latest_ms = max(self.latest_ms, point.ts_ms)
+        # Event time is judged from the first point on (not from the epoch).
+        self.judged_ms = self.judged_ms or point.ts_ms
         self.unjudged += 1
         clusterer.add(point)
+
+    def lagging(self, ts_ms: int) -> bool:
+        """Whether a point at `ts_ms` lies more than `max_judge_lag_seconds` of event time past
+        the last judging: the window is judged before it is added, whatever the batching."""
+        lag_ms = self.policy.campaigns.max_judge_lag_seconds * 1000
+        return bool(self.judged_ms) and ts_ms - self.judged_ms >= lag_ms
 
     def due(self, idle: bool) -> bool:
         """Every `judge_every_seconds` of event time, and whenever the input pauses with points

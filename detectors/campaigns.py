@@ -85,6 +85,9 @@ class CoordinationWeights:
     cadence: float = 0.4
     networks: float = 0.5
     user_agents: float = 0.3
+    # Posts dressed to evade matching (look-alike letters, invisible characters): rare in what
+    # people type (0 of 2,264 corpus prompts), so a group that disguises its posts is hiding.
+    disguise: float = 0.7
 
 
 Clusters = ClusterSnapshot | Sequence[ClusterSnapshot]
@@ -124,8 +127,10 @@ class CampaignJudge:
                  max_population_share: float = 0.2, coarse_spaces: Iterable[str] = (),
                  min_model_share: float = 0.5, min_participation_prompts: int = 3,
                  min_participation: float = 0.7,
-                 min_participation_coordination: float = 0.7) -> None:
+                 min_participation_coordination: float = 0.7,
+                 min_participation_concentration: float = 0.2) -> None:
         self.min_accounts = min_accounts
+        self.min_participation_concentration = min_participation_concentration
         self.min_participation_prompts = min_participation_prompts
         self.min_participation = min_participation
         self.min_participation_coordination = min_participation_coordination
@@ -165,6 +170,10 @@ class CampaignJudge:
                key_first_seen_ms: Mapping[str, int] | KeyHistory | None = None,
                census: Census | None = None) -> CampaignAssessment:
         parts = (clusters,) if isinstance(clusters, ClusterSnapshot) else tuple(clusters)
+        if len(parts) > 1 and _cohesion(parts) < self.min_cohesion:
+            # An operation's accounts also share their ordinary work (debugging the same bot),
+            # which links those clusters to the narrative's: judge the narrative's clusters.
+            parts = _narrative_parts(parts, self.min_cohesion) or parts
         snapshot = merge_snapshots(parts)
         shares = {account: events / max(account_activity.get(account, events), events)
                   for account, events in snapshot.accounts.items()}
@@ -209,8 +218,12 @@ class CampaignJudge:
         # else it does. It stands in for concentration when coordination is strong.
         participation = float(np.mean([snapshot.accounts[a] >= self.min_participation_prompts
                                        for a in core])) if core else 0.0
+        # What the group's prompts ask for: content to publish is what an operation posts;
+        # crowds filling a public template or asking about the news ask other things.
+        publishing = sum(p.intent == "publish" for p in points) / max(1, len(points))
         engagement = max(concentration, participation
-                         if participation >= self.min_participation else 0.0)
+                         if participation >= self.min_participation and publishing >= 0.5
+                         else 0.0)
 
         components, coordination_evidence = self._coordination(
             core, core_texts, snapshot, census, KeyHistory.of(key_first_seen_ms))
@@ -226,7 +239,7 @@ class CampaignJudge:
             "pairwise_similarity": _r(pairwise), "popularity": _r(popularity),
             "template_share": _r(template_share),
             "content": _r(content), "concentration": _r(concentration),
-            "participation": _r(participation),
+            "participation": _r(participation), "publishing_share": _r(publishing),
             # Each member's share of its prompts spent on the narrative: a low one is an
             # account that also does ordinary work.
             "member_shares": {a: _r(shares[a]) for a in core[:50]},
@@ -253,7 +266,8 @@ class CampaignJudge:
             ("narrowness", narrowness >= floor),
             ("cohesion", cohesion >= self.min_cohesion),
             ("concentration", concentration >= self.min_concentration
-             or (participation >= self.min_participation
+             or (participation >= self.min_participation and publishing >= 0.5
+                 and concentration >= self.min_participation_concentration
                  and coordination >= self.min_participation_coordination)),
             ("coordination", coordination >= self.min_coordination),
             ("score", score >= self.min_score),
@@ -281,12 +295,16 @@ class CampaignJudge:
         new_keys, new_keys_chance = self._new_keys(core, snapshot, history)
         burst, burst_chance = self._creation_burst(core, snapshot, history)
         cadence = self._cadence(core, snapshot)
+        core_set = set(core)
+        core_points = [p for p in snapshot.members if p.account_id in core_set]
+        disguise = sum(p.disguised for p in core_points) / max(1, len(core_points))
         components = {"timing": timing, "payload_reuse": reuse,
                       "new_keys": _surprise(new_keys, len(core), new_keys_chance),
                       # The densest span was picked among about one per core account.
                       "creation_burst": _surprise(burst, len(core), burst_chance,
                                                   tries=len(core)),
-                      "cadence": cadence, "networks": networks, "user_agents": agents}
+                      "cadence": cadence, "networks": networks, "user_agents": agents,
+                      "disguise": disguise}
         evidence = {
             "timing_sync": _r(timing), "timing_bin_s": snapshot.bin_ms // 1000,
             "payload_reuse": _r(reuse),
@@ -294,7 +312,7 @@ class CampaignJudge:
             "shared_user_agents": _r(agents), "new_key_share": _r(new_keys),
             "new_key_share_population": _r(new_keys_chance),
             "creation_burst": _r(burst), "creation_burst_population": _r(burst_chance),
-            "similar_cadence": _r(cadence),
+            "similar_cadence": _r(cadence), "disguise_share": _r(disguise),
         }
         return components, evidence
 
@@ -460,6 +478,15 @@ class CampaignJudge:
             reasons.append(f"{e['creation_burst']:.0%} of them appeared within "
                            f"{self.burst_ms // 60_000} min of each other (against "
                            f"{e['creation_burst_population']:.0%} of all keys)")
+        if parts["disguise"] >= 0.2:
+            reasons.append(f"{e['disguise_share']:.0%} of their posts are disguised (look-alike "
+                           "letters, invisible characters, letters spaced apart)")
+        if e.get("mixed_use_members"):
+            reasons.append(f"{e['mixed_use_members']} of them spend most of their prompts on "
+                           "other work beside the narrative")
+        if len(e.get("languages", {})) > 1:
+            reasons.append(f"the narrative runs in {len(e['languages'])} languages: "
+                           f"{', '.join(e['languages'])}")
         reasons.append(f"coordination {e['coordination']:.2f}, campaign score {e['score']:.2f}")
         return tuple(reasons)
 
@@ -565,6 +592,23 @@ def _link_strength(core: list[str], items: Mapping[str, set[str]],
     shared = sorted((i for i, n in core_users.items() if n >= 2),
                     key=lambda i: (-core_users[i], i))
     return float(np.mean(strengths)), shared
+
+
+def _narrative_parts(parts: Sequence[ClusterSnapshot], min_similarity: float
+                     ) -> tuple[ClusterSnapshot, ...]:
+    """The clusters of handed-over payloads (most points cut out of a wrapper) whose centres
+    are within `min_similarity` of the largest such cluster: one narrative, without the
+    unrelated clusters its accounts' other prompts formed. Empty when no cluster carries
+    payloads, so a script sending the same unrelated prompts from every account stays one
+    incohesive group."""
+    payloads = [p for p in parts if p.members
+                and sum(bool(m.wrapper_key) for m in p.members) * 2 >= len(p.members)]
+    if not payloads:
+        return ()
+    main = max(payloads, key=lambda p: (p.size, p.cluster_id))
+    centre = _unit(np.asarray(main.centroid, dtype=np.float64))
+    return tuple(p for p in payloads if p.space == main.space and float(
+        _unit(np.asarray(p.centroid, dtype=np.float64)) @ centre) >= min_similarity)
 
 
 def _cohesion(parts: Sequence[ClusterSnapshot]) -> float:

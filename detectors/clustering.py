@@ -52,6 +52,8 @@ class ClusterPoint:
     wrapper_key: str = ""
     wrapper_sample: str = ""
     language: str = "und"  # of the payload, when the model embedded it
+    disguised: bool = False  # look-alike letters, invisible characters, letters spaced apart
+    intent: str = ""  # what the wrapper asks for ("publish", "other"); "" with no payload
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -19,6 +19,7 @@ _FUNCTION_WORDS = {
     "es": "el la los las de del que y en por para con una un es son se su no más está como",
     "fr": "le la les des du de et est sont que qui une un dans pour pas sur ce nous vous il",
     "de": "der die das und ist sind nicht mit ein eine zu den von dass auf für sich auch",
+    "ca": "els les del i per amb és són una al als seu aquest aquesta perquè però què molt hi ho",
     "it": "il lo la gli le di che e è sono non una un per con del della nel questo anche",
     "pt": "o a os as de do da que e é são não um uma para com em no na mais está isso",
     "nl": "de het een en is zijn niet van dat op voor met te ook maar wat deze",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from detectors.text import normalise, text_key
 
-MIN_PAYLOAD_WORDS = 5
+MIN_PAYLOAD_WORDS = 4  # "The vaccine doesn't work" is a claim; "sorts a list" is not
 MAX_PAYLOAD_WORDS = 48
 MAX_INSTRUCTION_WORDS = 24  # a colon after a longer text is punctuation, not a hand-over
 _SCAN_CHARS = 4_000  # wrappers sit at the start; the scan stays linear and short

@@ -109,6 +109,8 @@ class CampaignPolicy(RulePolicy):
     min_participation_prompts: int = Field(3, ge=2)
     min_participation: float = Field(0.7, ge=0, le=1)
     min_participation_coordination: float = Field(0.7, ge=0, le=1)
+    # ...though not below this share: one prompt in twenty-five is a bystander's.
+    min_participation_concentration: float = Field(0.2, ge=0, le=1)
     min_coordination: float = Field(0.5, ge=0, le=1)
     min_score: float = Field(0.6, ge=0, le=1)
     # An operation is a small minority of the accounts active in the window; a narrative sent

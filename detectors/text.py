@@ -253,6 +253,16 @@ def _canonical(text: str) -> tuple[str, _Fold, int]:
     return " ".join(text.split()), fold, split
 
 
+def readable(text: str) -> str:
+    """The text with its disguise undone but its case and punctuation kept (NFKC, invisible
+    characters removed, look-alike letters folded): what a lexical reading (sentences,
+    clauses, quotes) works on."""
+    text = unicodedata.normalize("NFKC", text)
+    if text.isascii():
+        return text
+    return _fold_confusables(_visible(text)).text
+
+
 def canonical(text: str) -> str:
     """The text as it is compared: NFKC; invisible and format characters removed (Unicode tag
     characters read as the ASCII they hide); look-alike letters of another script folded

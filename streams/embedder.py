@@ -34,12 +34,14 @@ from detectors.jailbreak import Match, PatternBank, PatternBankError, patterns_f
 from detectors.language import UNDETERMINED, language_of
 from detectors.narrative import Narrative, split_narrative
 from detectors.policy import Embedding
+from detectors.text import disguise_marks, readable
 from streams import metrics
 from streams.embedding_model import Encoder, static_embedder
 
 FULL, STATIC = "full", "static"
 # Whether a payload's intent asks for content to publish; None: the planner's marker words say.
-GENERATION: dict[str, bool | None] = {"publish": True, "verify": False, "other": None}
+GENERATION: dict[str, bool | None] = {"publish": True, "verify": False, "jailbreak": False,
+                                      "other": None}
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ class EmbeddedPrompt:
     # the payload when the model embedded it (the campaign stage lists a campaign's languages).
     intent: Intent | None = None
     language: str = UNDETERMINED
+    # Dressed to evade matching (look-alike letters, invisible characters, letters spaced
+    # apart): rare in ordinary prompts, so evidence of an operation in itself.
+    disguised: bool = False
 
     @property
     def partition_key(self) -> str:
@@ -79,9 +84,8 @@ class PromptEmbedder:
         dim = self.static.dim
         self.lsh = {FULL: HyperplaneLSH(dim, policy.lsh_bits, seed=1),
                     STATIC: HyperplaneLSH(dim, policy.lsh_bits, seed=2)}
-        publish, verify = prototypes()
-        self.intents = IntentClassifier(encoder.encode(list(publish)),
-                                        encoder.encode(list(verify)))
+        publish, verify, jailbreak = (encoder.encode(list(texts)) for texts in prototypes())
+        self.intents = IntentClassifier(publish, verify, jailbreak)
         # Wrappers repeat (an operation has a few dozen, a template one): each is embedded once.
         self.wrapper_vectors = VectorCache(max_entries=50_000)
         self.patterns_file = patterns_file
@@ -140,7 +144,9 @@ class PromptEmbedder:
     def embed(self, prompts: list[str], accounts: list[str],
               suspicious: list[bool]) -> list[EmbeddedPrompt]:
         """Blocking (the model runs here): call it off the event loop."""
-        narratives = [split_narrative(p) for p in prompts]
+        # Split what the prompt reads as: a disguise (look-alike letters, invisible characters)
+        # must not hide the words that hand a claim over.
+        narratives = [split_narrative(readable(p)) for p in prompts]
         intents = self._intents(narratives)
         plans = [self.planner.plan(p, a, s, model=n.payload is None)
                  for p, a, s, n in zip(prompts, accounts, suspicious, narratives, strict=True)]
@@ -167,18 +173,19 @@ class PromptEmbedder:
             metrics.embedding_pending_prompts.set(0)
         count_paths(plans, payload_plans, {plan.key for plan in escalated})
         out = []
-        for plan, payload_plan, narrative, intent in zip(plans, payload_plans, narratives,
-                                                         intents, strict=True):
+        for prompt, plan, payload_plan, narrative, intent in zip(
+                prompts, plans, payload_plans, narratives, intents, strict=True):
             vector, space = self._vector(plan)
             jailbreak_match = self.banks[space].best_match(vector)
             language = UNDETERMINED
             if payload_plan is not None:
                 plan = payload_plan
                 vector, space = self._vector(payload_plan)
-                if space == FULL:
-                    language = language_of(narrative.text)
+                if space == FULL:  # of the canonical text: a disguise is no language
+                    language = language_of(payload_plan.normalised)
             out.append(EmbeddedPrompt(vector, space, plan, self.lsh[space].bucket(vector),
-                                      jailbreak_match, narrative, intent, language))
+                                      jailbreak_match, narrative, intent, language,
+                                      disguise_marks(prompt).disguised))
         return out
 
     def _intents(self, narratives: list[Narrative]) -> list[Intent | None]:

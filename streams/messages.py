@@ -302,6 +302,8 @@ class PromptVector(PlainRecord):
     wrapper: str = ""
     # The payload's language, when the model embedded it ("und" when not known).
     language: str = "und"
+    disguised: bool = False  # look-alike letters, invisible characters, letters spaced apart
+    intent: str = ""  # "publish" or "other" (what its wrapper asks); "" with no payload
 
 
 _NO_CLOCK_CHECK = 2**62

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from detectors.campaign_tracker import CampaignTracker
-from detectors.campaigns import campaign_alert
+from detectors.campaigns import CampaignFinding, campaign_alert
 from detectors.clustering import ClusterPoint
 from detectors.policy import Policy
 from streams import clock
@@ -29,7 +29,7 @@ def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
         account_id=record.account_id, api_key_id=record.api_key_id, ip=record.ip,
         user_agent=record.user_agent, prompt_sample=record.sample, text_key=record.text_key,
         wrapper_key=record.wrapper_key, wrapper_sample=record.wrapper,
-        language=record.language),
+        language=record.language, disguised=record.disguised, intent=record.intent),
         record.space, record.account_prompts, record.key_first_seen)
 
 
@@ -77,17 +77,25 @@ class DetectCampaigns(Stage):
         self.tracker.reconfigure(policy)
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
-        add_vector(self.tracker, item)
+        tracker = self.tracker
+        # In a replay, event time runs far ahead of the wall clock and batches are large:
+        # whatever the batching, the window is judged before a point that lies more than
+        # max_judge_lag_seconds of event time past the last judging, so a campaign's first
+        # report is dated in event time alike in replays and in live traffic.
+        if tracker.lagging(item.ts):
+            self._report(emit, tracker.judge_all(), tracker.latest_ms)
+        add_vector(tracker, item)
         self.batch_records += 1
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         findings, self.restored_findings = self.restored_findings, []
         idle, self.batch_records = self.batch_records < 500, 0
+        if self.tracker.due(idle) and (idle or self.pacing.due()):
+            findings += self.tracker.judge_all()
+        self._report(emit, findings, latest_event_ms)
+
+    def _report(self, emit: Emit, findings: list[CampaignFinding], latest_event_ms: int) -> None:
         tracker = self.tracker
-        lagging = tracker.latest_ms - tracker.judged_ms \
-            >= tracker.policy.campaigns.max_judge_lag_seconds * 1000
-        if tracker.due(idle) and (idle or lagging or self.pacing.due()):
-            findings += tracker.judge_all()
         rule = tracker.policy.rules.campaign
         if not rule.enabled:
             tracker.merged.clear()

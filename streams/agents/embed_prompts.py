@@ -43,7 +43,8 @@ def prompt_vector(event: UsageEvent, embedded: EmbeddedPrompt, activity: int,
         key_first_seen=key_first_seen_ms,
         wrapper_key=narrative.wrapper_key if narrative.payload else "",
         wrapper=redacted_sample(narrative.wrapper) if narrative.payload else "",
-        language=embedded.language)
+        language=embedded.language, disguised=embedded.disguised,
+        intent=embedded.intent.kind if embedded.intent is not None else "")
 
 
 class EmbedPrompts(Stage):
@@ -93,17 +94,22 @@ class EmbedPrompts(Stage):
         first_seen = self.key_first_seen.get(event.api_key_id)
         if first_seen is None or event.ts_ms < first_seen:
             self.key_first_seen[event.api_key_id] = first_seen = event.ts_ms
-        # A claim quoted to be checked, classified or translated neither makes a campaign
-        # nor dilutes one (a fact-checking desk quoting an operation's claim must not hide it).
-        if embedded.intent is None or embedded.intent.kind != "verify":
-            emit("misuse.prompt-vectors", embedded.partition_key,
-                 prompt_vector(event, embedded, count, first_seen))
-        else:
-            metrics.campaign_points_skipped.labels("verify_intent").inc()
         rule = self.policy.rules.jailbreak
         match = embedded.jailbreak_match
         if match is not None and match[1] < rule.similarity_threshold:
             match = None
+        # Campaigns are made of content requests. A claim quoted to be checked, classified or
+        # translated neither makes one nor dilutes one (a fact-checking desk quoting an
+        # operation's claim must not hide it); a known jailbreak is the spray rules' business
+        # (sprayers sharing one preamble are not a narrative).
+        intent = embedded.intent.kind if embedded.intent is not None else ""
+        skip = f"{intent}_intent" if intent in ("verify", "jailbreak") \
+            else "jailbreak_match" if match else ""
+        if skip:
+            metrics.campaign_points_skipped.labels(skip).inc()
+        else:
+            emit("misuse.prompt-vectors", embedded.partition_key,
+                 prompt_vector(event, embedded, count, first_seen))
         if rule.enabled:
             for alert in self.jailbreak.observe(event, match):
                 emit_alert(emit, alert, rule)

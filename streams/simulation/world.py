@@ -25,6 +25,9 @@ unlabelled accounts):
 - trap-multilingual: people asking ordinary things in one or two of six languages.
 - trap-es-users, trap-fr-users: ordinary Spanish and French users.
 - ordinary: the English crowd of the real-text preset, so the campaigns are a minority.
+- sprayers (labelled, rule jailbreak): three accounts running current automated jailbreak
+  tools (role-play refinement, optimised suffixes, random search; prompt_attacks).
+- trap-toxicity: a trust-and-safety batch job classifying comments moderation flags.
 
 Campaign members are labelled like every campaign (`rule="campaign"`, entity account,
 `start_ms` its first narrative post), with the scenario `<class>:<claim id>`.
@@ -41,7 +44,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from streams.simulation import realtext
+from streams.simulation import prompt_attacks, realtext
 from streams.simulation.common import (
     MINUTE_MS,
     USER_AGENTS,
@@ -68,6 +71,7 @@ WORLD_DIR = realtext.DATA_DIR / "world"
 WORLD_POOLS = ("narratives", "questions", "mtbench")
 CAMPAIGN_CLASSES = ("campaign-es", "campaign-xl", "campaign-mixed", "campaign-disguised")
 TRAP_CLASSES = ("trap-factcheck", "trap-headlines", "trap-translation", "trap-multilingual",
+                "trap-toxicity",
                 "trap-es-users", "trap-fr-users", "ordinary")
 XL_LANGUAGES = ("en", "es", "ca")
 # Ordinary work an operation's accounts do between posts.
@@ -341,12 +345,22 @@ def world_populations(seed: int, start_ms: int, split: Split = "test", duration_
         "trap-es-users": lambda r: _people(r, *span, 40, speakers(corpus, "es")),
         "trap-fr-users": lambda r: _people(r, *span, 40, speakers(corpus, "fr")),
         "ordinary": lambda r: realtext.ordinary(r, *span, corpus.base, count=250),
+        # Current automated jailbreak tools (role-play refinement, optimised suffixes, random
+        # search), and the trust-and-safety batch job whose comments moderation flags.
+        "sprayers": lambda r: _population(prompt_attacks.current_sprayers(
+            r, *span, split, count=3, data_dir=data_dir)),
+        "trap-toxicity": lambda r: _population(prompt_attacks.toxicity_classifier(
+            r, *span, split, data_dir=data_dir)),
     }
     populations = {}
     for name, build in builders.items():
         events, labels = build(rng(name))
         populations[name] = Traffic([e for e in events if e["ts"] < end_ms], labels)
     return populations
+
+
+def _population(traffic: Traffic) -> Population:
+    return traffic.events, traffic.labels
 
 
 def world_traffic(seed: int, start_ms: int, split: Split = "test", duration_s: int = 3600,

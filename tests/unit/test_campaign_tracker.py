@@ -46,12 +46,13 @@ class Window:
         return unit(self.rng.normal(size=DIM))
 
     def post(self, account: str, ts: int, vector: np.ndarray, text: str, *, ip: str,
-             agent: str, key_first_seen: int, wrapper: str = "") -> None:
+             agent: str, key_first_seen: int, wrapper: str = "", intent: str = "") -> None:
         n = len(self.points)
         self.points.append((ClusterPoint(
             event_id=f"ev-{n}", ts_ms=int(ts), vector=vector, account_id=account,
             api_key_id=f"key-{account}", ip=ip, user_agent=agent, prompt_sample=text,
-            text_key=text, wrapper_key=wrapper, wrapper_sample=wrapper), key_first_seen))
+            text_key=text, wrapper_key=wrapper, wrapper_sample=wrapper, intent=intent),
+            key_first_seen))
         self.activity[account] += 1
 
     def elsewhere(self, account: str, n: int) -> None:
@@ -393,9 +394,9 @@ def strict_participation() -> Policy:
 def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
         policy: Policy) -> None:
     """Reported while its accounts seemed to spend their traffic on the claim; then their
-    counts show they mostly do other things. With their coordination (one uncommon client
-    each, posts in step) they still take part: the campaign stands, its members marked as
-    mixed use. Where such participation does not count, it is withdrawn, not left standing,
+    counts show they mostly do other things. Posting it for publication again and again with
+    their coordination (one uncommon client each, posts in step), they still take part: the
+    campaign stands, its members marked as mixed use. Where such participation does not count, it is withdrawn, not left standing,
     and when the claim takes over again, it comes back under its id."""
     world = Window(seed=5)
     claim = world.direction()
@@ -403,7 +404,8 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
         for n in range(8):
             world.post(f"px-{i}", T0 + n * 10 * MINUTE + i * 1000, near(world.rng, claim, 0.95),
                        f"claim wording {n % 3}", ip=world.random_ip(),
-                       agent=AGENTS[i % len(AGENTS)], key_first_seen=T0 - 100 * DAY)
+                       agent=AGENTS[i % len(AGENTS)], key_first_seen=T0 - 100 * DAY,
+                       intent="publish")
     tracker, findings = world.run(policy)
     reported = findings[-1].campaign_id
     assert tracker.withdrawn == []
@@ -412,16 +414,17 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
         for i in range(12):
             point = ClusterPoint(f"late-{start}-{i}", T0 + (start + i) * MINUTE,
                                  near(world.rng, claim, 0.95), f"px-{i}", f"key-px-{i}",
-                                 world.random_ip(), AGENTS[0], "claim wording 0", "claim 0")
+                                 world.random_ip(), AGENTS[0], "claim wording 0", "claim 0",
+                                 intent="publish")
             tracker.add(point, "full", 9 + prompts_elsewhere, T0 - 100 * DAY)
         return tracker.judge_all()
 
     if policy == Policy():
-        standing = more(prompts_elsewhere=100, start=90)
+        standing = more(prompts_elsewhere=20, start=90)
         assert [f.campaign_id for f in standing] == [reported] and tracker.withdrawn == []
         assert standing[0].evidence["mixed_use_members"] == 12
         return
-    assert more(prompts_elsewhere=100, start=90) == []
+    assert more(prompts_elsewhere=20, start=90) == []
     assert tracker.withdrawn == [reported]
     tracker.withdrawn.clear()
     assert [f.campaign_id for f in more(prompts_elsewhere=0, start=120)] == [reported]

@@ -12,6 +12,7 @@ from detectors.language import UNDETERMINED, language_of
     ("die Regierung hat die Wahl am Sonntag manipuliert und das ist nicht gut", "de"),
     ("il governo ha truccato le elezioni di domenica e non lo dice", "it"),
     ("o governo esconde a verdade sobre as vacinas", "pt"),
+    ("l'Àrea 51 s'utilitza per estudiar els extraterrestres i les seves naus", "ca"),
     ("Правительство скрывает правду о вакцинах", "ru"),  # noqa: RUF001
     ("政府隐瞒了疫苗的真相", "zh"),
     ("ワクチンの真実を隠している", "ja"),

@@ -100,14 +100,16 @@ def test_events_are_valid_time_ordered_and_modest(split: Split) -> None:
 
 def test_every_class_is_present_and_campaigns_are_a_minority() -> None:
     world = traffic()
-    assert {label.scenario.split(":")[0] for label in world.labels} == set(CAMPAIGN_CLASSES)
+    campaigns = [label for label in world.labels if label.rule == "campaign"]
+    sprayers = [label for label in world.labels if label.rule == "jailbreak"]
+    assert {label.scenario.split(":")[0] for label in campaigns} == set(CAMPAIGN_CLASSES)
+    assert len(sprayers) == 3 and len(campaigns) + len(sprayers) == len(world.labels)
     assert set(world.classes.values()) == set(TRAP_CLASSES)
     members = {label.entity_id for label in world.labels}
     assert not members & world.classes.keys()  # a member is never also a trap
     assert members | world.classes.keys() == {e["account_id"] for e in world.events}
     assert len(members) * 5 < len(world.classes)
-    assert all(label.rule == "campaign" and label.entity_kind == "account"
-               for label in world.labels)
+    assert all(label.entity_kind == "account" for label in world.labels)
 
 
 def test_a_members_label_starts_at_its_first_narrative_post() -> None:
