@@ -396,8 +396,9 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
     """Reported while its accounts seemed to spend their traffic on the claim; then their
     counts show they mostly do other things. Posting it for publication again and again with
     their coordination (one uncommon client each, posts in step), they still take part: the
-    campaign stands, its members marked as mixed use. Where such participation does not count, it is withdrawn, not left standing,
-    and when the claim takes over again, it comes back under its id."""
+    campaign stands, its members marked as mixed use. Where such participation does not
+    count, it is withdrawn, not left standing, and when the claim takes over again, it comes
+    back under its id."""
     world = Window(seed=5)
     claim = world.direction()
     for i in range(12):
