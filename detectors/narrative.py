@@ -68,15 +68,16 @@ class Narrative:
     payload: str | None
     wrapper: str
     how: str  # "quote", "colon", "clause" or "none"
+    wrapper_key: str = ""  # made once here: the embed stage asks for it several times
+
+    def __post_init__(self) -> None:
+        if not self.wrapper_key:
+            object.__setattr__(self, "wrapper_key", text_key(normalise(self.wrapper)))
 
     @property
     def text(self) -> str:
         """What stands for the prompt's content: the payload, or the whole prompt."""
         return self.payload if self.payload is not None else self.wrapper
-
-    @property
-    def wrapper_key(self) -> str:
-        return text_key(normalise(self.wrapper))
 
 
 def split_narrative(prompt: str) -> Narrative:

@@ -242,7 +242,10 @@ def _join_split_words(text: str) -> tuple[str, int]:
     return text, count
 
 
+@functools.lru_cache(maxsize=8192)
 def _canonical(text: str) -> tuple[str, _Fold, int]:
+    # Cached: one prompt is read as a whole, as a payload, as the request around it, for its
+    # disguise and for its jailbreak signals, and templated prompts repeat.
     text = unicodedata.normalize("NFKC", text)
     if not text.isascii():
         text = _visible(text)
