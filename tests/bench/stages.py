@@ -60,6 +60,8 @@ def consume_only(settings: Settings, lines: list[bytes]) -> dict[str, Any]:
 ENCODERS = (
     ("use numpy fp32", USE_MULTILINGUAL, "numpy", "fp32"),
     ("use torch fp32", USE_MULTILINGUAL, "torch", "fp32"),
+    ("use onnx fp32", USE_MULTILINGUAL, "onnx", "fp32"),
+    ("use onnx int8", USE_MULTILINGUAL, "onnx", "int8"),
     ("minilm torch fp32", MINILM, "torch", "fp32"),
     ("minilm torch int8", MINILM, "torch", "int8"),
     ("minilm onnx fp32", MINILM, "onnx", "fp32"),

@@ -131,6 +131,23 @@ def test_a_broken_onnx_export_is_refused(minilm_export: Path, tmp_path: Path) ->
         verify_drift(encoder, tmp_path, drift_prompts(multilingual=False, instructions=120))
 
 
+def test_the_multilingual_onnx_graph_matches_numpy_in_fp32_and_passes_in_int8(
+        use_numpy: MultilingualUSE, minilm_export: Path) -> None:
+    from streams.embedding_use_onnx import OnnxUSE
+
+    fp32 = OnnxUSE("fp32", minilm_export)
+    cosines = np.einsum("ij,ij->i", use_numpy.encode(PROMPTS), fp32.encode(PROMPTS))
+    assert cosines.min() >= 0.9999
+    int8 = OnnxUSE("int8", minilm_export)
+    result = verify_drift(int8, minilm_export, PROMPTS)
+    assert result.ok and result.median < 0.99999  # quantized: close, not equal
+    # One short prompt and one over the token budget, alone and together: same vectors.
+    long = " ".join(PROMPTS[:40])
+    together = fp32.encode(["hola", long])
+    assert np.allclose(together[0], fp32.encode(["hola"])[0], atol=1e-5)
+    assert np.allclose(together[1], use_numpy.encode([long])[0], atol=1e-4)
+
+
 def test_backends_and_precisions_that_cannot_run_are_refused_before_loading() -> None:
     load = load_encoder.__wrapped__
     with pytest.raises(ValueError, match="MISUSE_EMBED_BACKEND=torch"):
@@ -139,6 +156,8 @@ def test_backends_and_precisions_that_cannot_run_are_refused_before_loading() ->
         load(USE_MULTILINGUAL, "cpu", "fp16", "torch")
     with pytest.raises(ValueError, match="onnx backend runs on the CPU"):
         load(MINILM, "cuda", "auto", "onnx")
+    with pytest.raises(ValueError, match="onnx backend runs on the CPU"):
+        load(USE_MULTILINGUAL, "cuda", "auto", "onnx")
     with pytest.raises(ValueError, match="unknown embedding backend"):
         load(MINILM, "cpu", "auto", "tensorrt")
 
@@ -149,5 +168,7 @@ def test_the_doctor_row_names_backend_precision_drift_and_rate(tmp_path: Path) -
     assert row.ok, row.detail
     assert "use-multilingual-v3 (torch fp32, drift median 1.0000 p1 1.0000)" in row.detail
     assert "prompts/s" in row.detail
-    reference = model_row(Settings(cache_dir=tmp_path))
+    reference = model_row(Settings(embed_backend="numpy", cache_dir=tmp_path))
     assert reference.ok and "(numpy fp32, reference)" in reference.detail
+    default = model_row(Settings(cache_dir=tmp_path))
+    assert default.ok and "(onnx fp32, drift median 1.0000 p1 1.0000)" in default.detail
