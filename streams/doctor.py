@@ -215,8 +215,8 @@ def model_row(settings: Settings) -> Row:
         rate = len(SAMPLE_PROMPTS) / (time.perf_counter() - began)
     except EncoderDriftError as exc:
         return Row("embedding model", False, str(exc),
-                   "use the reference: unset MISUSE_EMBED_BACKEND and MISUSE_EMBED_PRECISION "
-                   "(or try MISUSE_EMBED_PRECISION=fp32)")
+                   "unset MISUSE_EMBED_PRECISION (fp32), or for int8 set "
+                   "MISUSE_EMBED_BACKEND=onnx (checked: within the bounds)")
     except Exception as exc:
         return _failed("embedding model", exc, settings)
     precision = getattr(encoder, "precision", "fp32")
