@@ -28,9 +28,10 @@ MEDIAN_FLOOR = 0.99
 P1_FLOOR = 0.97
 # Prompts cut as the embed stage cuts them (policy embedding.max_words).
 MAX_WORDS = 64
-# The corpus of a source checkout (as streams.settings.REPO_ROOT; not imported, so that this
-# module loads without the settings' dependencies).
-DATA_DIR = Path(__file__).resolve().parents[1] / "tests" / "data"
+# Real prompts shipped with the package (the worker's image has no tests/data): the first 300
+# ordinary instructions and the 59 false claims of the evaluation corpus (tests/data/README.md
+# says where they come from), with their source ids.
+PROMPTS_FILE = Path(__file__).with_name("embedding_drift_prompts.jsonl")
 
 # Ordinary requests in the other languages the multilingual model serves (written for this
 # check; the corpus under tests/data is English).
@@ -95,17 +96,14 @@ class Drift:
 
 
 def drift_prompts(multilingual: bool, instructions: int = 300,
-                  data_dir: Path = DATA_DIR) -> list[str]:
+                  path: Path = PROMPTS_FILE) -> list[str]:
     """Real prompts: ordinary instructions and false claims (the corpus the detectors are
     evaluated on), and, for a multilingual model, Spanish and French requests."""
-    prompts: list[str] = []
-    for name, limit in (("instructions.jsonl", instructions), ("claims.jsonl", None)):
-        path = data_dir / name
-        if not path.exists():
-            continue  # an installed package without the test corpus: the rest still checks
-        with path.open(encoding="utf-8") as lines:
-            texts = [json.loads(line)["text"] for line in lines if line.strip()]
-        prompts.extend(" ".join(text.split()[:MAX_WORDS]) for text in texts[:limit])
+    with path.open(encoding="utf-8") as lines:
+        rows = [json.loads(line) for line in lines if line.strip()]
+    ordinary = [row["text"] for row in rows if not row["id"].startswith("checkcovid-")]
+    claims = [row["text"] for row in rows if row["id"].startswith("checkcovid-")]
+    prompts = [" ".join(text.split()[:MAX_WORDS]) for text in ordinary[:instructions] + claims]
     if multilingual:
         prompts.extend(FOREIGN_PROMPTS)
     return prompts
