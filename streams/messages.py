@@ -303,7 +303,7 @@ class PromptVector(PlainRecord):
     # The payload's language, when the model embedded it ("und" when not known).
     language: str = "und"
     disguised: bool = False  # look-alike letters, invisible characters, letters spaced apart
-    intent: str = ""  # "publish" or "other" (what its wrapper asks); "" with no payload
+    intent: str = ""  # what its wrapper asks: publish, verify, jailbreak, other; "" if none
 
 
 _NO_CLOCK_CHECK = 2**62

@@ -12,7 +12,7 @@ from detectors.campaign_tracker import CampaignTracker
 from detectors.campaigns import CampaignFinding, campaign_alert
 from detectors.clustering import ClusterPoint
 from detectors.policy import Policy
-from streams import clock
+from streams import clock, metrics
 from streams.broker import read_back
 from streams.messages import MessageError, PromptVector, decode_batch, records_of, vector_from
 from streams.publish import emit_alert, emit_document, emit_page_resolve
@@ -21,6 +21,7 @@ from streams.settings import get_settings
 from streams.sinks.documents import campaign_document
 
 log = logging.getLogger(__name__)
+SKIPPED_INTENTS = frozenset({"verify", "jailbreak"})
 
 
 def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
@@ -77,6 +78,14 @@ class DetectCampaigns(Stage):
         self.tracker.reconfigure(policy)
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
+        # Campaigns are made of content requests. A claim quoted to be checked, classified or
+        # translated neither makes one nor dilutes one (a fact-checking desk quoting an
+        # operation's claim must not hide it); a jailbreak preamble is the spray rules'
+        # business. (The intent comes from the wrapper's model vector alone: the same after
+        # a restart.)
+        if item.intent in SKIPPED_INTENTS:
+            metrics.campaign_points_skipped.labels(f"{item.intent}_intent").inc()
+            return
         tracker = self.tracker
         # In a replay, event time runs far ahead of the wall clock and batches are large:
         # whatever the batching, the window is judged before a point that lies more than

@@ -12,7 +12,6 @@ from detectors.jailbreak import JailbreakSprayDetector
 from detectors.policy import Policy
 from detectors.redaction import redacted_sample
 from detectors.windows import ActivityCounter
-from streams import metrics
 from streams.embedder import EmbeddedPrompt, PromptEmbedder
 from streams.embedding_model import load_encoder
 from streams.messages import EventRecord, JailbreakMatch, PromptVector, Record, vector_bytes
@@ -98,18 +97,8 @@ class EmbedPrompts(Stage):
         match = embedded.jailbreak_match
         if match is not None and match[1] < rule.similarity_threshold:
             match = None
-        # Campaigns are made of content requests. A claim quoted to be checked, classified or
-        # translated neither makes one nor dilutes one (a fact-checking desk quoting an
-        # operation's claim must not hide it); a known jailbreak is the spray rules' business
-        # (sprayers sharing one preamble are not a narrative).
-        intent = embedded.intent.kind if embedded.intent is not None else ""
-        skip = f"{intent}_intent" if intent in ("verify", "jailbreak") \
-            else "jailbreak_match" if match else ""
-        if skip:
-            metrics.campaign_points_skipped.labels(skip).inc()
-        else:
-            emit("misuse.prompt-vectors", embedded.partition_key,
-                 prompt_vector(event, embedded, count, first_seen))
+        emit("misuse.prompt-vectors", embedded.partition_key,
+             prompt_vector(event, embedded, count, first_seen))
         if rule.enabled:
             for alert in self.jailbreak.observe(event, match):
                 emit_alert(emit, alert, rule)
