@@ -63,6 +63,10 @@ input_held = Gauge(
     "misuse_input_held_records",
     "Records read and held until the watermark passes them (event-time order)", ["stage"],
     registry=REGISTRY)
+stage_pending_records = Gauge(
+    "misuse_stage_pending_records",
+    "Records taken in whose outcome a stage has not sent yet (points awaiting judging)",
+    ["stage"], registry=REGISTRY)
 input_paused_partitions = Gauge(
     "misuse_input_paused_partitions",
     "Input partitions paused for running ahead in event time", ["stage"], registry=REGISTRY)

@@ -21,6 +21,7 @@ from streams.broker import group_offsets
 from streams.settings import CONSUMED_TOPICS, Settings
 
 ALERTS_WRITTEN = "misuse_event_to_alert_latency_seconds"  # one observation per alert written
+PENDING_RECORDS = "misuse_stage_pending_records"  # per stage: taken in, outcome not sent yet
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +52,22 @@ def progress_line(snapshot: Snapshot) -> str:
 def alerts_written(metrics_url: str, timeout_s: float = 2.0) -> int | None:
     """From the worker's own /metrics: it counts this process's writes, whatever else the
     alert index holds from earlier runs. None while the worker's web server is not up."""
+    written = worker_metric(metrics_url, ALERTS_WRITTEN, "_count", timeout_s)
+    return None if written is None else int(written)
+
+
+def worker_metric(metrics_url: str, family: str, sample_suffix: str = "",
+                  timeout_s: float = 2.0) -> float | None:
+    """The sum of a metric family's samples (those whose name ends with `sample_suffix`) on
+    the worker's /metrics; None while its web server is not up or the family is not there."""
     try:
         with urllib.request.urlopen(metrics_url, timeout=timeout_s) as response:
             text = response.read().decode("utf-8")
     except OSError:
         return None
-    for family in text_string_to_metric_families(text):
-        if family.name == ALERTS_WRITTEN:
-            return sum(int(s.value) for s in family.samples if s.name.endswith("_count"))
+    for found in text_string_to_metric_families(text):
+        if found.name == family:
+            return sum(s.value for s in found.samples if s.name.endswith(sample_suffix))
     return None
 
 

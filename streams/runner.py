@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streams.broker import consumer_lag
+from streams.progress import PENDING_RECORDS, worker_metric
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 
 
@@ -65,9 +66,11 @@ class WorkerProcess:
 
     def wait_drained(self, timeout_s: float = 900,
                      progress: Callable[[], None] | None = None) -> None:
-        """Until the worker has committed every message of every topic it reads, twice in a
-        row (a stage may still be sending when another has just caught up). `progress` is
-        called on every poll (`streams.progress.Progress` prints every few seconds)."""
+        """Until the worker has committed every message of every topic it reads and holds
+        nothing it has not acted on (its stages' pending records: points committed but not
+        judged yet), twice in a row (a stage may still be sending when another has just
+        caught up). `progress` is called on every poll (`streams.progress.Progress` prints
+        every few seconds)."""
         topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
         quiet = 0
 
@@ -76,7 +79,8 @@ class WorkerProcess:
             if progress is not None:
                 progress()
             lag = consumer_lag(self.settings, self.settings.app_id, topics)
-            quiet = quiet + 1 if lag == 0 else 0
+            caught_up = lag == 0 and worker_metric(self.metrics_url, PENDING_RECORDS) == 0
+            quiet = quiet + 1 if caught_up else 0
             return quiet >= 2
 
         self._wait(drained, timeout_s, "caught up", poll_s=1.0)

@@ -105,6 +105,12 @@ class Stage:
         """At the end of every batch: periodic work (judging, refits, summaries) and dropping
         what has been idle longer than its window."""
 
+    def pending(self) -> int:
+        """Records taken in whose outcome has not been sent yet (points a later round, or the
+        tick once the input pauses, will judge): their offsets may be committed, so the
+        worker is not caught up while any stage has some (`WorkerProcess.wait_drained`)."""
+        return 0
+
     def decode(self, raw: bytes | None) -> list[Record]:
         """The records of one Kafka message: a batch of one of the types this stage reads."""
         batch = decode_batch(raw)

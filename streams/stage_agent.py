@@ -157,10 +157,16 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
                 await run_or_stop(drivers[0], [])
             await aligned.realign()
 
+    def owns_input() -> bool:
+        return any(tp.topic in topic_names for tp in app.consumer.assignment())
+
     async def tick() -> None:
-        """Only where the stage's input is: a stage elsewhere holds no live state to act on."""
-        if drivers and any(tp.topic in topic_names for tp in app.consumer.assignment()):
+        """Only where the stage's input is: a stage elsewhere holds no live state to act on
+        (and nothing pending: its input's new owner judges it)."""
+        if drivers and owns_input():
             await run_or_stop(drivers[0], [])
+        elif drivers:
+            metrics.stage_pending_records.labels(name).set(0)
 
     async def run_batch(driver: StageDriver[EventT], events: list[EventT]) -> None:
         loop, now_ms, policy = asyncio.get_running_loop(), clock.now_ms(), current_policy()
@@ -191,7 +197,11 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         await asyncio.gather(*sent, state.delivered())
         if aligned and released is not None:
             aligned.acknowledge(released)
+        # Only once what it produced is in Kafka: a test or a replay that waits for the worker
+        # to catch up must not see 0 between a judging round and its documents.
+        metrics.stage_pending_records.labels(name).set(driver.stage.pending())
 
+    metrics.stage_pending_records.labels(name).set(0)  # on /metrics from the start
     run_stage.__name__ = run_stage.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_stage)
     if spec.tick_seconds:

@@ -103,6 +103,9 @@ class DetectCampaigns(Stage):
             findings += self.tracker.judge_all()
         self._report(emit, findings, latest_event_ms)
 
+    def pending(self) -> int:
+        return self.tracker.unjudged
+
     def _report(self, emit: Emit, findings: list[CampaignFinding], latest_event_ms: int) -> None:
         tracker = self.tracker
         rule = tracker.policy.rules.campaign

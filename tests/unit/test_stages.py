@@ -7,12 +7,14 @@ import json
 from collections import Counter
 
 import msgpack
+import numpy as np
 import pytest
 
 from detectors.policy import Policy
 from detectors.risk import Signal
 from streams import clock
 from streams.agents import STAGES
+from streams.agents.detect_campaigns import DetectCampaigns
 from streams.agents.score_risk import RiskStage
 from streams.inprocess import InProcessPipeline
 from streams.messages import (
@@ -20,8 +22,10 @@ from streams.messages import (
     AlertRecord,
     DocumentRecord,
     EventRecord,
+    PromptVector,
     SignalRecord,
     encode_batch,
+    vector_bytes,
 )
 from streams.outbox import Outbox
 from streams.runtime import MemoryState, StageDriver
@@ -161,3 +165,26 @@ def test_nothing_leaves_ingest_unredacted() -> None:
     text = json.dumps([r.to_plain() for r in sent])
     for secret in ("jane@example.org", "555 0132", "4111 1111"):
         assert secret not in text
+
+
+def test_the_campaign_stage_holds_points_pending_until_a_judging_round_has_sent_its_outcome(
+        mixed_traffic) -> None:
+    """`pending()` is what the worker serves as misuse_stage_pending_records and what a replay
+    waits for besides lag: points whose offsets may be committed but that no round judged."""
+    pipeline, _ = mixed_traffic
+    # The pipeline ran until nothing was in flight, ticks included: nothing is pending.
+    stage = pipeline.stage("detect_campaigns")
+    assert pipeline.collected.processed["detect_campaigns"] > 0
+    assert stage.pending() == 0  # type: ignore[attr-defined]
+    fresh = DetectCampaigns(Policy(), MemoryState())
+    vector = np.full(16, 0.25, dtype=np.float32)  # unit length; any dimension will do
+    sent: list[tuple] = []
+    for n in range(3):
+        fresh.process(PromptVector(
+            event_id=f"e{n}", ts=NOW_MS + n, account_id=f"acct-{n}", api_key_id=f"key-{n}",
+            ip="203.0.113.7", user_agent="ua", sample="a claim", text_key=f"k{n}",
+            space="full", vector=vector_bytes(vector),
+            account_prompts=1, key_first_seen=NOW_MS), lambda *m: sent.append(m), NOW_MS)
+    assert fresh.pending() == 3
+    fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # a small batch: the input paused
+    assert fresh.pending() == 0
