@@ -23,8 +23,8 @@ SEND, QUEUE_CAP, QUEUE_BREAKER = "send", "awaiting_approval:cap", "awaiting_appr
 
 @dataclass
 class AutomationLedger:
-    """The automated suspensions asked for, by request id: when each was asked for (this hour
-    against the usual hourly rate), when each was sent (the cap), the breaker, the requests
+    """The automated suspensions asked for, by request id: when each was asked for (the last
+    hour against the usual hourly rate), when each was sent (the cap), the breaker, the requests
     waiting for an analyst (by account), and the accounts a suspension was sent for (to
     reverse). By id, so that a request read again after a restart counts once."""
 
@@ -56,12 +56,14 @@ class AutomationLedger:
         return SEND, tripped
 
     def surging(self, now_ms: int, automation: Automation) -> bool:
-        """More suspensions asked for this hour than `breaker_multiple` times their usual
-        hourly rate (the mean over the baseline hours before it), and at least
-        `breaker_min_suspensions`: a detector gone wrong, or an attack on the automation."""
-        hour = now_ms // HOUR_MS
-        recent = sum(1 for t in self.asked_ms.values() if t // HOUR_MS == hour)
-        usual = sum(1 for t in self.asked_ms.values() if t // HOUR_MS < hour) \
+        """More suspensions asked for in the last hour than `breaker_multiple` times their
+        usual hourly rate (the mean over the baseline hours before it), and at least
+        `breaker_min_suspensions`: a detector gone wrong, or an attack on the automation.
+        The hour slides: a surge across the top of a clock hour is one surge, not two
+        halves each under the minimum."""
+        hour_ago = now_ms - HOUR_MS
+        recent = sum(1 for t in self.asked_ms.values() if t > hour_ago)
+        usual = sum(1 for t in self.asked_ms.values() if t <= hour_ago) \
             / automation.breaker_baseline_hours
         return recent >= automation.breaker_min_suspensions \
             and recent > automation.breaker_multiple * usual
@@ -81,8 +83,8 @@ class AutomationLedger:
         """Bounded: the cap needs an hour, the usual rate its baseline, and a reversal is asked
         for within REVERSAL_DAYS of the suspension or by hand."""
         self.sent_ms = {r: t for r, t in self.sent_ms.items() if t > now_ms - HOUR_MS}
-        oldest = (now_ms // HOUR_MS - baseline_hours) * HOUR_MS
-        self.asked_ms = {r: t for r, t in self.asked_ms.items() if t >= oldest}
+        oldest = now_ms - (1 + baseline_hours) * HOUR_MS
+        self.asked_ms = {r: t for r, t in self.asked_ms.items() if t > oldest}
         reversible = now_ms - REVERSAL_DAYS * 24 * HOUR_MS
         self.suspended = {a: t for a, t in self.suspended.items() if t > reversible}
 

@@ -53,6 +53,18 @@ def test_the_breaker_trips_on_a_surge_over_the_usual_rate_and_holds_until_resume
     assert ledger.admit("later", now + 2 * HOUR_MS, policy)[0] == SEND
 
 
+def test_a_surge_across_the_top_of_an_hour_is_one_surge():
+    """Three asked for just before a clock hour and two just after: five in the last hour."""
+    ledger = AutomationLedger()
+    policy = automation(max_suspensions_per_hour=100, breaker_min_suspensions=4,
+                        breaker_multiple=2.0)
+    top = T0 + HOUR_MS
+    verdicts = [ledger.admit(f"r{i}", top + offset, policy)
+                for i, offset in enumerate((-60_000, -40_000, -20_000, 20_000, 40_000))]
+    assert [v for v, _ in verdicts[:3]] == [SEND] * 3
+    assert verdicts[3] == (QUEUE_BREAKER, True) and verdicts[4] == (QUEUE_BREAKER, False)
+
+
 def test_a_quiet_baseline_does_not_trip_below_the_minimum():
     ledger, policy = AutomationLedger(), automation(max_suspensions_per_hour=100)
     assert all(ledger.admit(f"r{i}", T0 + i, policy) == (SEND, False) for i in range(5))
