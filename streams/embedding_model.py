@@ -366,6 +366,21 @@ class MultilingualUSETorch(MultilingualUSE):
                                 self.fp32)
 
 
+def special_ids(tokenizer: Any) -> tuple[int, ...]:
+    """A Hugging Face tokenizer's padding, unknown, start and end ids: no meaning of their own
+    for the static embedding."""
+    return tuple(t for t in (tokenizer.pad_token_id, tokenizer.unk_token_id,
+                             tokenizer.cls_token_id, tokenizer.sep_token_id) if t is not None)
+
+
+def token_ids(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Each text's ids from a Hugging Face tokenizer, without its start and end markers. One
+    call for the whole batch: the fast tokenizer's per-call overhead dominates."""
+    if not texts:
+        return []
+    return list(tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+
+
 class SentenceTransformerEncoder:
     """A sentence-transformers model (all-MiniLM-L6-v2 by default) on torch.
 
@@ -387,20 +402,14 @@ class SentenceTransformerEncoder:
         dimension = getattr(self.published, "get_embedding_dimension", None) or \
             self.published.get_sentence_embedding_dimension  # before sentence-transformers 6
         self.dim = int(dimension())
-        self.special_ids = tuple(t for t in (self.tokenizer.pad_token_id,
-                                             self.tokenizer.unk_token_id,
-                                             self.tokenizer.cls_token_id,
-                                             self.tokenizer.sep_token_id) if t is not None)
+        self.special_ids = special_ids(self.tokenizer)
         self.batch_size = 64
 
     def identity(self) -> str:
         return model_path(self.name)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        # One call for the whole batch: the fast tokenizer's per-call overhead dominates.
-        if not texts:
-            return []
-        return list(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+        return token_ids(self.tokenizer, texts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         if not texts:

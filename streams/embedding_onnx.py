@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.embedding_model import special_ids, token_ids
+
 log = logging.getLogger(__name__)
 # Bump when the exported graph changes: exports are cached under a key that includes it.
 EXPORT_VERSION = "1"
@@ -163,18 +165,13 @@ class OnnxSentenceEncoder:
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_folder))
         self.max_length = _max_seq_length(model_folder)
         self.dim = int(self.session.get_outputs()[0].shape[-1])
-        self.special_ids = tuple(t for t in (self.tokenizer.pad_token_id,
-                                             self.tokenizer.unk_token_id,
-                                             self.tokenizer.cls_token_id,
-                                             self.tokenizer.sep_token_id) if t is not None)
+        self.special_ids = special_ids(self.tokenizer)
 
     def identity(self) -> str:
         return str(self.model_folder)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
-        if not texts:
-            return []
-        return list(self.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+        return token_ids(self.tokenizer, texts)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         pooled = self.pooled(self.tokenizer(list(texts), truncation=True,
