@@ -177,18 +177,11 @@ class CampaignJudge:
         snapshot = merge_snapshots(parts)
         shares = {account: events / max(account_activity.get(account, events), events)
                   for account, events in snapshot.accounts.items()}
-        # The core: accounts that spend a share of their prompts on the narrative, from their
-        # second post, or from their first when it hands the payload to a wrapper (in a
-        # cluster of such): an operation's accounts post its narrative once before they post
-        # it twice, so it is found from first posts. A first post alone makes no member to
-        # flag (`_finding`): a fact-checker quoting the claim once is counted, never flagged.
-        # Ordinary prompts the group shares with everyone need two. Failing that, accounts
-        # that post it again and again beside ordinary work (operations debug their bots and
-        # translate too), which must then show strong coordination.
-        handed = {m.account_id for part in _payload_parts(parts) for m in part.members
-                  if m.wrapper_key}
+        # The core: accounts that spend a share of their prompts on the narrative. Failing
+        # that, accounts that post it again and again beside ordinary work (operations debug
+        # their bots and translate too), which must then show strong coordination.
         core = sorted(a for a, share in shares.items() if share >= self.min_member_share
-                      and (snapshot.accounts[a] >= self.min_member_prompts or a in handed))
+                      and snapshot.accounts[a] >= self.min_member_prompts)
         assessment = self._assess_core(parts, snapshot, shares, core, account_activity,
                                        key_first_seen_ms, census)
         if {"accounts", "concentration"} & set(assessment.failed):
@@ -251,9 +244,6 @@ class CampaignJudge:
             # account that also does ordinary work.
             "member_shares": {a: _r(shares[a]) for a in core[:50]},
             "mixed_use_members": sum(1 for a in core if shares[a] < 0.5),
-            # Counted for finding the campaign, not members yet: one post of its payload.
-            "first_post_accounts": sorted(a for a in core
-                                          if snapshot.accounts[a] < self.min_member_prompts)[:50],
             "languages": _languages(points),
             **coordination_evidence, "new_keys_known": key_first_seen_ms is not None,
             "wrappers": _wrappers(points),
@@ -491,9 +481,6 @@ class CampaignJudge:
         if parts["disguise"] >= 0.2:
             reasons.append(f"{e['disguise_share']:.0%} of their posts are disguised (look-alike "
                            "letters, invisible characters, letters spaced apart)")
-        if e.get("first_post_accounts"):
-            reasons.append(f"{len(e['first_post_accounts'])} of them have posted it once so "
-                           "far: members (flagged) from their second post")
         if e.get("mixed_use_members"):
             reasons.append(f"{e['mixed_use_members']} of them spend most of their prompts on "
                            "other work beside the narrative")
@@ -515,13 +502,9 @@ class CampaignJudge:
             if point.text_key not in texts:
                 texts.add(point.text_key)
                 samples.append(point.prompt_sample)
-        # Members (flagged, acted on) from their second post: a first post found the campaign
-        # with the rest, but one quote of a claim is no evidence against an account.
-        members = [a for a in core if snapshot.accounts[a] >= self.min_member_prompts]
         return CampaignFinding(
-            campaign_id=campaign_id_for(snapshot), score=score, accounts=tuple(members),
-            api_keys=_union(snapshot.account_keys, members),
-            ips=_union(snapshot.account_ips, members),
+            campaign_id=campaign_id_for(snapshot), score=score, accounts=tuple(core),
+            api_keys=_union(snapshot.account_keys, core), ips=_union(snapshot.account_ips, core),
             first_seen_ms=snapshot.anchor[0], last_seen_ms=snapshot.last_seen_ms,
             size=sum(snapshot.accounts[a] for a in core), sample_prompts=tuple(samples[:5]),
             label_terms=label_terms(samples), evidence=evidence, reasons=reasons,
@@ -618,19 +601,14 @@ def _narrative_parts(parts: Sequence[ClusterSnapshot], min_similarity: float
     unrelated clusters its accounts' other prompts formed. Empty when no cluster carries
     payloads, so a script sending the same unrelated prompts from every account stays one
     incohesive group."""
-    payloads = _payload_parts(parts)
+    payloads = [p for p in parts if p.members
+                and sum(bool(m.wrapper_key) for m in p.members) * 2 >= len(p.members)]
     if not payloads:
         return ()
     main = max(payloads, key=lambda p: (p.size, p.cluster_id))
     centre = _unit(np.asarray(main.centroid, dtype=np.float64))
     return tuple(p for p in payloads if p.space == main.space and float(
         _unit(np.asarray(p.centroid, dtype=np.float64)) @ centre) >= min_similarity)
-
-
-def _payload_parts(parts: Sequence[ClusterSnapshot]) -> list[ClusterSnapshot]:
-    """The clusters of handed-over payloads: most of their points cut out of a wrapper."""
-    return [p for p in parts if p.members
-            and sum(bool(m.wrapper_key) for m in p.members) * 2 >= len(p.members)]
 
 
 def _cohesion(parts: Sequence[ClusterSnapshot]) -> float:

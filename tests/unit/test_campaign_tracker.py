@@ -156,42 +156,6 @@ def test_an_operation_behind_residential_proxies_is_found_without_shared_network
     assert evidence["shared_networks"] < 0.2 and evidence["payload_reuse"] > 0.7
 
 
-@pytest.mark.parametrize("handed_over", [True, False], ids=["payload", "bare claim"])
-def test_an_operation_is_found_from_first_posts_of_its_payload_and_flagged_from_second(
-        handed_over: bool) -> None:
-    """8 new accounts on one subnet hand the same claim to wrappers once each within eight
-    minutes, and again twenty minutes later. Found from the first posts, its accounts listed
-    as first posts; members (flagged) from their second. Strangers who ask about the claim
-    once are never members. The same posts without wrappers (nothing handed over) wait for
-    the second posts."""
-    world = Window(seed=9)
-    claim = world.direction()
-    members = {f"op-{i}" for i in range(8)}
-    for round_ in (0, 20):
-        for i, account in enumerate(sorted(members)):
-            world.post(account, T0 + (round_ + i) * MINUTE, near(world.rng, claim, 0.95),
-                       "the claim", ip=f"203.0.113.{i + 10}", agent=AGENTS[0],
-                       key_first_seen=T0 - HOUR, wrapper=f"w{i % 3}" if handed_over else "",
-                       intent="publish" if handed_over else "")
-    askers = {f"asker-{i}" for i in range(4)}
-    for i, account in enumerate(sorted(askers)):
-        world.post(account, T0 + i * MINUTE + 30_000, near(world.rng, claim, 0.95),
-                   f"is it true, asks {i}", ip=world.random_ip(), agent=AGENTS[i + 1],
-                   key_first_seen=T0 - 400 * DAY)
-    world.background()
-    _, findings = world.run()
-    assert findings and members_found(findings, members) == members
-    assert not outsiders(findings, members)
-    first = findings[0]
-    if handed_over:
-        assert first.last_seen_ms < T0 + 10 * MINUTE  # before any second post
-        assert not first.accounts  # nobody flagged on one post
-        assert set(first.evidence["first_post_accounts"]) <= members
-        assert len(first.evidence["first_post_accounts"]) >= 5
-    else:
-        assert first.last_seen_ms >= T0 + 20 * MINUTE
-
-
 def test_the_crowds_that_look_alike_are_never_campaigns() -> None:
     world = Window(seed=7)
     # A popular public template: 200 accounts, tight vectors, varied fills, most do plenty else.
