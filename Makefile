@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: all venv up down status demo doctor test unit integration bench faults eval lint clean
+.PHONY: all venv tools up down status demo doctor test unit integration bench faults eval lint clean
 
 all: test
 
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Command-line tools the tests need (promtool), into the cache.
+tools:
+	ops/tools install
 
 up:
 	ops/stack up
@@ -34,13 +38,13 @@ demo: venv up
 doctor: venv
 	$(BIN)/misuse doctor
 
-unit: venv
+unit: venv tools
 	$(BIN)/pytest tests/unit -q
 
 integration: venv up
 	$(BIN)/pytest tests/integration -q
 
-test: venv up
+test: venv tools up
 	$(BIN)/pytest tests/unit tests/integration -q
 
 bench: venv up

@@ -137,6 +137,11 @@ class PatternBank:
         return out
 
 
+# The prompt signals that are jailbreak evidence of their own, as a reason line reads them.
+_OWN_SIGNALS = {"suffix": "{n} with an optimised suffix", "disguise": "{n} disguised",
+                "many_shot": "{n} many-shot faux dialogues"}
+
+
 @dataclass(frozen=True, slots=True)
 class _Hit:
     ts_ms: int
@@ -202,7 +207,8 @@ class AccountJailbreakState:
 class JailbreakSprayDetector:
     """An account spraying jailbreaks and harmful requests at the model. Evidence is a prompt
     that resembles a known jailbreak (similarity >= threshold), carries a jailbreak signal of
-    its own (an optimised suffix or a disguise: `detectors.prompt_signals`), or that upstream
+    its own (an optimised suffix, a disguise, or a flagged many-shot faux dialogue:
+    `detectors.prompt_signals`), or that upstream
     moderation flagged. Three rules, any of which makes a spray:
 
     - the bank rule: at least `min_matches` evidence prompts within the window, at least
@@ -261,7 +267,9 @@ class JailbreakSprayDetector:
         moderation = event.moderation
         flagged = moderation is not None and moderation.flagged
         signals = prompt_signals(event.prompt) if event.prompt else None
-        adversarial = signals is not None and signals.adversarial
+        # A many-shot faux dialogue is a signal only when flagged: a pasted chat log is not.
+        adversarial = signals is not None and (
+            signals.adversarial or (signals.many_shot and flagged and not signals.analysis))
         if pattern is None and not flagged and not adversarial:
             return []
         state = self.accounts.get(event.account_id)
@@ -375,13 +383,12 @@ class JailbreakSprayDetector:
             reasons.append(f"decayed evidence {score:.1f} >= {self.min_decayed_score} "
                            f"(half-life {self.half_life_ms // 1000} s), {signal_score:.1f} of "
                            "it from prompts with a jailbreak signal (pattern, suffix, "
-                           "disguise)")
+                           "disguise, many-shot)")
             scores.append(0.6 * score / self.min_decayed_score)
-        own = {name: n for name, n in window_signals.items() if name in ("suffix", "disguise")}
+        own = {name: n for name, n in window_signals.items() if name in _OWN_SIGNALS}
         if own:
             reasons.append("prompts carrying their own jailbreak signals: " + ", ".join(
-                f"{n} with an optimised suffix" if name == "suffix" else f"{n} disguised"
-                for name, n in sorted(own.items())))
+                _OWN_SIGNALS[name].format(n=n) for name, n in sorted(own.items())))
         span_s = max(1, (state.window.latest_ms - state.window.start_ms) // 1000)
         return Alert(
             rule_id=ACCOUNT_RULE_ID, severity=self.severity, score=min(1.0, max(scores)),

@@ -5,6 +5,11 @@
   end in words; code ends in balanced brackets on indented lines.
 - A disguise (detectors/text.py): look-alike letters from another script inside words,
   invisible characters inside words, letters spaced apart.
+- A many-shot prompt: a faux dialogue of many turns in which the "assistant" complies
+  ("Sure, here is ...") before the real request comes last (Anil et al., "Many-shot
+  jailbreaking", 2024). Ordinary few-shot prompts have few turns, or answers that are labels
+  and translations, not compliance; a pasted chat log is rarely flagged. So it counts as a
+  jailbreak signal only on a prompt moderation flags (`detectors.jailbreak`).
 - An analysis request: the prompt asks to classify, label, moderate, summarise or translate
   the content it carries. Moderation flags on such a prompt come from the content under
   analysis (a toxicity classifier's batch), not from what the sender asks for.
@@ -29,6 +34,16 @@ _SYMBOLS = frozenset('\\{}[]()<>=_*#@$%^&|~`+/"')
 _CAMEL = re.compile(r"[a-z][A-Z]")
 _BRACKETS = (("(", ")"), ("[", "]"), ("{", "}"))
 _ANALYSIS_HEAD = 240
+# A many-shot prompt: at least MIN_SHOTS faux exchanges, most "assistant" turns complying.
+MIN_SHOTS = 8
+_TURN = re.compile(
+    r"^[ \t>*#-]*(?:(user|human|q|question|usuario|utilisateur|benutzer|utente|usu[aá]rio)|"
+    r"(assistant|ai|a|answer|bot|model|asistente|assistente|assistent|ia))[ \t]*:[ \t]*(.*)$",
+    re.IGNORECASE | re.MULTILINE)
+_COMPLY = re.compile(
+    r"^(?:sure|certainly|of course|absolutely|here(?:'s| is| are)|step 1|1\.|first,|claro|"
+    r"por supuesto|aqu[ií] (?:tienes|est[aá])|bien s[uû]r|voici|nat[uü]rlich|hier ist|certo)",
+    re.IGNORECASE)
 _ANALYSIS = re.compile(
     r"\b(?:classif(?:y|ies|ication)|categori[sz]e|label|moderate|annotate|tag each|"
     r"toxic(?:ity)?|hate speech|offensive or not|sentiment|spam or not|is (?:this|the "
@@ -45,6 +60,7 @@ class PromptSignals:
     odd_share: float = 0.0
     disguised: bool = False
     analysis: bool = False
+    many_shot: bool = False
 
     @property
     def adversarial(self) -> bool:
@@ -55,6 +71,7 @@ class PromptSignals:
     def names(self) -> tuple[str, ...]:
         return tuple(name for name, on in (("suffix", self.suffix),
                                            ("disguise", self.disguised),
+                                           ("many_shot", self.many_shot),
                                            ("analysis", self.analysis)) if on)
 
 
@@ -93,10 +110,27 @@ def suffix_score(prompt: str) -> float:
     return sum(1 for token in tail if _odd(token)) / len(tail)
 
 
+def faux_exchanges(prompt: str) -> int:
+    """How many faux exchanges in which the "assistant" complies the prompt carries: turns
+    labelled as the assistant's, right after one labelled as the user's, that open with
+    compliance."""
+    if prompt.count(":") < 2 * MIN_SHOTS:
+        return 0  # the common case, at no regular-expression cost
+    exchanges, previous = 0, None
+    for turn in _TURN.finditer(prompt):
+        speaker = "user" if turn.group(1) else "assistant"
+        answer = prompt[turn.start(3):turn.start(3) + 60].lstrip()  # same line or next
+        if speaker == "assistant" and previous == "user" and _COMPLY.match(answer):
+            exchanges += 1
+        previous = speaker
+    return exchanges
+
+
 def prompt_signals(prompt: str) -> PromptSignals:
     """The signals of one prompt (its raw text, before redaction)."""
     odd = suffix_score(prompt)
     suffix = odd >= MIN_ODD_SHARE and _unbalanced(prompt) and _indented_lines(prompt) < 2
     return PromptSignals(
         suffix=suffix, odd_share=round(odd, 3), disguised=disguise_marks(prompt).disguised,
-        analysis=_ANALYSIS.search(prompt[:_ANALYSIS_HEAD]) is not None)
+        analysis=_ANALYSIS.search(prompt[:_ANALYSIS_HEAD]) is not None,
+        many_shot=faux_exchanges(prompt) >= MIN_SHOTS)

@@ -346,9 +346,10 @@ def world_populations(seed: int, start_ms: int, split: Split = "test", duration_
         "trap-fr-users": lambda r: _people(r, *span, 40, speakers(corpus, "fr")),
         "ordinary": lambda r: realtext.ordinary(r, *span, corpus.base, count=250),
         # Current automated jailbreak tools (role-play refinement, optimised suffixes, random
-        # search), and the trust-and-safety batch job whose comments moderation flags.
+        # search, many-shot, multi-turn escalation), and the trust-and-safety batch job whose
+        # comments moderation flags.
         "sprayers": lambda r: _population(prompt_attacks.current_sprayers(
-            r, *span, split, count=3, data_dir=data_dir)),
+            r, *span, split, count=5, data_dir=data_dir)),
         "trap-toxicity": lambda r: _population(prompt_attacks.toxicity_classifier(
             r, *span, split, data_dir=data_dir)),
     }

@@ -28,8 +28,9 @@ def alerted(events) -> set[str]:
 
 
 def test_sprayers_are_labelled_deterministic_and_in_time_order():
-    traffic = current_sprayers(random.Random(3), T0, T0 + 2 * HOUR, "dev", count=4)
-    again = current_sprayers(random.Random(3), T0, T0 + 2 * HOUR, "dev", count=4)
+    kinds = len(SPRAYER_KINDS)
+    traffic = current_sprayers(random.Random(3), T0, T0 + 2 * HOUR, "dev", count=kinds)
+    again = current_sprayers(random.Random(3), T0, T0 + 2 * HOUR, "dev", count=kinds)
     assert traffic.events == again.events
     assert [label.scenario for label in traffic.labels] == [f"jailbreak:{k}"
                                                            for k in SPRAYER_KINDS]
@@ -68,11 +69,41 @@ def test_fast_sprayers_are_found_without_the_bank(split):
     assert {label.entity_id for label in traffic.labels} <= alerted(traffic.events)
 
 
+def test_many_shot_sprayers_are_found_by_their_flagged_faux_dialogues():
+    """8-20 long prompts within 10-25 minutes: too few for the count rule; the decayed rule
+    sees them because a flagged many-shot prompt is a jailbreak signal. A run with only four
+    or five flagged can stay under it: 20 of 20 found on the development half when this was
+    written."""
+    found = 0
+    for seed in range(10):
+        traffic = current_sprayers(random.Random(seed), T0, T0 + HOUR, "dev", count=4)
+        many_shot = traffic.labels[3]
+        assert many_shot.scenario == "jailbreak:many_shot"
+        found += many_shot.entity_id in alerted(traffic.events)
+    assert found >= 8
+
+
+def test_multi_turn_escalation_is_found_by_its_flags_when_automated():
+    """An attacker model escalating conversation after conversation: no prompt of it is a
+    jailbreak on its own, but dozens of flagged turns within minutes are (the count rule).
+    The slowest runs stay under it: 16 of 20 on the development half when this was written."""
+    found = 0
+    for seed in range(10):
+        traffic = current_sprayers(random.Random(seed), T0, T0 + HOUR, "dev", count=5)
+        crescendo = traffic.labels[4]
+        assert crescendo.scenario == "jailbreak:crescendo"
+        mine = [e for e in traffic.events if e["account_id"] == crescendo.entity_id]
+        assert len({e["prompt"] for e in mine}) > 10 and len(mine) >= 40
+        found += crescendo.entity_id in alerted(mine)
+    assert found >= 7
+
+
 def test_a_slow_sprayer_is_found_over_hours():
     found = 0
     for seed in range(4):
-        traffic = current_sprayers(random.Random(seed), T0, T0 + 8 * HOUR, "dev", count=4)
-        slow = traffic.labels[3]
+        traffic = current_sprayers(random.Random(seed), T0, T0 + 8 * HOUR, "dev",
+                                   count=len(SPRAYER_KINDS))
+        slow = traffic.labels[-1]
         assert slow.scenario == "jailbreak:slow"
         mine = [e for e in traffic.events if e["account_id"] == slow.entity_id]
         assert len(mine) >= 20

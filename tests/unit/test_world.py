@@ -103,7 +103,7 @@ def test_every_class_is_present_and_campaigns_are_a_minority() -> None:
     campaigns = [label for label in world.labels if label.rule == "campaign"]
     sprayers = [label for label in world.labels if label.rule == "jailbreak"]
     assert {label.scenario.split(":")[0] for label in campaigns} == set(CAMPAIGN_CLASSES)
-    assert len(sprayers) == 3 and len(campaigns) + len(sprayers) == len(world.labels)
+    assert len(sprayers) == 5 and len(campaigns) + len(sprayers) == len(world.labels)
     assert set(world.classes.values()) == set(TRAP_CLASSES)
     members = {label.entity_id for label in world.labels}
     assert not members & world.classes.keys()  # a member is never also a trap
