@@ -1,10 +1,10 @@
 """What the worker's consumer commits when acknowledgements come out of order or after a
-rebalance (`streams/app.py`): offsets already committed are done, and a run of offsets that
+rebalance (`streams/faust_wall.py`): offsets already committed are done, and a run of offsets that
 was never delivered is found, so that it can be read again."""
 
 from __future__ import annotations
 
-from streams.app import drop_done, hole
+from streams.faust_wall import drop_done, hole
 
 
 def test_acknowledgements_below_the_committed_offset_are_done_and_dropped() -> None:
