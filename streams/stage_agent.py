@@ -24,12 +24,13 @@ from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from streams import clock, metrics
 from streams.alignment import InputOrder
+from streams.faust_wall import hold_message, mark_acked_without_commit, set_current_event
 from streams.messages import Record
 from streams.outbox import Outbox
 from streams.policy import current_policy
 from streams.runtime import Prepared, StageDriver, StageSpec
 from streams.settings import Settings
-from streams.state import FaustState, use_event
+from streams.state import FaustState
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
         driver: StageDriver[EventT] = StageDriver(
             await loop.run_in_executor(None, make_stage, policy, state),
             Outbox(partitions=partitions), value=lambda event: event.message.value,
-            activate=use_event, policy=policy, state=state)
+            activate=set_current_event, policy=policy, state=state)
         drivers.append(driver)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
         async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
@@ -217,8 +218,9 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
 class AlignedInput:
     """A stage's input read in event-time order across its partitions (`streams/alignment`):
     partitions running ahead are paused after every batch, and each record is held, not
-    acknowledged, until the watermark passes it. Pausing only stops fetching (`streams/app`),
-    and a held record is acknowledged only once processed, so neither loses anything."""
+    acknowledged, until the watermark passes it. Pausing only stops fetching
+    (`streams/faust_wall.py`), and a held record is acknowledged only once processed, so
+    neither loses anything."""
 
     def __init__(self, app: AppT, stage: str, topic_names: set[str], max_skew_seconds: float,
                  max_hold_seconds: float) -> None:
@@ -257,7 +259,7 @@ class AlignedInput:
         """Keep the batch's end from acknowledging a message held (`taken`), or a copy of
         one held."""
         message = event.message
-        message.incref()
+        hold_message(message)
         if not taken:
             self.copies.setdefault((message.tp, message.offset), []).append(event)
 
@@ -288,10 +290,10 @@ class AlignedInput:
         their offsets are not committed and their next owner reads them again. Marked done for
         Faust's wait for in-flight records, without the acknowledgement that commits."""
         for event, _ in self.input.reorder.abandon(lambda key: key[0] in revoked):
-            event.message.acked = True
+            mark_acked_without_commit(event.message)
         for key in [key for key in self.copies if key[0] in revoked]:
             for copy in self.copies.pop(key):
-                copy.message.acked = True
+                mark_acked_without_commit(copy.message)
         self.paused = set()  # a new assignment starts with nothing paused
         alignment = self.input.alignment
         alignment.forget(tp for tp in alignment.next_offset if tp not in revoked)

@@ -13,34 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from collections.abc import Awaitable, Iterator, MutableMapping
 from typing import Any
 
-from faust.streams import _current_event, current_event
+from faust.streams import current_event
 from faust.types import AppT, EventT, TableT
 
 from detectors.state_codec import StateCodecError, decode_state, encode_state
+from streams.faust_wall import delete_table_raw, set_current_event, write_table_raw
 
 log = logging.getLogger(__name__)
 
 UNREADABLE = object()  # what _decoded returns for bytes the codec refuses
-
-
-def use_event(event: EventT) -> None:
-    """Make `event` the current event of this task, as Faust's tables expect of a write.
-
-    The one use of a private Faust name (`faust.streams._current_event`). The changelog
-    partition of a write is named explicitly (`TableState.flush`), but the RocksDB store reads
-    and writes in the partition of the current event (`_get`, `_set`), and faust-streaming
-    0.15 has no public way to name it; its own Stream._set_current_event is what we must not
-    call (below).
-
-    Only the context variable (what faust.current_event() reads), never the stream's own
-    current_event attribute: Stream.take_events reads that attribute from its background task
-    to know which event it buffered, and changing it from an agent's body loses events.
-    """
-    _current_event.set(weakref.ref(event))
 
 
 def state_table(app: AppT, name: str) -> TableT:
@@ -123,16 +107,16 @@ class TableState(MutableMapping[str, Any]):
                 # Loaded by iteration, never touched by an event of its partition: leave the
                 # table as it is (an idle key the detector dropped stays until next used).
                 continue
-            use_event(event)  # the store's partition
+            set_current_event(event)  # the store's partition
             partition = event.message.partition
             if key in self.cache:
                 raw = encode_state(self.cache[key])
                 sent.append(self.table.send_changelog(partition, key, raw))
-                self.table.data[key] = raw
+                write_table_raw(self.table, key, raw)
             else:
                 sent.append(self.table.send_changelog(partition, key, None,
                                                       value_serializer="raw"))
-                self.table.data.pop(key, None)
+                delete_table_raw(self.table, key)
                 self.origin.pop(key, None)
         self.dirty.clear()
         return sent

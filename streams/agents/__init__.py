@@ -16,6 +16,7 @@ from streams.agents.index_documents import register_indexer
 from streams.agents.ingest import Ingest
 from streams.agents.score_risk import RiskStage
 from streams.app import create_app
+from streams.faust_wall import set_producer_buffer
 from streams.metrics import register_lag_timer, register_metrics_page
 from streams.runtime import StageSpec
 from streams.settings import Settings
@@ -52,7 +53,7 @@ def build_app(settings: Settings) -> faust.App:
     # turn per message sent: a batch's state write-back often passes 100 keys, and the stalls
     # (0.1-0.7 s each, hundreds a minute at half load) were most of the event-to-alert
     # latency. The buffer holds at most a few batches' write-backs either way.
-    app.producer.buffer.max_messages = 10_000
+    set_producer_buffer(app, 10_000)
     topics = Topics(app, settings)
     for spec in STAGES:
         register_stage(app, topics, spec)

@@ -6,7 +6,8 @@ from collections import Counter
 
 from detectors.incidents import Incident
 from detectors.state_codec import decode_state, encode_state
-from streams.state import TableState, use_event
+from streams.faust_wall import set_current_event
+from streams.state import TableState
 
 
 class FakeTable(dict):
@@ -36,7 +37,7 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     table = FakeTable()
     event = FakeEvent()
     state = TableState(table)  # type: ignore[arg-type]
-    use_event(event)  # type: ignore[arg-type]
+    set_current_event(event)  # type: ignore[arg-type]
     state["a"] = {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     state["b"] = 7
     assert state.flush() == ["delivery", "delivery"]  # for the caller to await
@@ -47,7 +48,7 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     restarted = TableState(table)  # type: ignore[arg-type]
     assert restarted["a"] == {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     assert restarted["b"] == 7
-    use_event(event)  # type: ignore[arg-type]
+    set_current_event(event)  # type: ignore[arg-type]
     del restarted["b"]
     restarted.flush()
     assert list(table) == ["a"]

@@ -1,0 +1,184 @@
+"""Contract tests of the wall around Faust (`streams/faust_wall.py`), with Faust's own app,
+consumer, messages, events and tables, and no broker: each fails when the Faust behaviour its
+hook relies on changes. The hooks that need a broker are tested against the real Kafka
+(tests/integration/test_faust_wall.py). The pure helpers of the commit (`drop_done`, `hole`)
+are tested here too."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka.structs import ConsumerRecord
+from faust.events import Event
+from faust.types import TP, EventT
+
+from streams.faust_wall import (
+    App,
+    Consumer,
+    ConsumerThread,
+    delete_table_raw,
+    drop_done,
+    hold_message,
+    hole,
+    mark_acked_without_commit,
+    set_current_event,
+    set_producer_buffer,
+    write_table_raw,
+)
+from streams.state import state_table
+
+TOPIC = "wall-input"
+TP0 = TP(TOPIC, 0)
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[App]:
+    """The worker's app class, built (never started) as create_app builds it, reading TOPIC
+    with acknowledgements on, as an agent's topic is once subscribed."""
+    app = App("wall-test", broker="kafka://127.0.0.1:9092", store="rocksdb://",
+              datadir=str(tmp_path), web_enabled=False)
+    app.topics.add(app.topic(TOPIC, key_type=bytes, value_type=bytes))
+    asyncio.run(app.topics._update_indices())  # what the subscription does
+    assert app.topics.acks_enabled_for(TOPIC)
+    yield app
+
+
+def delivered(app: App, offsets: Iterable[int], partition: int = 0, topic: str = TOPIC
+              ) -> list[EventT]:
+    """Records of `topic` as Faust's consumer turns them into messages and hands them to one
+    stream: tracked as unacknowledged, one reference each (the conductor's, per stream)."""
+    consumer = app.consumer
+    events: list[EventT] = []
+    for offset in offsets:
+        record = ConsumerRecord(topic, partition, offset, 0, 0, b"k", b"v", None, 1, 1, [])
+        message = consumer._to_message(TP(topic, partition), record)
+        consumer.track_message(message)
+        message.incref()
+        events.append(Event(app, message.key, message.value, message.headers, message))
+    return events
+
+
+def committable(app: App) -> dict[TP, int]:
+    """What Faust's next commit of TP0 would commit (its `_commit_tps` commits this)."""
+    return dict(app.consumer._filter_committable_offsets({TP0}))
+
+
+def test_the_app_builds_the_walls_consumer_and_thread(app: App) -> None:
+    """Guards App._new_transport, Transport.Consumer and Consumer._new_consumer_thread: Faust
+    builds its consumer and the consumer's thread from them, or none of the hooks below
+    would run in the worker."""
+    assert type(app.consumer) is Consumer
+    assert type(app.consumer._thread) is ConsumerThread
+
+
+@pytest.mark.parametrize("committed", [None, 10], ids=["before-first-commit", "committed"])
+def test_a_commit_never_passes_a_held_record(app: App, committed: int | None) -> None:
+    """Guards Consumer._new_offset (with hold_message): Faust's own rule commits past one
+    unacknowledged offset at the head, and past any before a partition's first commit, so
+    records held for event-time order and acknowledged out of order would be committed
+    unprocessed. Relies on Faust asking `_new_offset` what to commit, on the bookkeeping in
+    `_acked`, and on a message being acknowledged only when its last reference goes."""
+    consumer = app.consumer
+    start = 0 if committed is None else committed
+    if committed is None:
+        app.start_offsets[TP0] = start  # what seek_to_committed leaves: never committed
+    else:
+        consumer._committed_offset[TP0] = committed  # what Faust's perform_seek leaves
+    events = delivered(app, range(start, start + 4))
+    hold_message(events[0].message)
+    hold_message(events[2].message)
+    for event in events:
+        event.ack()  # the batch's end (Stream.take_events)
+    assert sorted(consumer._acked[TP0]) == [start + 1, start + 3]  # out of order
+    assert committable(app) == {}
+    events[2].ack()  # released: the head is still held
+    assert committable(app) == {}
+    events[0].ack()
+    assert committable(app) == {TP0: start + 4}
+
+
+def test_stale_acknowledgements_below_the_committed_start_are_dropped(app: App) -> None:
+    """Guards drop_done in Consumer._new_offset: records fetched before the seek to the
+    committed offsets and acknowledged before that offset was known would stand at the head
+    of `_acked` for good, and the partition would never commit again. Relies on Faust's
+    `ack` accepting any offset while `_committed_offset` is None (checked first)."""
+    consumer = app.consumer
+    for event in delivered(app, [940, 946]):
+        event.ack()
+    assert sorted(consumer._acked[TP0]) == [940, 946]  # Faust kept them
+    consumer._committed_offset[TP0] = 947  # what Faust's perform_seek leaves
+    for event in delivered(app, [947, 948]):
+        event.ack()
+    assert committable(app) == {TP0: 949}
+    assert not consumer._acked[TP0]
+    assert not consumer._acked_index[TP0]
+
+
+def test_a_record_given_up_is_done_for_the_wait_and_never_committed(app: App) -> None:
+    """Guards mark_acked_without_commit: what a stage gives up at a revocation must end
+    Faust's wait for in-flight records (`wait_empty` cleans out the acked messages) without
+    being committed, so that the partition's next owner reads it again."""
+    consumer = app.consumer
+    app.start_offsets[TP0] = 0
+    [event] = delivered(app, [0])
+    hold_message(event.message)
+    event.ack()  # the batch's end
+    assert event.message in consumer._unacked_messages
+    mark_acked_without_commit(event.message)
+    consumer._clean_unacked_messages()  # what wait_empty does between its checks
+    assert event.message not in consumer._unacked_messages
+    assert not event.ack()  # a late acknowledgement is no acknowledgement
+    assert committable(app) == {}
+
+
+def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
+    """Guards set_current_event and write_table_raw / delete_table_raw: Faust picks a table
+    write's changelog partition, and the RocksDB store the partition it reads and writes, from
+    the current event; `streams/state.py` writes each key under the event that last touched
+    it. Relies on the context variable `faust.streams._current_event`."""
+    table = state_table(app, "wall-state")
+    on_3, on_1 = (delivered(app, [5], partition=p)[0] for p in (3, 1))
+    set_current_event(on_3)
+    assert table.partition_for_key("k") == 3
+    write_table_raw(table, "k", b"state")
+    assert table.data["k"] == b"state"
+    set_current_event(on_1)
+    assert table.partition_for_key("k") == 1
+    assert "k" not in table.data  # partition 1's store
+    set_current_event(on_3)
+    delete_table_raw(table, "k")
+    assert "k" not in table.data
+
+
+def test_the_producer_buffer_limit_is_set(app: App) -> None:
+    """Guards set_producer_buffer: Faust stalls every stream while more than the buffer's
+    `max_messages` (100 by default) sends wait in it."""
+    assert app.producer.buffer.max_messages == 100
+    set_producer_buffer(app, 10_000)
+    assert app.producer.buffer.max_messages == 10_000
+
+
+def test_acknowledgements_below_the_committed_offset_are_done_and_dropped() -> None:
+    """Records fetched before the seek to the committed offsets after a restart, and
+    acknowledged before that offset was known: kept, offset 946 would stand at the head
+    and the commit (next: 947) would never move again."""
+    acked = [946, 947, 948, 950]
+    assert drop_done(acked, 947) == [946]
+    assert acked == [947, 948, 950]
+    assert drop_done(acked, 947) == []  # nothing more to drop
+    assert acked == [947, 948, 950]
+
+
+def test_a_run_of_offsets_never_delivered_is_a_hole() -> None:
+    assert hole([23, 24, 25], 22, in_flight=[]) == (22, 23)
+    assert hole([5, 6], 2, in_flight=[7]) == (2, 5)  # what is in hand is after it
+
+
+def test_offsets_in_hand_or_acknowledged_at_the_head_are_no_hole() -> None:
+    assert hole([23, 24], 22, in_flight=[22]) is None  # delivered, being processed
+    assert hole([22, 23, 25], 22, in_flight=[24]) is None  # the head is done: it commits
+    assert hole([], 22, in_flight=[]) is None  # nothing acknowledged: nothing waits
+    assert hole([23], None, in_flight=[]) is None  # where reading starts is not known yet
