@@ -88,11 +88,13 @@ def check_elasticsearch_templates() -> None:
 
 @main.command()
 def doctor() -> None:
-    """Check Kafka, Elasticsearch, the policy, the model and the data directory; each failing
-    row says how to fix it."""
-    from streams.doctor import format_table, run_checks
+    """Check the settings, Kafka, Elasticsearch, the policy, the model and the data
+    directory; each failing row says how to fix it."""
+    from streams.doctor import format_table, run_checks, settings_row
 
-    rows = run_checks(get_settings())
+    settings, row = settings_row()
+    # Invalid settings stop the worker before anything else; nothing else can be checked.
+    rows = [row, *(run_checks(settings) if settings is not None else [])]
     click.echo(format_table(rows))
     if not all(row.ok for row in rows):
         raise click.exceptions.Exit(1)
