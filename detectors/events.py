@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
+
+from detectors.text import blank
 
 MAX_EVENT_BYTES = 256 * 1024
 MAX_ID_CHARS = 128
@@ -98,7 +102,9 @@ def parse_usage_event(raw: bytes, now_ms: int,
     except UnicodeDecodeError as exc:
         raise InvalidEventError(f"not valid UTF-8 at byte {exc.start}") from None
     try:
-        data = json.loads(text, parse_constant=_no_constant, parse_int=_int64)
+        # NaN, Infinity and 1e400 load as non-finite floats; the field checks refuse them,
+        # naming the field, wherever they stand.
+        data = json.loads(text, parse_int=_int64)
     except ValueError as exc:
         raise InvalidEventError(f"not valid JSON: {exc}") from None
     except RecursionError:
@@ -113,10 +119,6 @@ def parse_usage_event(raw: bytes, now_ms: int,
         except UnicodeEncodeError:
             raise InvalidEventError("a string holds a lone UTF-16 surrogate escape") from None
     return event_from_dict(data, now_ms, max_future_skew_ms)
-
-
-def _no_constant(name: str) -> Any:
-    raise InvalidEventError(f"{name} is not a JSON number")
 
 
 def _int64(digits: str) -> int:
@@ -139,21 +141,24 @@ def event_from_dict(data: dict[str, Any], now_ms: int,
                     max_future_skew_ms: int = DEFAULT_MAX_FUTURE_SKEW_MS) -> UsageEvent:
     status = _int(data, "status", required=True, low=100, high=599)
     assert status is not None
-    account_id = _string(data, "account_id", MAX_ID_CHARS)
+    account_id = _id(data, "account_id")
     if account_id is None and status != 401:
         raise InvalidEventError("missing required field 'account_id' (only 401 events may omit it)")
     prompt = _string(data, "prompt", None)
     if prompt is not None and len(prompt.encode("utf-8")) > MAX_PROMPT_BYTES:
         raise InvalidEventError(f"field 'prompt' is over the {MAX_PROMPT_BYTES} byte limit")
+    extra = {k: v for k, v in data.items() if k not in KNOWN_FIELDS}
+    for name, value in extra.items():
+        _require_finite(value, f"extra field {name[:64]!r}")
     latency = data.get("latency_ms")
     if latency is not None and (not _is_number(latency) or not 0 <= latency <= 1e12):
         raise InvalidEventError("field 'latency_ms' must be a number of 0..1e12")
     return UsageEvent(
-        event_id=_required_string(data, "event_id", MAX_ID_CHARS),
+        event_id=_required_id(data, "event_id"),
         ts_ms=_timestamp(data.get("ts"), now_ms, max_future_skew_ms),
         account_id=account_id,
-        org_id=_string(data, "org_id", MAX_ID_CHARS),
-        api_key_id=_required_string(data, "api_key_id", MAX_ID_CHARS),
+        org_id=_id(data, "org_id"),
+        api_key_id=_required_id(data, "api_key_id"),
         ip=_ip(data.get("ip")),
         user_agent=_string(data, "user_agent", MAX_USER_AGENT_CHARS),
         endpoint=_required_string(data, "endpoint", MAX_ENDPOINT_CHARS),
@@ -164,7 +169,7 @@ def event_from_dict(data: dict[str, Any], now_ms: int,
         completion_tokens=_int(data, "completion_tokens", low=0),
         latency_ms=float(latency) if latency is not None else None,
         moderation=_moderation(data.get("moderation")),
-        extra={k: v for k, v in data.items() if k not in KNOWN_FIELDS},
+        extra=extra,
     )
 
 
@@ -190,6 +195,43 @@ def _required_string(data: dict[str, Any], name: str, max_chars: int) -> str:
     return value
 
 
+def _id(data: dict[str, Any], name: str) -> str | None:
+    """An id field: what joins an event to its account, key or org, so one that looks empty
+    or hides control characters would join unrelated traffic under one name (or none)."""
+    value = _string(data, name, MAX_ID_CHARS)
+    if value is None:
+        return None
+    if blank(value):
+        raise InvalidEventError(f"field '{name}' is empty or only blank or invisible "
+                                "characters (omit it or send null when there is none)")
+    if not value.isprintable() and any(unicodedata.category(char) == "Cc" for char in value):
+        raise InvalidEventError(f"field '{name}' holds a control character")
+    return value
+
+
+def _required_id(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None or value == "":
+        raise InvalidEventError(f"missing required field '{name}'")
+    checked = _id(data, name)
+    assert checked is not None
+    return checked
+
+
+def _require_finite(value: Any, where: str, depth: int = MAX_DEPTH) -> None:
+    """No NaN or infinite float anywhere in `value`: sinks write strict JSON, which has none."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidEventError(f"{where} holds a non-finite number ({value})")
+    if depth < 0:
+        raise InvalidEventError(f"{where} is nested more than {MAX_DEPTH} levels deep")
+    if isinstance(value, dict):
+        for child in value.values():
+            _require_finite(child, where, depth - 1)
+    elif isinstance(value, list | tuple):
+        for child in value:
+            _require_finite(child, where, depth - 1)
+
+
 def _int(data: dict[str, Any], name: str, *, required: bool = False,
          low: int | None = None, high: int | None = None) -> int | None:
     value = data.get(name)
@@ -209,6 +251,8 @@ def _timestamp(value: Any, now_ms: int, max_future_skew_ms: int) -> int:
     if value is None:
         raise InvalidEventError("missing required field 'ts'")
     if _is_number(value):
+        if not math.isfinite(value):
+            raise InvalidEventError(f"field 'ts' = {value} is not a finite number")
         ts_ms = int(value)
     elif isinstance(value, str):
         try:
@@ -218,7 +262,11 @@ def _timestamp(value: Any, now_ms: int, max_future_skew_ms: int) -> int:
                 from None
         if parsed.tzinfo is None:
             raise InvalidEventError("field 'ts' has no time zone offset (RFC 3339 requires one)")
-        ts_ms = int(parsed.astimezone(UTC).timestamp() * 1000)
+        try:  # year 1 or 9999 with an offset falls off the calendar when moved to UTC
+            ts_ms = int(parsed.astimezone(UTC).timestamp() * 1000)
+        except (OverflowError, ValueError):
+            raise InvalidEventError(f"field 'ts' is outside the calendar: {value[:64]!r}")\
+                from None
     else:
         raise InvalidEventError(
             f"field 'ts' must be a string or a number, got {type(value).__name__}")
@@ -262,4 +310,10 @@ def _moderation(value: Any) -> Moderation | None:
         isinstance(k, str) and _is_number(v) for k, v in categories.items()
     ):
         raise InvalidEventError("field 'moderation.categories' must map names to numbers")
+    for name, score in categories.items():
+        # A classifier's score is a probability; anything else is a bug upstream, and a score
+        # of inf or 1e9 would outweigh every other signal on the account.
+        if not 0.0 <= score <= 1.0:  # also false for NaN
+            raise InvalidEventError(
+                f"field 'moderation.categories' score {name[:64]!r} = {score} is outside 0..1")
     return Moderation(flagged=flagged, categories={k: float(v) for k, v in categories.items()})

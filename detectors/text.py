@@ -123,6 +123,12 @@ def _invisible(char: str) -> bool:
             or code in (0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0))
 
 
+def blank(text: str) -> bool:
+    """Nothing a person would see: empty, only whitespace, or only invisible characters (an
+    id of zero-width spaces looks empty in every tool an analyst reads it in)."""
+    return all(char.isspace() or _invisible(char) for char in text)
+
+
 def _visible(text: str) -> str:
     """Invisible characters removed; Unicode tag characters (ASCII hidden in the tag block,
     "ASCII smuggling") turned back into the ASCII they hide, so a pattern match sees it."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -12,6 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import TopicAlreadyExistsError
 from tqdm import tqdm
 
+from streams.event_lines import Line, keyed_lines
 from streams.settings import TOPIC_NAMES, Settings
 
 
@@ -139,18 +139,19 @@ def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> I
 def produce_lines(settings: Settings, lines: Iterable[bytes], topic: str) -> int:
     """Send JSON lines keyed by their account; lines that are not JSON are sent as they are,
     so the worker dead-letters them with a reason."""
+    return send_lines(settings, keyed_lines(lines), topic)
+
+
+def send_lines(settings: Settings, lines: Iterable[Line], topic: str) -> int:
+    """Send every line that has no problem (checked before anything is read: the topic);
+    return how many were sent."""
     require_topics(settings, [topic])
     kafka = producer(settings)
     count = 0
     for line in tqdm(lines, unit="events", desc="producing", disable=not sys.stderr.isatty()):
-        if not line.strip():
-            continue
-        try:
-            key = json.loads(line).get("account_id")
-        except (ValueError, AttributeError):
-            key = None
-        kafka.send(topic, key=key.encode() if isinstance(key, str) else None, value=line)
-        count += 1
+        if not line.problem:
+            kafka.send(topic, key=line.key, value=line.value)
+            count += 1
     kafka.flush()
     kafka.close()
     return count

@@ -88,11 +88,13 @@ def check_elasticsearch_templates() -> None:
 
 @main.command()
 def doctor() -> None:
-    """Check Kafka, Elasticsearch, the policy, the model and the data directory; each failing
-    row says how to fix it."""
-    from streams.doctor import format_table, run_checks
+    """Check the settings, Kafka, Elasticsearch, the policy, the model and the data
+    directory; each failing row says how to fix it."""
+    from streams.doctor import format_table, run_checks, settings_row
 
-    rows = run_checks(get_settings())
+    settings, row = settings_row()
+    # Invalid settings stop the worker before anything else; nothing else can be checked.
+    rows = [row, *(run_checks(settings) if settings is not None else [])]
     click.echo(format_table(rows))
     if not all(row.ok for row in rows):
         raise click.exceptions.Exit(1)
@@ -102,13 +104,36 @@ def doctor() -> None:
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--topic", default=None, help="Defaults to the usage topic (api.usage).")
 def produce(path: Path, topic: str | None) -> None:
-    """Replay a JSONL file of usage events into Kafka, keyed by account."""
-    from streams.broker import produce_lines
+    """Replay a JSONL file of usage events into Kafka, keyed by account.
+
+    Each line is checked as the worker checks an event: every valid line is sent, and each
+    invalid one is reported on stderr as FILE:LINE: reason and not sent; the exit status is 2
+    when any line was refused. Fix those lines and run it again: sending a line twice is
+    harmless, as the detectors drop an event id they have already seen in their windows and
+    every document has a deterministic id, so a replay overwrites instead of duplicating."""
+    from streams import clock
+    from streams.broker import send_lines
+    from streams.event_lines import Line, checked_lines
 
     settings = get_settings()
-    count = produce_lines(settings, path.read_bytes().splitlines(),
-                          settings.topic("api.usage") if topic is None else topic)
-    click.echo(f"produced {count} events from {path}")
+    refused = 0
+
+    def reported(lines: Iterator[Line]) -> Iterator[Line]:
+        nonlocal refused
+        for line in lines:
+            if line.problem:
+                refused += 1
+                click.echo(f"{path}:{line.number}: {line.problem}", err=True)
+            yield line
+
+    lines = checked_lines(path.read_bytes().splitlines(), clock.now_ms(),
+                          settings.max_future_skew_seconds * 1000)
+    count = send_lines(settings, reported(lines),
+                       settings.topic("api.usage") if topic is None else topic)
+    click.echo(f"produced {count} events from {path}"
+               + (f"; {refused} line(s) refused, above" if refused else ""))
+    if refused:
+        raise click.exceptions.Exit(2)
 
 
 @main.command()

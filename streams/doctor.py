@@ -41,6 +41,16 @@ def _failed(name: str, exc: Exception, settings: Settings, fix: str = "") -> Row
     return Row(name, False, detail or line, fix or found_fix)
 
 
+def settings_row() -> tuple[Settings | None, Row]:
+    """The settings read from the environment (and .env), or the one line that stops the
+    worker from starting with them: a malformed secret, URL or JSON list."""
+    try:
+        settings = Settings()
+    except ValueError as exc:  # pydantic's ValidationError, pydantic-settings' SettingsError
+        return None, _failed("settings", exc, Settings.model_construct())
+    return settings, Row("settings", True, "MISUSE_* variables valid")
+
+
 def _admin(settings: Settings) -> Any:
     from kafka import KafkaAdminClient
 

@@ -106,13 +106,19 @@ def _ours(exc: BaseException, settings: Settings) -> str | None:
 def one_line(exc: BaseException, settings: Settings) -> str | None:
     """The line to print for a failure we foresee, or None for one we do not."""
     from pydantic import ValidationError
+    from pydantic_settings import SettingsError
 
     if isinstance(exc, ValidationError):
         # Settings are the only model validated from the environment at the top level.
-        problems = "; ".join(
-            f"MISUSE_{'_'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
-            for e in exc.errors()[:3])
-        return f"invalid setting {_flat(problems, 200)}: fix the variable (or .env)"
+        problems = "; ".join(_setting_problem(e) for e in exc.errors()[:3])
+        return f"invalid setting {_flat(problems, 300)}: fix the variable (or .env)"
+    if isinstance(exc, SettingsError):
+        # pydantic-settings could not read a list or map variable as JSON.
+        name = str(exc).split('"')[1] if str(exc).count('"') >= 2 else ""
+        variable = f"MISUSE_{name.upper()}" if name else "a MISUSE_ variable"
+        return (f"invalid setting {variable}: not valid JSON: write it as JSON, e.g. "
+                f"{variable}='[\"https://hooks.example.com/suspend\"]' for a list or "
+                "'{\"alice\":\"key\"}' for a map (or fix .env)")
     for describe in (_ours, _kafka, _elasticsearch):
         line = describe(exc, settings)
         if line is not None:
@@ -122,6 +128,18 @@ def one_line(exc: BaseException, settings: Settings) -> str | None:
         return (f"cannot use {exc.filename}: {exc.strerror or type(exc).__name__}: check the "
                 "path and its permissions")
     return None
+
+
+def _setting_problem(error: Any) -> str:
+    """One validation error of the settings as `MISUSE_NAME=value: why`, never showing a
+    secret's value (nor a URL's, which may carry a password; the reason shows its host)."""
+    name, *inside = map(str, error["loc"] or ("",))
+    field = Settings.model_fields.get(name)
+    variable = f"MISUSE_{name.upper()}" + (f" (item {'.'.join(inside)})" if inside else "")
+    why = str(error["msg"]).removeprefix("Value error, ")
+    if field is None or "SecretStr" in str(field.annotation) or "url" in name:
+        return f"{variable}: {why}"
+    return f"{variable}={error.get('input')!r}: {why}"
 
 
 def _settings() -> Settings:

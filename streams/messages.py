@@ -12,6 +12,14 @@ topic can run code in the worker. A reader refuses a batch whose version or type
 know, or whose records do not fit their type, with `MessageError`, whose text says why; the
 stage runtime dead-letters such a batch and goes on.
 
+A record fits its type only if its values are in range, too: times between 2015 and 2100, ids
+that are non-empty strings, numbers finite. What a stage keeps in state comes from these
+records, so one absurd value (a signal dated 10^17 ms) refused here is one dead letter, where
+let in it would fail the stage's end-of-batch work on every restart. The range is fixed, not
+"a day ahead of now": decoding runs without a clock (and replays read old traffic), and ingest
+already held each event to a day ahead of the wall clock, so every time a record carries, being
+derived from event times, is inside it.
+
 Why batches: a stage that sends one Kafka message per record spends most of its time in the
 producer's send path. Records bound for one partition (chosen with the same murmur2
 partitioner as a keyed send, `streams/outbox.py`) share one message, so keyed state still lands
@@ -20,6 +28,7 @@ where its key says.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -28,13 +37,17 @@ import msgpack
 import numpy as np
 
 from detectors.alerts import Alert
-from detectors.events import InvalidEventError, UsageEvent, event_from_dict
+from detectors.events import EARLIEST_EVENT_MS, InvalidEventError, UsageEvent, event_from_dict
 from detectors.risk import Signal
 
 WIRE_VERSION = 1
+EARLIEST_RECORD_MS = EARLIEST_EVENT_MS  # 2015-01-01
+LATEST_RECORD_MS = 4_102_444_800_000  # 2100-01-01
+LATEST_DATE_MS = 253_402_214_400_000  # 9999-12-31, the last a date can show: ends chosen by hand
 MAX_BATCH_BYTES = 8 * 1024 * 1024  # a reader refuses anything larger before decoding it
 
 R = TypeVar("R", bound="Record")
+P = TypeVar("P", bound="PlainRecord")
 T = TypeVar("T")
 
 
@@ -64,15 +77,21 @@ class PlainRecord:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
 
     @classmethod
-    def from_plain(cls: type[R], plain: Mapping[str, Any]) -> R:
+    def from_plain(cls: type[P], plain: Mapping[str, Any]) -> P:
         names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
         unknown = set(plain) - names
         if unknown:
             raise MessageError(f"{cls.TYPE}: unknown field(s) {', '.join(sorted(unknown))}")
         try:
-            return cls(**plain)
+            record = cls(**plain)
         except TypeError as exc:  # a required field is missing
             raise MessageError(f"{cls.TYPE}: {exc}") from None
+        _require_finite(cls.TYPE, plain)
+        record.check()
+        return record
+
+    def check(self) -> None:
+        """Raise MessageError if a value is out of its range (see the module's doc)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +179,9 @@ class EventRecord:
 def forwarded_event(plain: Mapping[str, Any]) -> UsageEvent:
     """A usage event as one stage forwards it to another: validated again (a stage never
     trusts a record it did not make), but not against the clock, which ingest did."""
-    return _read(EventRecord.TYPE, lambda p: event_from_dict(dict(p), _NO_CLOCK_CHECK), plain)
+    event = _read(EventRecord.TYPE, lambda p: event_from_dict(dict(p), _NO_CLOCK_CHECK), plain)
+    _require_time(EventRecord.TYPE, "ts", event.ts_ms)
+    return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +194,20 @@ class AlertRecord:
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any]) -> AlertRecord:
-        return cls(_read(cls.TYPE, Alert.from_dict, plain))
+        alert = _read(cls.TYPE, Alert.from_dict, plain)
+        _require_finite(cls.TYPE, plain)
+        for name in ("rule_id", "severity"):
+            _require_id(cls.TYPE, name, getattr(alert, name))
+        _require_id(cls.TYPE, "entity.kind", alert.entity.kind)
+        _require_id(cls.TYPE, "entity.id", alert.entity.id)
+        for account in alert.accounts:
+            _require_id(cls.TYPE, "accounts[]", account)
+        for name in ("incident_start_ms", "window_end_ms"):
+            _require_time(cls.TYPE, name, getattr(alert, name))
+        if not 0 <= alert.window_start_ms <= alert.window_end_ms:  # an empty window starts at 0
+            raise MessageError(f"{cls.TYPE}: window_start_ms = {alert.window_start_ms} is not "
+                               f"in 0..window_end_ms")
+        return cls(alert)
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +220,11 @@ class SignalRecord:
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any]) -> SignalRecord:
-        return cls(_read(cls.TYPE, Signal.from_dict, plain))
+        signal = _read(cls.TYPE, Signal.from_dict, plain)  # refuses a strength outside 0..1
+        for name in ("account_id", "detector", "rule_id"):
+            _require_id(cls.TYPE, name, getattr(signal, name))
+        _require_time(cls.TYPE, "ts_ms", signal.ts_ms)
+        return cls(signal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +236,10 @@ class DocumentRecord(PlainRecord):
     index: str
     id: str
     source: dict[str, Any]
+
+    def check(self) -> None:
+        _require_id(self.TYPE, "index", self.index)
+        _require_id(self.TYPE, "id", self.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +260,13 @@ class FeedbackRecord(PlainRecord):
     close_reason: str = ""  # true_positive, false_positive, benign_positive, duplicate
     page_group: str = ""  # the page the closed alert's incident resolves
 
+    def check(self) -> None:
+        for name in ("account_id", "decision", "analyst"):
+            _require_id(self.TYPE, name, getattr(self, name))
+        _require_time(self.TYPE, "ts_ms", self.ts_ms)
+        if self.until_ms is not None:  # chosen by the analyst, any date a calendar shows
+            _require_time(self.TYPE, "until_ms", self.until_ms, latest=LATEST_DATE_MS)
+
 
 @dataclass(frozen=True, slots=True)
 class JailbreakMatch(PlainRecord):
@@ -231,6 +280,11 @@ class JailbreakMatch(PlainRecord):
     pattern_category: str
     pattern_text: str
 
+    def check(self) -> None:  # its event is read through forwarded_event where it is used
+        _require_id(self.TYPE, "pattern_id", self.pattern_id)
+        if not isinstance(self.similarity, float | int) or not -1.0 <= self.similarity <= 1.0:
+            raise MessageError(f"{self.TYPE}: similarity = {self.similarity!r} is not a cosine")
+
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest(PlainRecord):
@@ -239,6 +293,13 @@ class ActionRequest(PlainRecord):
 
     TYPE: ClassVar[str] = "action-request"
     request: dict[str, Any]
+
+    def check(self) -> None:
+        if not isinstance(self.request, dict):
+            raise MessageError(f"{self.TYPE}: request must be a map")
+        _require_id(self.TYPE, "request.account_id", self.request.get("account_id"))
+        _require_id(self.TYPE, "request.action", self.request.get("action"))
+        _require_time(self.TYPE, "request.ts_ms", self.request.get("ts_ms"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,6 +313,11 @@ class PageRequest(PlainRecord):
     group: str
     ts_ms: int
     alert: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        _require_id(self.TYPE, "action", self.action)
+        _require_id(self.TYPE, "group", self.group)
+        _require_time(self.TYPE, "ts_ms", self.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,14 +335,52 @@ class Delivery(PlainRecord):
     action: str = ""
     ts_ms: int = 0
 
+    def check(self) -> None:
+        _require_id(self.TYPE, "id", self.id)
+        _require_id(self.TYPE, "receiver", self.receiver)
+        if self.ts_ms != 0:  # 0: not known (the field's default)
+            _require_time(self.TYPE, "ts_ms", self.ts_ms)
+
 
 def _read(record_type: str, parse: Callable[[Mapping[str, Any]], T],
           plain: Mapping[str, Any]) -> T:
     """`parse(plain)`, with whatever a malformed record makes it raise as a MessageError."""
     try:
         return parse(plain)
-    except (InvalidEventError, KeyError, TypeError, ValueError) as exc:
+    except (InvalidEventError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise MessageError(f"{record_type}: {exc!r}") from None
+
+
+def _require_time(record_type: str, name: str, value: Any, *,
+                  latest: int = LATEST_RECORD_MS) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MessageError(f"{record_type}: {name} must be epoch millis (an integer), got "
+                           f"{type(value).__name__}")
+    if not EARLIEST_RECORD_MS <= value <= latest:
+        year = 2100 if latest == LATEST_RECORD_MS else 9999
+        raise MessageError(f"{record_type}: {name} = {value} ms is outside 2015..{year}")
+
+
+def _require_id(record_type: str, name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise MessageError(f"{record_type}: {name} must be a non-empty string, got "
+                           f"{value!r:.40}")
+
+
+def _require_finite(record_type: str, value: Any, depth: int = 64) -> None:
+    """No NaN or infinite float anywhere: state and the sinks' strict JSON have no room for
+    them."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise MessageError(f"{record_type}: a number is {value} (not finite)")
+    elif depth < 0:
+        raise MessageError(f"{record_type}: nested too deep")
+    elif isinstance(value, Mapping):
+        for child in value.values():
+            _require_finite(record_type, child, depth - 1)
+    elif isinstance(value, list | tuple):
+        for child in value:
+            _require_finite(record_type, child, depth - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +408,15 @@ class PromptVector(PlainRecord):
     language: str = "und"
     disguised: bool = False  # look-alike letters, invisible characters, letters spaced apart
     intent: str = ""  # what its wrapper asks: publish, verify, jailbreak, other; "" if none
+
+    def check(self) -> None:
+        for name in ("event_id", "account_id", "api_key_id"):
+            _require_id(self.TYPE, name, getattr(self, name))
+        _require_time(self.TYPE, "ts", self.ts)
+        _require_time(self.TYPE, "key_first_seen", self.key_first_seen)
+        if not isinstance(self.account_prompts, int) or self.account_prompts < 0:
+            raise MessageError(f"{self.TYPE}: account_prompts = {self.account_prompts!r} is "
+                               "not a count")
 
 
 _NO_CLOCK_CHECK = 2**62

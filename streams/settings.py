@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr
+from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +101,67 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = 5.0
     webhook_max_attempts: int = 6
 
+    # Formats are checked here, at start, so that a mistyped value stops `misuse worker` with
+    # one line naming the variable (and `misuse doctor` shows it), instead of failing the
+    # first delivery that uses it, again after every restart.
+
+    @field_validator("pagerduty_url", "alertmanager_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check_url(value)
+        return value
+
+    @field_validator("elasticsearch_url")
+    @classmethod
+    def _elasticsearch_url(cls, value: str) -> str:
+        from elastic_transport.client_utils import url_to_node_config
+
+        _check_url(value)
+        url_to_node_config(value)  # the client's own rules: http needs its port, say
+        return value
+
+    @field_validator("suspension_webhook_urls")
+    @classmethod
+    def _urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            _check_url(url)
+        return urls
+
+    @field_validator("suspension_webhook_secrets")
+    @classmethod
+    def _webhook_secrets(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        from streams.sinks.webhooks import WebhookSecretError, secret_key
+
+        for n, secret in enumerate(secrets, 1):
+            try:
+                secret_key(secret.get_secret_value())  # how the sink signs with it
+            except WebhookSecretError as exc:
+                raise ValueError(
+                    f"secret {n} of {len(secrets)}: {exc}; give it as the receiver issued it, "
+                    "whsec_ followed by base64, or a plain shared secret without the prefix"
+                ) from None
+        return secrets
+
+    @field_validator("review_keys")
+    @classmethod
+    def _review_keys(cls, keys: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        empty = sorted(analyst for analyst, key in keys.items()
+                       if not analyst.strip() or not key.get_secret_value())
+        if empty:  # an empty HMAC key would let anyone sign as that analyst
+            raise ValueError(f"empty analyst name or key for {', '.join(map(repr, empty))}")
+        return keys
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{server.strip()!r} is not host:port (a comma-separated "
+                                 "list of them, e.g. kafka-1:9092,kafka-2:9092)")
+        return value
+
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"
 
@@ -131,6 +192,17 @@ class Settings(BaseSettings):
         if parts.port is not None:
             netloc += f":{parts.port}"
         return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _check_url(url: str) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError on a port that is not a number)
+    except ValueError as exc:
+        raise ValueError(f"not a URL: {exc}") from None  # the URL may hold a password
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{parts._replace(netloc=parts.hostname or '').geturl()!r} is not an "
+                         "http(s) URL with a host, e.g. https://hooks.example.com/path")
 
 
 @lru_cache(maxsize=1)

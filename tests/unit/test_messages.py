@@ -109,3 +109,66 @@ def test_the_outbox_sends_one_message_per_partition_and_splits_big_batches() -> 
     split = list(small.drain())
     assert len(split) > 1 and all(len(e.value) <= 4_000 for e in split)
     assert sum(e.records for e in split) == 20
+
+
+# Records are held to their ranges when read, so an absurd value is one dead letter instead of
+# state that fails the stage's end-of-batch work on every restart (issue 23: a signal dated
+# 10^17 ms crash-looped the risk stage).
+
+FAR_FUTURE_SIGNAL = {"account_id": "acct-1", "detector": "sybil", "rule_id": "sybil.x",
+                     "strength": 1.0, "ts_ms": 10**17, "alert_id": "a1", "reason": "why"}
+
+
+def batch_of(record_type: str, *plains: dict) -> bytes:
+    return msgpack.packb({"v": 1, "type": record_type, "records": list(plains)})
+
+
+@pytest.mark.parametrize(("record_type", "plain", "reason"), [
+    ("signal", FAR_FUTURE_SIGNAL, "ts_ms = 100000000000000000 ms is outside 2015..2100"),
+    ("signal", FAR_FUTURE_SIGNAL | {"ts_ms": 1_000}, "outside 2015..2100"),
+    ("signal", FAR_FUTURE_SIGNAL | {"ts_ms": float("inf")}, "OverflowError"),
+    ("signal", FAR_FUTURE_SIGNAL | {"ts_ms": 1_790_000_000_000, "strength": float("nan")},
+     "strength"),
+    ("signal", FAR_FUTURE_SIGNAL | {"ts_ms": 1_790_000_000_000, "account_id": " "},
+     "account_id must be a non-empty string"),
+    ("usage-event", EVENT.to_dict() | {"ts": 10**17}, "ts = 100000000000000000 ms is outside"),
+    ("usage-event", EVENT.to_dict() | {"account_id": ""}, "account_id"),
+    ("prompt-vector", vector_record().to_plain() | {"ts": 10**17}, "ts = .* is outside"),
+    ("prompt-vector", vector_record().to_plain() | {"ts": "soon"}, "ts must be epoch millis"),
+    ("prompt-vector", vector_record().to_plain() | {"event_id": ""}, "event_id"),
+    ("prompt-vector", vector_record().to_plain() | {"account_prompts": -1}, "not a count"),
+    ("page-request", {"action": "trigger", "group": "g", "ts_ms": -5}, "outside"),
+    ("feedback", {"account_id": "acct-1", "decision": "cleared", "analyst": "alice",
+                  "ts_ms": 1_790_000_000_000, "until_ms": 10**17}, "until_ms"),
+    ("action-request", {"request": {"account_id": "acct-1", "action": "suspend",
+                                    "ts_ms": 10**17}}, "request.ts_ms"),
+    ("document", {"index": "accounts", "id": "acct-1", "source": {"score": float("inf")}},
+     "not finite"),
+    ("delivery", {"id": "", "receiver": "suspension", "body": {}}, "id must be"),
+])
+def test_a_record_out_of_its_range_is_refused_when_read(record_type: str, plain: dict,
+                                                       reason: str) -> None:
+    from streams.messages import records_in
+    with pytest.raises(MessageError, match=reason):
+        records_in(batch_of(record_type, plain))
+
+
+def test_a_signal_dated_10_17_ms_is_a_dead_letter_and_the_risk_stage_goes_on() -> None:
+    from detectors.policy import Policy
+    from detectors.risk import Signal
+    from streams.agents.score_risk import RiskStage
+    from streams.messages import SignalRecord
+    from streams.runtime import MemoryState, StageDriver
+
+    now_ms = 1_790_000_000_000
+    state = MemoryState()
+    driver = StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
+                         value=lambda m: m, policy=Policy(), state=state)
+    good = SignalRecord(Signal("acct-2", "sybil", "sybil.x", 1.0, now_ms, "a2", "why"))
+    poison = batch_of("signal", FAR_FUTURE_SIGNAL)
+    result = driver.run([poison, encode_batch(SignalRecord.TYPE, [good])], now_ms)
+    [dead] = result.dead_letters
+    assert dead.message == poison and "outside 2015..2100" in dead.reason
+    assert result.envelopes  # the good signal was scored and sent on
+    # The next batch, and the housekeeping after it, run as if the poison had never come.
+    driver.run([encode_batch(SignalRecord.TYPE, [good])], now_ms + 60_000)
