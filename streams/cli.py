@@ -44,11 +44,11 @@ def setup() -> None:
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
     """Run the stream worker (all stages) until stopped."""
-    from faust.worker import Worker
-
+    from streams import metrics
     from streams.agents import build_app, changelog_topics
     from streams.broker import require_topics
     from streams.embedding_model import check_model_available
+    from streams.faust_wall import CrashCounter, Worker
     from streams.logs import install_rate_limits, worker_logging_config
     from streams.policy import current_policy
     from streams.settings import TOPIC_NAMES
@@ -62,7 +62,10 @@ def worker(loglevel: str) -> None:
     check_elasticsearch_templates()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
     install_rate_limits()
-    Worker(build_app(settings), loglevel=loglevel,
+    # Readiness and crashes on /metrics, for whoever runs the worker (streams/runner.py).
+    crashes = CrashCounter(lambda service: metrics.worker_crashes.labels(service).inc())
+    Worker(build_app(settings), loglevel=loglevel, on_ready=lambda: metrics.worker_ready.set(1),
+           loghandlers=[crashes],
            logging_config=worker_logging_config(settings.log_format)).execute_from_commandline()
 
 

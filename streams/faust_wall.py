@@ -64,6 +64,14 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   done for Faust's wait without being committed, so the partition's next owner reads it
   again. Relies on `Consumer.wait_empty` ending once every tracked message has `acked` set,
   and on `Consumer.ack` (never called here) being what records an offset to commit.
+- `Worker.on_startup_finished` (override): the worker says it is ready (`on_ready`, the
+  `misuse_worker_ready` gauge) when Faust would log "Ready", so a runner need not read the
+  log. Relies on Faust's worker calling it, through `app.on_startup_finished`, once the app
+  and its tables' recovery are up.
+- `CrashCounter` (a logging handler on mode's crash report): the worker counts its crashed
+  services (`misuse_worker_crashes_total`), which Faust may leave running in a live
+  process. Relies on mode's `Service.crash` logging "Crashed reason=%r" with the reason as
+  its argument before anything else.
 - `set_producer_buffer` (`app.producer.buffer.max_messages`): not a loss but stalls, most of
   the event-to-alert latency. Relies on Faust's producer buffer stalling every stream while
   more than `max_messages` (100) sends wait in it.
@@ -82,6 +90,7 @@ import faust
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, AppT, EventT, Message, TableT, TransportT
+from faust.worker import Worker as FaustWorker
 from mode import Service
 
 log = logging.getLogger(__name__)
@@ -319,3 +328,29 @@ class App(faust.App):
     def start_offsets(self) -> dict[TP, int]:
         """Where reading each assigned partition started, at the last rebalance."""
         return {}
+
+
+class Worker(FaustWorker):
+    """Faust's worker, calling `on_ready()` once it is ready (after Faust's own "Ready")."""
+
+    def __init__(self, app: AppT, *services: Service, on_ready: Callable[[], None],
+                 **options: object) -> None:
+        super().__init__(app, *services, **options)  # type: ignore[arg-type]
+        self.on_ready = on_ready
+
+    async def on_startup_finished(self) -> None:
+        await super().on_startup_finished()
+        self.on_ready()
+
+
+class CrashCounter(logging.Handler):
+    """Calls `on_crash(logger name)` for every service crash mode reports."""
+
+    def __init__(self, on_crash: Callable[[str], None]) -> None:
+        super().__init__(logging.ERROR)
+        self.on_crash = on_crash
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # mode's CompositeLogger puts the service's name before the message template.
+        if isinstance(record.msg, str) and record.msg.endswith("Crashed reason=%r"):
+            self.on_crash(record.name)

@@ -56,6 +56,13 @@ event_to_alert_latency = Histogram(
     registry=REGISTRY,
     # A replay of old events lands in +Inf: its event times are hours or days back.
     buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600))
+worker_ready = Gauge(
+    "misuse_worker_ready", "1 once the worker is up, its tables recovered (Faust's Ready)",
+    registry=REGISTRY)
+worker_crashes = Counter(
+    "misuse_worker_crashes_total",
+    "Services of the worker that crashed (restart the worker), by logger", ["service"],
+    registry=REGISTRY)
 consumer_lag = Gauge(
     "misuse_consumer_lag", "Messages behind the end of an assigned partition",
     ["topic", "partition"], registry=REGISTRY)

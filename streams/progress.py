@@ -22,6 +22,8 @@ from streams.settings import CONSUMED_TOPICS, Settings
 
 ALERTS_WRITTEN = "misuse_event_to_alert_latency_seconds"  # one observation per alert written
 PENDING_RECORDS = "misuse_stage_pending_records"  # per stage: taken in, outcome not sent yet
+WORKER_READY = "misuse_worker_ready"  # 1 once up, tables recovered
+WORKER_CRASHES = "misuse_worker_crashes"  # a counter: its samples end in _total
 
 
 @dataclass(frozen=True, slots=True)

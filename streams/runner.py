@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from streams.broker import consumer_lag
-from streams.progress import PENDING_RECORDS, worker_metric
+from streams.progress import PENDING_RECORDS, WORKER_CRASHES, WORKER_READY, worker_metric
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 
 
@@ -51,7 +51,7 @@ class WorkerProcess:
                                             env=self.env, cwd=REPO_ROOT, stdout=log,
                                             stderr=subprocess.STDOUT)
         try:
-            self._wait(lambda: b"Worker]: Ready" in self._log_bytes(), timeout_s, "ready")
+            self._wait(self.metric_ready, timeout_s, "ready")
         except WorkerError:
             self.stop(kill=True)
             raise
@@ -110,8 +110,15 @@ class WorkerProcess:
     def stopped(self) -> bool:
         """The process ended, or one of its services crashed (Faust may keep the process of a
         crashed worker alive)."""
-        return self.process is None or self.process.poll() is not None \
-            or b"Crashed reason" in self._log_bytes()
+        return self.process is None or self.process.poll() is not None or self.crashed()
+
+    def metric_ready(self) -> bool:
+        """Up, its tables recovered, as the worker itself says on /metrics."""
+        return worker_metric(self.metrics_url, WORKER_READY) == 1
+
+    def crashed(self) -> bool:
+        """One of its services crashed, as the worker itself counts on /metrics."""
+        return bool(worker_metric(self.metrics_url, WORKER_CRASHES, "_total"))
 
     def log_tail(self, chars: int = 4000) -> str:
         return self._log_bytes()[-chars:].decode("utf-8", errors="replace")
@@ -124,7 +131,8 @@ class WorkerProcess:
 
     def crash_reason(self) -> str:
         """The first crash in this run's log, on one line, with the fix where one is known."""
-        line = next(line for line in self._log_bytes().splitlines() if b"Crashed reason" in line)
+        line = next((line for line in self._log_bytes().splitlines()
+                     if b"Crashed reason" in line), b"(no reason in the log)")
         reason = " ".join(line.split(b"Crashed reason=", 1)[-1].decode(errors="replace")
                           .replace("\\n", " ").split())[:300]
         if "ConsistencyError" in reason:
@@ -140,7 +148,7 @@ class WorkerProcess:
             if self.process is None or self.process.poll() is not None:
                 raise WorkerError(f"the worker exited before it was {what}:\n{self.log_tail()}",
                                   self.log_path)
-            if b"Crashed reason" in self._log_bytes():
+            if self.crashed():
                 raise WorkerError(f"a worker service crashed: {self.crash_reason()}\n"
                                   f"{self.log_tail()}", self.log_path)
             if condition():

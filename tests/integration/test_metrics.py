@@ -28,7 +28,8 @@ FAMILIES = {
     "misuse_event_to_alert_latency_seconds": "histogram", "misuse_consumer_lag": "gauge",
     "misuse_embedding_path": "counter", "misuse_embedding_pending_prompts": "gauge",
     "misuse_elasticsearch_bulk_failures": "counter", "misuse_elasticsearch_retries": "counter",
-    "misuse_webhook_deliveries": "counter",
+    "misuse_webhook_deliveries": "counter", "misuse_worker_ready": "gauge",
+    "misuse_worker_crashes": "counter",
 }
 NOT_JSON = [b'{"event_id": "broken-1", ', b"\xff\xfe", b"plain text, not an event"]
 NO_TS = [json.dumps({"event_id": f"no-ts-{i}", "account_id": "acct-nots",
@@ -93,6 +94,9 @@ def test_metrics_count_the_stream_and_name_no_one(metrics_pipeline: Pipeline,
         if kind == "histogram":
             assert name.endswith("_seconds"), name
 
+    # Ready (the runner waited for it), and nothing crashed.
+    assert value(families["misuse_worker_ready"][1], "misuse_worker_ready") == 1
+    assert value(families["misuse_worker_crashes"][1], "misuse_worker_crashes_total") == 0
     ins = families["misuse_stage_events_in"][1]
     assert value(ins, "misuse_stage_events_in_total", stage="ingest") == produced
     dead = families["misuse_deadletters"][1]

@@ -7,6 +7,7 @@ are tested here too."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -14,11 +15,14 @@ import pytest
 from aiokafka.structs import ConsumerRecord
 from faust.events import Event
 from faust.types import TP, EventT
+from mode import Service
 
 from streams.faust_wall import (
     App,
     Consumer,
     ConsumerThread,
+    CrashCounter,
+    Worker,
     delete_table_raw,
     drop_done,
     hold_message,
@@ -182,3 +186,32 @@ def test_offsets_in_hand_or_acknowledged_at_the_head_are_no_hole() -> None:
     assert hole([22, 23, 25], 22, in_flight=[24]) is None  # the head is done: it commits
     assert hole([], 22, in_flight=[]) is None  # nothing acknowledged: nothing waits
     assert hole([23], None, in_flight=[]) is None  # where reading starts is not known yet
+
+
+def test_a_service_crash_is_counted_from_modes_own_report() -> None:
+    """`CrashCounter`: mode's `Service.crash` logs "Crashed reason=%r" first; the worker
+    counts crashes from it (`misuse_worker_crashes_total`), which the runner reads."""
+    crashed: list[str] = []
+    counter = CrashCounter(crashed.append)
+    logging.getLogger().addHandler(counter)
+    try:
+        class Stage(Service):
+            pass
+
+        asyncio.run(Stage().crash(ValueError("poisoned")))
+        logging.getLogger("unrelated").error("Crashed reason=%r, quoted by someone else", 1)
+    finally:
+        logging.getLogger().removeHandler(counter)
+    assert len(crashed) == 1
+
+
+def test_the_worker_says_it_is_ready_when_faust_would(app: App) -> None:
+    """`Worker.on_startup_finished`: Faust's worker hands it to the app, which calls it once
+    the app and its tables' recovery are up; the worker then calls `on_ready`."""
+    readies: list[bool] = []
+    worker = Worker(app, on_ready=lambda: readies.append(True), loglevel="warning")
+    list(worker.on_init_dependencies())  # what starting the worker does first
+    assert app.on_startup_finished is not None
+    assert readies == []
+    asyncio.run(app.on_startup_finished())
+    assert readies == [True]
