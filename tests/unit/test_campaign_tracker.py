@@ -381,24 +381,25 @@ def test_late_points_older_than_the_newest_are_judged_when_the_input_pauses() ->
     assert not tracker.due(idle=True)
 
 
-def strict_participation() -> Policy:
+def strict_participation(**rule: object) -> Policy:
     """Accounts that mostly do other things count only with coordination no group reaches."""
     policy = Policy()
-    rule = policy.rules.campaign.model_copy(update={"min_participation_coordination": 1.0})
+    campaign = policy.rules.campaign.model_copy(
+        update={"min_participation_coordination": 1.0, **rule})
     return policy.model_copy(update={"rules": policy.rules.model_copy(
-        update={"campaign": rule})})
+        update={"campaign": campaign})})
 
 
-@pytest.mark.parametrize("policy", [Policy(), strict_participation()],
-                         ids=["participation", "concentration only"])
+@pytest.mark.parametrize("policy", [Policy(), strict_participation(withdraw_after_seconds=0)],
+                         ids=["participation", "concentration only, no hold-down"])
 def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
         policy: Policy) -> None:
     """Reported while its accounts seemed to spend their traffic on the claim; then their
     counts show they mostly do other things. Posting it for publication again and again with
     their coordination (one uncommon client each, posts in step), they still take part: the
     campaign stands, its members marked as mixed use. Where such participation does not
-    count, it is withdrawn, not left standing, and when the claim takes over again, it comes
-    back under its id."""
+    count (and with no hold-down), it is withdrawn, not left standing, and when the claim
+    takes over again, it comes back under its id."""
     world = Window(seed=5)
     claim = world.direction()
     for i in range(12):
