@@ -5,8 +5,8 @@ refines the clusters, links clusters that share their accounts far beyond chance
 narrative (`detectors/linking.py`), and judges each linked group that has changed since it was
 last judged. A campaign keeps its id and first-seen time as it grows and links more clusters,
 so its document and alert are updated in place; when two reported campaigns turn out to be one,
-the younger is reported as merged into the older; one that the evidence stops supporting is
-withdrawn.
+the younger is reported as merged into the older; one that the evidence has stopped supporting
+for `withdraw_after_seconds` of event time is withdrawn.
 
 Pure: time is the event time of the points, and nothing here reads a clock or does I/O.
 """
@@ -46,11 +46,15 @@ class CampaignTracker:
         self.history: dict[str, list[dict[str, Any]]] = {}
         self.merged: list[tuple[str, str]] = []  # (absorbed campaign, surviving campaign)
         self.withdrawn: list[str] = []  # reported campaigns the evidence no longer supports
+        # reported campaign -> event time of the first judging round that found no support for
+        # it, while it is held down (still reported, not yet withdrawn)
+        self.unsupported_since: dict[str, int] = {}
 
     def reconfigure(self, policy: Policy) -> None:
         """New thresholds from a reloaded policy; clusters and bookkeeping stay."""
         self.policy = policy
         windows, rule = policy.campaigns, policy.rules.campaign
+        self.withdraw_after_ms = rule.withdraw_after_seconds * 1000
         self.judge = CampaignJudge(
             min_accounts=rule.min_accounts, min_narrowness=rule.min_narrowness,
             min_cohesion=rule.min_cohesion,
@@ -142,11 +146,20 @@ class CampaignTracker:
         # A reported campaign that no group of the window supports any more (reported on early,
         # thin evidence, or its group fell apart) is withdrawn rather than left standing; found
         # again later, it is reported again under its id. (One whose clusters all expired is
-        # simply over: `_expire` has dropped it.)
+        # simply over: `_expire` has dropped it.) But an operation's evidence dips between its
+        # posts (its accounts' ordinary work lowers their shares until the next burst; a split
+        # cluster waits for the points that rejoin it), and withdrawing on the first round
+        # without support resolved the pages of campaigns that were still running. So it is
+        # withdrawn only once unsupported for `withdraw_after_ms` of event time, which does not
+        # depend on how often the window was judged; until then it stays reported as it was.
         standing = {campaign for _, campaign in judged.values() if campaign}
+        for campaign in standing:
+            self.unsupported_since.pop(campaign, None)
         for campaign in sorted(set(self.emitted) - standing):
-            del self.emitted[campaign]
-            self.withdrawn.append(campaign)
+            since = self.unsupported_since.setdefault(campaign, self.latest_ms)
+            if self.latest_ms - since >= self.withdraw_after_ms:
+                del self.emitted[campaign], self.unsupported_since[campaign]
+                self.withdrawn.append(campaign)
         return findings
 
     def _similarity(self, space: str) -> float:
@@ -166,7 +179,8 @@ class CampaignTracker:
         self.campaign_of = {c: campaign for c, campaign in self.campaign_of.items()
                             if any(c in clusterer for clusterer in self.spaces.values())}
         live = set(self.campaign_of.values())
-        for bookkeeping in (self.emitted, self.first_seen, self.history):
+        for bookkeeping in (self.emitted, self.first_seen, self.history,
+                            self.unsupported_since):
             for campaign in [c for c in bookkeeping if c not in live]:
                 del bookkeeping[campaign]
 
@@ -181,6 +195,7 @@ class CampaignTracker:
         for other in reported[1:]:
             self.merged.append((other, campaign_id))
             self.emitted.pop(other, None)
+            self.unsupported_since.pop(other, None)
         for cluster_id in clusters:
             self.campaign_of[cluster_id] = campaign_id
         return dataclasses.replace(finding, campaign_id=campaign_id,

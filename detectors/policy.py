@@ -116,6 +116,10 @@ class CampaignPolicy(RulePolicy):
     # An operation is a small minority of the accounts active in the window; a narrative sent
     # by more than this share of them is a trend or a popular template.
     max_population_share: float = Field(0.2, gt=0, le=1)
+    # A reported campaign is withdrawn (and its page resolved) only after the evidence has
+    # stayed below the bar this long in event time: an operation's evidence dips between its
+    # posts. 0 withdraws at the first judging round without support.
+    withdraw_after_seconds: int = Field(900, ge=0)
 
 
 class AnomalyPolicy(RulePolicy):

@@ -381,24 +381,25 @@ def test_late_points_older_than_the_newest_are_judged_when_the_input_pauses() ->
     assert not tracker.due(idle=True)
 
 
-def strict_participation() -> Policy:
+def strict_participation(**rule: object) -> Policy:
     """Accounts that mostly do other things count only with coordination no group reaches."""
     policy = Policy()
-    rule = policy.rules.campaign.model_copy(update={"min_participation_coordination": 1.0})
+    campaign = policy.rules.campaign.model_copy(
+        update={"min_participation_coordination": 1.0, **rule})
     return policy.model_copy(update={"rules": policy.rules.model_copy(
-        update={"campaign": rule})})
+        update={"campaign": campaign})})
 
 
-@pytest.mark.parametrize("policy", [Policy(), strict_participation()],
-                         ids=["participation", "concentration only"])
+@pytest.mark.parametrize("policy", [Policy(), strict_participation(withdraw_after_seconds=0)],
+                         ids=["participation", "concentration only, no hold-down"])
 def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
         policy: Policy) -> None:
     """Reported while its accounts seemed to spend their traffic on the claim; then their
     counts show they mostly do other things. Posting it for publication again and again with
     their coordination (one uncommon client each, posts in step), they still take part: the
     campaign stands, its members marked as mixed use. Where such participation does not
-    count, it is withdrawn, not left standing, and when the claim takes over again, it comes
-    back under its id."""
+    count (and with no hold-down), it is withdrawn, not left standing, and when the claim
+    takes over again, it comes back under its id."""
     world = Window(seed=5)
     claim = world.direction()
     for i in range(12):
@@ -429,6 +430,145 @@ def test_a_campaign_the_evidence_stops_supporting_is_withdrawn_and_can_return(
     assert tracker.withdrawn == [reported]
     tracker.withdrawn.clear()
     assert [f.campaign_id for f in more(prompts_elsewhere=0, start=120)] == [reported]
+
+
+class Operation:
+    """12 accounts reported as a campaign for posting one claim over 80 minutes, where only
+    the share of their traffic the claim takes counts (not participation): a round of posts
+    while their counts show mostly other work dips below the bar, a round while the claim is
+    all they do lifts it back. A bystander's unrelated prompts move event time on."""
+
+    def __init__(self) -> None:
+        world = Window(seed=5)
+        self.claim = world.direction()
+        for i in range(12):
+            for n in range(8):
+                world.post(f"px-{i}", T0 + n * 10 * MINUTE + i * 1000,
+                           near(world.rng, self.claim, 0.95), f"claim wording {n % 3}",
+                           ip=world.random_ip(), agent=AGENTS[i % len(AGENTS)],
+                           key_first_seen=T0 - 100 * DAY, intent="publish")
+        self.rng = world.rng
+        self.tracker, findings = world.run(strict_participation())
+        self.campaign = findings[-1].campaign_id
+        self.posts = dict.fromkeys((f"px-{i}" for i in range(12)), 8)
+        self.points = 0
+
+    def post(self, minute: float, elsewhere: int) -> None:
+        """Every member posts the claim once within seconds of `minute`; `elsewhere`: how
+        many of its prompts in the window were something else."""
+        for i, account in enumerate(sorted(self.posts)):
+            self.posts[account] += 1
+            self.points += 1
+            self.tracker.add(ClusterPoint(
+                event_id=f"post-{self.points}", ts_ms=T0 + int(minute * MINUTE) + i * 1000,
+                vector=near(self.rng, self.claim, 0.95), account_id=account,
+                api_key_id=f"key-{account}", ip=self.random_ip(), user_agent=AGENTS[0],
+                prompt_sample="claim wording 0", text_key="claim 0", intent="publish"),
+                "full", self.posts[account] + elsewhere, T0 - 100 * DAY)
+
+    def tick(self, minute: float) -> None:
+        self.points += 1
+        self.tracker.add(ClusterPoint(
+            event_id=f"tick-{self.points}", ts_ms=T0 + int(minute * MINUTE),
+            vector=unit(self.rng.normal(size=DIM)).astype(np.float32),
+            account_id="bystander", api_key_id="key-bystander", ip="10.9.9.9", user_agent="",
+            prompt_sample="unrelated", text_key=f"unrelated {self.points}"),
+            "full", self.points, T0 - 100 * DAY)
+
+    def random_ip(self) -> str:
+        return ".".join(str(int(b)) for b in self.rng.integers(11, 200, size=4))
+
+    def judge(self) -> tuple[list[str], list[str]]:
+        """(campaigns reported or updated, campaigns withdrawn) by one judging round."""
+        reported = [f.campaign_id for f in self.tracker.judge_all()]
+        withdrawn = list(self.tracker.withdrawn)
+        self.tracker.withdrawn.clear()
+        return reported, withdrawn
+
+
+HOLD_DOWN = Policy().rules.campaign.withdraw_after_seconds / 60  # minutes
+
+
+def test_a_campaign_whose_evidence_dips_for_less_than_the_hold_down_stays_reported() -> None:
+    """Its accounts' ordinary work lowers their shares for a few judging rounds, then the next
+    round of posts lifts them again: the campaign is never withdrawn, keeps its id, and is
+    updated in place."""
+    op = Operation()
+    assert op.judge() == ([], [])
+    op.post(90, elsewhere=20)
+    assert op.judge() == ([], [])  # below the bar: nothing new to report, nothing withdrawn
+    for minute in range(91, 90 + int(HOLD_DOWN) - 1):
+        op.tick(minute)
+        assert op.judge() == ([], [])
+    op.post(90 + HOLD_DOWN - 1, elsewhere=0)
+    assert op.judge() == ([op.campaign], [])  # updated in place, under its id
+    for minute in range(90 + int(HOLD_DOWN), 150, 5):  # past the hold-down since the dip
+        op.tick(minute)
+        assert op.judge() == ([], [])
+    assert op.campaign in op.tracker.emitted
+
+
+def test_a_campaign_below_the_bar_through_the_hold_down_is_withdrawn_once() -> None:
+    """Judged every minute of event time while its evidence stays down: withdrawn in one
+    round, not before the hold-down has passed, and not again."""
+    op = Operation()
+    op.post(90, elsewhere=20)
+    rounds = []
+    for minute in range(91, 150):
+        op.tick(minute)
+        rounds.append((minute, *op.judge()))
+    withdrawn = [(minute, w) for minute, _, w in rounds if w]
+    assert [w for _, w in withdrawn] == [[op.campaign]]
+    assert withdrawn[0][0] >= 90 + HOLD_DOWN  # not before the evidence stayed down so long
+    assert not any(r for _, r, _ in rounds)
+    assert op.campaign not in op.tracker.emitted and not op.tracker.unsupported_since
+
+
+def test_a_withdrawn_campaign_comes_back_under_its_id_and_is_held_down_again() -> None:
+    """Once withdrawn, the claim taking over again reports it again at once, under its id
+    (detection is not delayed); a later dip shorter than the hold-down does not withdraw it
+    again, so its status changes at most once per hold-down."""
+    op = Operation()
+    op.post(90, elsewhere=20)
+    hold = int(HOLD_DOWN)
+    for minute in range(91, 92 + hold):
+        op.tick(minute)
+        op.judge()
+    assert op.campaign not in op.tracker.emitted
+    back = 92 + hold
+    op.post(back, elsewhere=0)
+    assert op.judge() == ([op.campaign], [])
+    op.post(back + 1, elsewhere=40)
+    assert op.judge() == ([], [])
+    for minute in range(back + 2, back + hold):
+        op.tick(minute)
+        assert op.judge() == ([], [])
+    op.post(back + hold, elsewhere=0)
+    assert op.judge() == ([op.campaign], [])
+
+
+@pytest.mark.parametrize("dip", [8, 30])
+def test_the_hold_down_follows_event_time_not_judging_rounds(dip: int) -> None:
+    """The same events judged every 30 s or every 5 min of event time, and judged again and
+    again without event time moving: the same campaigns are withdrawn (only after a dip
+    longer than the hold-down) and the same stand at the end."""
+    outcomes = []
+    for every in (1, 10):  # ticks are 30 s of event time apart
+        op = Operation()
+        op.post(90, elsewhere=20)
+        withdrawn = []
+        for n in range(1, 2 * dip + 1):
+            op.tick(90 + n / 2)
+            if n % every == 0:
+                for _ in range(5):  # rounds without new event time change nothing
+                    withdrawn += op.judge()[1]
+        op.post(90 + dip, elsewhere=0)
+        reported = op.judge()[0]
+        outcomes.append((withdrawn, reported, op.campaign in op.tracker.emitted))
+    assert outcomes[0] == outcomes[1]
+    expected = [op.campaign] if dip > HOLD_DOWN else []
+    assert outcomes[0][0] == expected
+    assert outcomes[0][1] and outcomes[0][2]  # reported again or updated; standing at the end
 
 
 def reported(world: Window, every: int, restart_at: int | None = None

@@ -22,7 +22,9 @@ from streams.messages import (
     AlertRecord,
     DocumentRecord,
     EventRecord,
+    PageRequest,
     PromptVector,
+    Record,
     SignalRecord,
     encode_batch,
     vector_bytes,
@@ -30,6 +32,7 @@ from streams.messages import (
 from streams.outbox import Outbox
 from streams.runtime import MemoryState, StageDriver
 from streams.simulation import TrafficSimulator, simulate
+from tests.unit.test_campaign_tracker import HOLD_DOWN, Operation, strict_participation
 
 NOW_MS = clock.now_ms()
 
@@ -188,3 +191,38 @@ def test_the_campaign_stage_holds_points_pending_until_a_judging_round_has_sent_
     assert fresh.pending() == 3
     fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # a small batch: the input paused
     assert fresh.pending() == 0
+
+
+def test_the_stage_resolves_the_page_of_a_campaign_only_once_it_is_withdrawn() -> None:
+    """What the campaign stage sends: through a dip shorter than the hold-down, neither a
+    withdrawn status nor a page resolve; for one that stays below the bar through it, one of
+    each."""
+    op = Operation()
+    stage = DetectCampaigns(strict_participation(), MemoryState())
+    stage.tracker = op.tracker
+    sent: list[Record] = []
+
+    def judged() -> None:
+        stage.after(lambda _topic, _key, record: sent.append(record), op.tracker.latest_ms)
+
+    def resolves() -> list[str]:
+        return [r.group for r in sent if isinstance(r, PageRequest) and r.action == "resolve"]
+
+    def statuses() -> list[str]:
+        return [r.source["misuse"]["status"] for r in sent
+                if isinstance(r, DocumentRecord) and r.index == "campaigns"]
+
+    op.post(90, elsewhere=20)
+    judged()
+    for minute in range(91, 100):
+        op.tick(minute)
+        judged()
+    op.post(100, elsewhere=0)
+    judged()
+    assert resolves() == [] and statuses() == ["active"]  # only its update
+    op.post(101, elsewhere=40)
+    for minute in range(102, 102 + 3 * int(HOLD_DOWN)):
+        op.tick(minute)
+        judged()
+    assert resolves() == [f"campaign:{op.campaign}"]
+    assert statuses() == ["active", "withdrawn"]
