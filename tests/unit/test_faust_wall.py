@@ -25,12 +25,12 @@ from streams.faust_wall import (
     hold_message,
     hole,
     mark_acked_without_commit,
+    recovering_table,
     set_current_event,
     set_producer_buffer,
     write_table_raw,
 )
 from streams.faust_wall import Table as WallTable
-from streams.faust_wall import recovering_table
 from streams.state import state_table
 
 TOPIC = "wall-input"
