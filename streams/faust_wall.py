@@ -75,6 +75,15 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
 - `set_producer_buffer` (`app.producer.buffer.max_messages`): not a loss but stalls, most of
   the event-to-alert latency. Relies on Faust's producer buffer stalling every stream while
   more than `max_messages` (100) sends wait in it.
+- `ChangelogSchema` (`Schema.loads_key`, `loads_value`) and `Table.apply_changelog_batch`
+  (override): not a loss but a hang. A changelog record whose key Faust cannot decode (not
+  JSON) would never let the worker become ready: Faust throws the decode error into its
+  recovery queue, recovery logs it and goes on, and the record's offset is never counted, so
+  a partition ending in it is never recovered. Relies on Faust decoding every changelog
+  record with the schema of the table's changelog topic (its `schema` argument) before
+  recovery sees it, on recovery counting an offset only when it receives the record's event
+  and handing every event it counts to `apply_changelog_batch`, and on the store's
+  `set_persisted_offset` being where a restart resumes recovery.
 """
 
 from __future__ import annotations
@@ -83,13 +92,15 @@ import logging
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass
 from functools import cached_property
-from typing import cast
+from typing import Any, cast
 
 import faust
+from faust.exceptions import KeyDecodeError, ValueDecodeError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT, EventT, Message, TableT, TransportT
+from faust.types import TP, AppT, EventT, Message, ModelArg, TableT, TransportT
 from faust.worker import Worker as FaustWorker
 from mode import Service
 
@@ -140,6 +151,71 @@ def set_producer_buffer(app: AppT, max_messages: int) -> None:
     """How many sends may wait in the producer's buffer before Faust stalls every stream."""
     app.producer.buffer.max_messages = max_messages
 
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """What stands for a changelog record's key or value that Faust could not decode."""
+
+    reason: str
+
+
+class ChangelogSchema(faust.Schema):
+    """A table's changelog decoded as Faust decodes it, except that a key or value it cannot
+    decode, or a key that is not of the table's key type, becomes `Undecodable` instead of an
+    error thrown into the recovery queue (where it would stop recovery for good)."""
+
+    def loads_key(self, app: AppT, message: Message, *, loads: Callable[..., Any] | None = None,
+                  serializer: Any = None) -> Any:
+        try:
+            key = super().loads_key(app, message, loads=loads, serializer=serializer)
+        except KeyDecodeError as exc:
+            return Undecodable(f"key: {exc}")
+        if isinstance(self.key_type, type) and not isinstance(key, self.key_type):
+            return Undecodable(f"key: a {type(key).__name__}, not a {self.key_type.__name__}")
+        return key
+
+    def loads_value(self, app: AppT, message: Message, *,
+                    loads: Callable[..., Any] | None = None, serializer: Any = None) -> Any:
+        try:
+            return super().loads_value(app, message, loads=loads, serializer=serializer)
+        except ValueDecodeError as exc:
+            return Undecodable(f"value: {exc}")
+
+
+class Table(faust.Table):
+    """A Faust table whose recovery skips the changelog records `ChangelogSchema` could not
+    decode: each goes to `on_undecodable(table, event, reason)` and never to the store, and
+    the store's recovered offset still passes it, so a restart does not read it again."""
+
+    def __init__(self, app: AppT, *,
+                 on_undecodable: Callable[[TableT, EventT, str], None], **kwargs: Any) -> None:
+        super().__init__(app, schema=ChangelogSchema(), **kwargs)
+        self.on_undecodable = on_undecodable
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        readable: list[EventT] = []
+        ends: dict[TP, int] = {}
+        for event in batch:
+            message = event.message
+            ends[message.tp] = max(message.offset, ends.get(message.tp, message.offset))
+            bad = next((part for part in (event.key, event.value)
+                        if isinstance(part, Undecodable)), None)
+            if bad is None:
+                readable.append(event)
+            else:
+                self.on_undecodable(self, event, bad.reason)
+        super().apply_changelog_batch(readable)
+        for tp, offset in ends.items():
+            self.data.set_persisted_offset(tp, offset)
+
+
+def recovering_table(app: AppT, name: str, *, key_type: ModelArg, value_type: ModelArg,
+                     on_undecodable: Callable[[TableT, EventT, str], None]) -> Table:
+    """A table declared on `app` as `app.Table` declares one, of the class above."""
+    table = Table(app, name=name, beacon=app.tables.beacon, key_type=key_type,
+                  value_type=value_type, on_undecodable=on_undecodable)
+    return cast(Table, app.tables.add(table))
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

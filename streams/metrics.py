@@ -92,6 +92,11 @@ elasticsearch_bulk_failures = Counter(
     "Bulk requests that failed as a whole or in part (retried)", registry=REGISTRY)
 elasticsearch_retries = Counter(
     "misuse_elasticsearch_retries_total", "Retries of bulk requests", registry=REGISTRY)
+state_unreadable = Counter(
+    "misuse_state_unreadable_total",
+    "State records that could not be read and were skipped (the entity starts afresh): "
+    "a changelog record with an undecodable key at recovery, or a stored value the state "
+    "codec refuses", ["table"], registry=REGISTRY)
 webhook_deliveries = Counter(
     "misuse_webhook_deliveries_total", "Deliveries to a receiver's endpoint, by outcome",
     ["kind", "outcome"], registry=REGISTRY)

@@ -20,28 +20,36 @@ from faust.streams import current_event
 from faust.types import AppT, EventT, TableT
 
 from detectors.state_codec import StateCodecError, decode_state, encode_state
-from streams.faust_wall import delete_table_raw, set_current_event, write_table_raw
+from streams.faust_wall import (
+    delete_table_raw,
+    recovering_table,
+    set_current_event,
+    write_table_raw,
+)
+from streams.metrics import state_unreadable
 
 log = logging.getLogger(__name__)
 
-UNREADABLE = object()  # what _decoded returns for bytes the codec refuses
+UNREADABLE = object()  # what TableState._decoded returns for bytes the codec refuses
 
 
 def state_table(app: AppT, name: str) -> TableT:
     """A table of per-entity detector state, as codec bytes. Faust derives the raw value
-    serializer from `value_type=bytes`, for the store and the changelog topic alike."""
-    return app.Table(name, key_type=str, value_type=bytes)
+    serializer from `value_type=bytes`, for the store and the changelog topic alike; keys go
+    to the changelog as JSON strings."""
+    return recovering_table(app, name, key_type=str, value_type=bytes,
+                            on_undecodable=_skip_undecodable)
 
 
-def _decoded(table: TableT, key: str, raw: bytes) -> Any:
-    """The state in `raw`, or UNREADABLE when it cannot be read (written by a newer worker, or
-    by a worker from before the codec): the entity starts afresh, which loses at most one
-    window of evidence, rather than stopping the stage on every event of that entity."""
-    try:
-        return decode_state(raw)
-    except StateCodecError as exc:
-        log.error("state_unreadable table=%s key=%s reason=%s", table.name, key, exc)
-        return UNREADABLE
+def _skip_undecodable(table: TableT, event: EventT, reason: str) -> None:
+    """A changelog record whose key Faust cannot read (not a JSON string) is left out of the
+    recovered table: no entity of ours can have that key, and waiting for it would keep the
+    worker from ever becoming ready."""
+    message = event.message
+    state_unreadable.labels(table.name).inc()
+    log.error("state_unreadable table=%s partition=%d offset=%d key=%s reason=%s: skipped",
+              table.name, message.partition, message.offset, ascii(message.key)[:80],
+              " ".join(reason.split()))
 
 
 class TableState(MutableMapping[str, Any]):
@@ -54,12 +62,13 @@ class TableState(MutableMapping[str, Any]):
         self.origin: dict[str, EventT | None] = {}
         self.dirty: set[str] = set()
         self._scanned = False
+        self.unreadable: set[str] = set()  # reported already
 
     def __getitem__(self, key: str) -> Any:
         try:
             return self.cache[key]
         except KeyError:
-            value = _decoded(self.table, key, self.table[key])
+            value = self._decoded(key, self.table[key])
             if value is UNREADABLE:
                 raise KeyError(key) from None
             self.cache[key] = value
@@ -84,13 +93,28 @@ class TableState(MutableMapping[str, Any]):
         if not self._scanned:
             for key, raw in list(self.table.items()):
                 if key not in self.cache:
-                    value = _decoded(self.table, key, raw)
+                    value = self._decoded(key, raw)
                     if value is UNREADABLE:
                         continue
                     self.cache[key] = value
                     self.origin.setdefault(key, None)
             self._scanned = True
         return iter(list(self.cache))
+
+    def _decoded(self, key: str, raw: bytes) -> Any:
+        """The state in `raw`, or UNREADABLE when it cannot be read (written by a newer worker,
+        or by a worker from before the codec): the entity starts afresh, which loses at most
+        one window of evidence, rather than stopping the stage on every event of that entity.
+        Reported once per key, however often it is looked up before it is written again."""
+        try:
+            return decode_state(raw)
+        except StateCodecError as exc:
+            if key not in self.unreadable:
+                self.unreadable.add(key)
+                state_unreadable.labels(self.table.name).inc()
+                log.error("state_unreadable table=%s key=%s reason=%s", self.table.name, key,
+                          " ".join(str(exc).split()))
+            return UNREADABLE
 
     def __len__(self) -> int:
         return sum(1 for _ in self)

@@ -2,7 +2,8 @@
 (Standard Webhooks, signed), pages to PagerDuty and to an Alertmanager-format webhook. Each
 delivery retries on its own (`streams/sinks/webhooks.py`); the batch is acknowledged only once
 every delivery in it has an outcome, so one pending when the worker dies is sent again after
-the restart, with the same id. One that fails for good becomes a dead letter (replayable) and
+the restart, with the same id. One that fails for good, or that its configuration makes
+impossible (a secret that cannot sign, an invalid URL), becomes a dead letter (replayable) and
 every attempt is audited in `misuse-actions`.
 """
 
@@ -29,7 +30,12 @@ from streams.publish import DOCUMENTS
 from streams.settings import Settings
 from streams.sinks.documents import action_document
 from streams.sinks.pager import PageAlert, alertmanager_payload, encode, pagerduty_event_for
-from streams.sinks.webhooks import DeliveryResult, WebhookClient
+from streams.sinks.webhooks import (
+    INVALID_URL,
+    DeliveryResult,
+    WebhookClient,
+    WebhookSecretError,
+)
 from streams.stage_agent import Topics, dead_letter, register_sink
 
 log = logging.getLogger(__name__)
@@ -76,14 +82,21 @@ class Deliverer:
             log.info("delivery_skipped id=%s receiver=%s: not configured", delivery.id,
                      delivery.receiver)
         for url, body, secrets in targets:
-            result = await self.client.deliver(url, body, delivery.id, secrets,
-                                               now_s=lambda: int(time.time()))
+            try:
+                result = await self.client.deliver(url, body, delivery.id, secrets,
+                                                   now_s=lambda: int(time.time()))
+            except WebhookSecretError as exc:
+                # Configuration (the settings check secrets at start, but not every path to
+                # them): a dead letter to replay once it is fixed. Raised, it would stop the
+                # worker, and every restart would meet the same delivery again.
+                result = DeliveryResult("failed", None, 0, 0.0, f"configuration: {exc}")
             log.info("delivery id=%s receiver=%s outcome=%s status=%s attempts=%d",
                      delivery.id, delivery.receiver, result.outcome, result.status,
                      result.attempts)
             metrics.webhook_deliveries.labels(delivery.receiver, result.outcome).inc()
             audits.append(audit_record(delivery, url, result))
-            if result.outcome == "failed":
+            # An invalid URL is rejected at once, but it is configuration too: replayable.
+            if result.outcome == "failed" or result.error == INVALID_URL:
                 failures.append((event, f"delivery {delivery.id} to {delivery.receiver} "
                                         f"failed: {result.error}"))
         return audits, failures

@@ -34,6 +34,7 @@ DEFAULT_TOLERANCE_S = 300
 _RETRY_AFTER_STATUSES = {429, 503}
 
 Outcome = Literal["delivered", "rejected", "failed"]
+INVALID_URL = "invalid url"  # the error of a delivery to a URL aiohttp refuses: configuration
 HeadersForAttempt = Callable[[], Mapping[str, str]]
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -254,7 +255,7 @@ class WebhookClient:
                                                              headers_for_attempt())
             if status is not None and 200 <= status <= 299:
                 return self._result("delivered", status, attempt, started, None, url, label)
-            if error == "invalid url" or not retryable(status):
+            if error == INVALID_URL or not retryable(status):
                 return self._result("rejected", status, attempt, started, error, url, label)
             if attempt >= self.max_attempts:
                 return self._result("failed", status, attempt, started, error, url, label)
@@ -276,7 +277,7 @@ class WebhookClient:
                 error = None if 200 <= response.status <= 299 else f"http {response.status}"
                 return response.status, error, _retry_after_s(response)
         except aiohttp.InvalidURL:
-            return None, "invalid url", None
+            return None, INVALID_URL, None
         except TimeoutError:
             return None, f"timeout after {self.timeout_s:g}s", None
         except (aiohttp.ClientError, OSError) as exc:

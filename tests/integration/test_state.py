@@ -200,9 +200,8 @@ def test_a_pickle_written_into_every_changelog_runs_nothing(pipeline: Pipeline, 
     from streams.broker import connection_options
 
     account = f"acct-injected-{uuid.uuid4().hex[:6]}"
-    # Keyed as Faust keys table entries (JSON). A key that is not JSON stops Faust's recovery
-    # for good ("Error in recovery", never ready): a denial of service that only the ACLs in
-    # ops/kafka-acls.sh prevent.
+    # Keyed as Faust keys table entries (JSON). A key that is not JSON is skipped at recovery
+    # (tests/integration/test_poison.py).
     key = json.dumps(account).encode()
     marker = tmp_path / "pwned"
     payload = pickle.dumps(_OpensAFile(str(marker)))

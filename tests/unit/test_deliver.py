@@ -27,9 +27,13 @@ def suspension() -> Delivery:
                     ts_ms=1_700_000_000_000, body={"account_id": "acct-1", "action": "suspend"})
 
 
-def deliver(urls: list[str], delivery: Delivery):
-    settings = Settings(suspension_webhook_urls=urls, suspension_webhook_secrets=[SECRET],
+def deliver(urls: list[str], delivery: Delivery, secrets: list[SecretStr] | None = None):
+    settings = Settings(suspension_webhook_urls=[], suspension_webhook_secrets=[SECRET],
                         webhook_timeout_seconds=0.3, webhook_max_attempts=2)
+    # As configured, unchecked: the settings refuse bad URLs and secrets when read, and the
+    # tests below give the sink what a path around that check could.
+    settings = settings.model_copy(update={"suspension_webhook_urls": urls,
+                                           "suspension_webhook_secrets": secrets or [SECRET]})
     deliverer = Deliverer(topics=None, settings=settings)  # type: ignore[arg-type]
 
     async def run():
@@ -70,3 +74,20 @@ def test_an_unreachable_or_hanging_endpoint_fails_for_the_dead_letter_topic():
 def test_a_receiver_not_configured_is_skipped_without_a_failure():
     audits, failures = deliver([], suspension())
     assert audits == [] and failures == []
+
+
+def test_a_delivery_that_fails_because_of_configuration_is_a_dead_letter_not_a_crash():
+    """A malformed whsec_ secret (the signing raises) and an invalid URL (rejected at once):
+    each is audited and reported for the dead-letter topic with its reason, to be replayed
+    once the configuration is fixed; nothing is sent with a bad signature."""
+    with Receiver(secrets=[SECRET]) as receiver:
+        audits, failures = deliver([receiver.url("/a")], suspension(),
+                                   secrets=[SecretStr("whsec_not*base64")])
+        assert outcomes(audits) == ["failed"] and receiver.requests_to("/a") == []
+        assert failures == [("the-event", "delivery msg_1 to suspension failed: "
+                                          "configuration: a whsec_ secret is not valid base64")]
+        assert audits[0].source["misuse"]["delivery"]["attempts"] == 0
+
+    audits, failures = deliver(["not a url"], suspension())
+    assert outcomes(audits) == ["rejected"]
+    assert failures == [("the-event", "delivery msg_1 to suspension failed: invalid url")]

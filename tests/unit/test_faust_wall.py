@@ -22,16 +22,19 @@ from streams.faust_wall import (
     Consumer,
     ConsumerThread,
     CrashCounter,
+    Undecodable,
     Worker,
     delete_table_raw,
     drop_done,
     hold_message,
     hole,
     mark_acked_without_commit,
+    recovering_table,
     set_current_event,
     set_producer_buffer,
     write_table_raw,
 )
+from streams.faust_wall import Table as WallTable
 from streams.state import state_table
 
 TOPIC = "wall-input"
@@ -155,6 +158,59 @@ def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
     set_current_event(on_3)
     delete_table_raw(table, "k")
     assert "k" not in table.data
+
+
+def changelog_events(app: App, table: WallTable, records: Iterable[tuple[int, bytes, bytes]],
+                     partition: int = 0) -> list[EventT]:
+    """Records (offset, key, value) of the table's changelog as Faust's conductor hands them
+    to recovery: decoded by the changelog topic's channel on recovery's queue."""
+    channel = table.changelog_topic.clone_using_queue(asyncio.Queue())
+    events = []
+    for offset, key, value in records:
+        tp = TP(table.changelog_topic_name, partition)
+        record = ConsumerRecord(tp.topic, partition, offset, 0, 0, key, value, None, 1, 1, [])
+        message = app.consumer._to_message(tp, record)
+        events.append(asyncio.run(channel.decode(message, propagate=True)))
+    return events
+
+
+def test_a_changelog_key_faust_cannot_decode_is_undecodable_not_an_error(app: App) -> None:
+    """Guards ChangelogSchema: Faust decodes a table's changelog records with the changelog
+    topic's schema (the conductor with propagate=True, as here), and a key that is not JSON
+    raises KeyDecodeError there, which Faust throws into its recovery queue: recovery then
+    never counts that offset, and a partition ending in it never finishes recovering."""
+    table = recovering_table(app, "wall-recovery", key_type=str, value_type=bytes,
+                             on_undecodable=lambda *_: None)
+    assert isinstance(table.changelog_topic.schema, type(table.schema))
+    good, not_json, not_str = changelog_events(app, table, [
+        (0, b'"acct-1"', b"state"), (1, b"acct-2", b"state"), (2, b"17", b"state")])
+    assert (good.key, good.value) == ("acct-1", b"state")
+    assert isinstance(not_json.key, Undecodable) and "key:" in not_json.key.reason
+    assert not_str.key == Undecodable("key: a int, not a str")
+
+
+def test_recovery_skips_undecodable_records_and_passes_their_offsets(app: App) -> None:
+    """Guards Table.apply_changelog_batch: what recovery buffered goes to the store but for
+    the undecodable records, which go to `on_undecodable` once each; the RocksDB store's
+    recovered offset (where a restart resumes) still passes them. Relies on the store's
+    apply_changelog_batch writing each event's raw key and value, and on
+    set_persisted_offset."""
+    skipped: list[tuple[str, int, str]] = []
+    table = recovering_table(
+        app, "wall-recovery", key_type=str, value_type=bytes,
+        on_undecodable=lambda t, e, reason: skipped.append((t.name, e.message.offset, reason)))
+    batch = changelog_events(app, table, [
+        (10, b'"acct-1"', b"one"), (11, b"\xff\xfe", b"two"), (12, b'"acct-3"', b"three"),
+        (13, b"not json", b"four")])
+    table.apply_changelog_batch(batch)
+    db = table.data._db_for_partition(0)
+    assert {key: value for key, value in db.items() if not key.startswith(b"__faust")} == {
+        b'"acct-1"': b"one", b'"acct-3"': b"three"}
+    set_current_event(batch[0])  # the store reads the current event's partition
+    assert table.data["acct-1"] == b"one"
+    assert [(name, offset) for name, offset, _ in skipped] == [
+        ("wall-recovery", 11), ("wall-recovery", 13)]
+    assert table.data.persisted_offset(TP(table.changelog_topic_name, 0)) == 13
 
 
 def test_the_producer_buffer_limit_is_set(app: App) -> None:

@@ -30,6 +30,7 @@ WORKER_METRICS = {
     "misuse_consumer_lag", "misuse_embedding_path_total", "misuse_embedding_pending_prompts",
     "misuse_elasticsearch_bulk_failures_total", "misuse_elasticsearch_retries_total",
     "misuse_webhook_deliveries_total", "misuse_worker_ready", "misuse_worker_crashes_total",
+    "misuse_state_unreadable_total",
 }
 HISTOGRAMS = {"misuse_stage_batch_duration_seconds", "misuse_event_to_alert_latency_seconds"}
 HISTOGRAM_SERIES = {f"{name}_{suffix}" for name in HISTOGRAMS

@@ -7,6 +7,7 @@ from collections import Counter
 from detectors.incidents import Incident
 from detectors.state_codec import decode_state, encode_state
 from streams.faust_wall import set_current_event
+from streams.metrics import REGISTRY
 from streams.state import TableState
 
 
@@ -55,11 +56,20 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     assert table.changelog[-1] == (3, "b", None)  # a tombstone
 
 
-def test_unreadable_state_is_logged_and_the_entity_starts_afresh(caplog):
+def unreadable_count() -> float:
+    return REGISTRY.get_sample_value("misuse_state_unreadable_total",
+                                     {"table": "state-test"}) or 0.0
+
+
+def test_unreadable_state_is_logged_and_counted_once_and_the_entity_starts_afresh(caplog):
     table = FakeTable(good=encode_state(1), bad=b"\x80\x04pickled")
     state = TableState(table)  # type: ignore[arg-type]
+    before = unreadable_count()
     with caplog.at_level(logging.ERROR, logger="streams.state"):
         assert state.get("bad") is None
         assert list(state) == ["good"]
-    assert "state_unreadable table=state-test key=bad" in caplog.text
+        assert state.get("bad") is None
+    assert caplog.text.count("state_unreadable table=state-test key=bad") == 1
     assert "pickled state" in caplog.text
+    assert "Traceback" not in caplog.text
+    assert unreadable_count() == before + 1
