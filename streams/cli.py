@@ -62,10 +62,12 @@ def worker(loglevel: str) -> None:
     check_elasticsearch_templates()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
     install_rate_limits()
-    # Readiness and crashes on /metrics, for whoever runs the worker (streams/runner.py).
-    crashes = CrashCounter(lambda service: metrics.worker_crashes.labels(service).inc())
-    Worker(build_app(settings), loglevel=loglevel, on_ready=lambda: metrics.worker_ready.set(1),
-           loghandlers=[crashes],
+    app = build_app(settings)
+    # Readiness and crashes on /metrics, for whoever runs the worker (streams/runner.py); the
+    # worker installs the app's log handlers when it sets up logging.
+    app.conf.loghandlers = [
+        CrashCounter(lambda service: metrics.worker_crashes.labels(service).inc())]
+    Worker(app, loglevel=loglevel, on_ready=lambda: metrics.worker_ready.set(1),
            logging_config=worker_logging_config(settings.log_format)).execute_from_commandline()
 
 
