@@ -71,12 +71,18 @@ class Expected:
     service: str
     kind: str
     begins: bool = True
+    # For a client that fills in its template before logging: what the message must contain.
+    filled: str = ""
 
 
 _COORDINATOR = "aiokafka.consumer.group_coordinator"
 EXPECTED = (
     Expected("aiokafka", "Unable connect to node with id %s: %s", "kafka", "connect"),
+    Expected("aiokafka", 'Unable connect to "%s:%s": %s', "kafka", "connect"),
     Expected("aiokafka", "Unable to update metadata from %s", "kafka", "metadata"),
+    Expected("aiokafka", 'Unable to request metadata from "%s:%s": %s', "kafka", "metadata"),
+    Expected("aiokafka", "Unable to request metadata from node with id %s: %r", "kafka",
+             "metadata"),
     Expected(_COORDINATOR, "Group Coordinator Request failed: %s", "kafka", "coordinator"),
     Expected(_COORDINATOR, "Error sending %s to node %s [%s] -- marking coordinator dead",
              "kafka", "coordinator"),
@@ -106,6 +112,11 @@ EXPECTED = (
     Expected("elastic_transport.node_pool",
              "Node %r has been marked alive after a successful request", "elasticsearch",
              "node_alive", begins=False),
+    # At INFO, but one a request: a failed one, and the node tried again after its timeout.
+    Expected("elastic_transport.transport", "%s %s%s [status:%s duration:%.3fs]",
+             "elasticsearch", "request_line", begins=False, filled=" [status:N/A duration:"),
+    Expected("elastic_transport.node_pool", "Resurrected node %r (force=%s)", "elasticsearch",
+             "node_retry", begins=False),
 )
 # The errors that mean "not reachable (yet)", by class name: anything else (an authentication
 # failure, a message too large) is not an outage and is logged as it comes.
@@ -124,10 +135,13 @@ class OutageFilter(logging.Filter):
     def __init__(self, outages: Outages = outages) -> None:
         super().__init__()
         self.outages = outages
-        self._by_template = {(e.logger, e.template): e for e in EXPECTED}
+        self._by_template = {(e.logger, e.template): e for e in EXPECTED if not e.filled}
+        self._filled = [e for e in EXPECTED if e.filled]
 
     def filter(self, record: logging.LogRecord) -> bool:
-        expected = self._by_template.get((record.name, str(record.msg)))
+        message = str(record.msg)
+        expected = self._by_template.get((record.name, message)) or next(
+            (e for e in self._filled if e.logger == record.name and e.filled in message), None)
         if expected is None or not _unreachable(record):
             return True
         if not expected.begins and not self.outages.ongoing(expected.service):

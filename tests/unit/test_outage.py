@@ -163,12 +163,17 @@ def test_the_transport_retries_of_an_elasticsearch_outage_lose_their_tracebacks(
             # Another error than "cannot reach" is not an outage: it keeps its traceback.
             transport.warning("Retrying request after failure (attempt %d of %d)", 0, 3,
                               exc_info=ValueError("bad body"))
+            # The request lines, filled in before they are logged: folded during the outage.
+            transport.info("PUT http://127.0.0.1:9200/_bulk [status:N/A duration:0.001s]")
+            transport.info("PUT http://127.0.0.1:9200/_bulk [status:200 duration:0.004s]")
     finally:
         transport.removeFilter(folded)
     assert [(r.name, r.levelname, r.exc_info is not None) for r in caplog.records] == [
-        ("test.outage", "WARNING", False), ("elastic_transport.transport", "WARNING", True)]
+        ("test.outage", "WARNING", False), ("elastic_transport.transport", "WARNING", True),
+        ("elastic_transport.transport", "INFO", False)]
+    assert caplog.records[-1].getMessage().endswith("[status:200 duration:0.004s]")
     assert caplog.records[0].getMessage().startswith("elasticsearch_unreachable first=request ")
-    assert outages.services["elasticsearch"].failures["request"] == 3
+    assert outages.services["elasticsearch"].failures == {"request": 3, "request_line": 1}
 
 
 def test_unexpected_errors_and_consequences_without_an_outage_are_logged() -> None:
