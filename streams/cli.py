@@ -49,7 +49,7 @@ def worker(loglevel: str) -> None:
     from streams.broker import require_topics
     from streams.embedding_model import check_model_available
     from streams.faust_wall import CrashCounter, Worker
-    from streams.logs import install_rate_limits, worker_logging_config
+    from streams.logs import install_outage_filter, install_rate_limits, worker_logging_config
     from streams.policy import current_policy
     from streams.settings import TOPIC_NAMES
 
@@ -62,6 +62,7 @@ def worker(loglevel: str) -> None:
     check_elasticsearch_templates()
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # RocksDB makes only the leaf
     install_rate_limits()
+    install_outage_filter()
     app = build_app(settings)
     # Readiness and crashes on /metrics, for whoever runs the worker (streams/runner.py); the
     # worker installs the app's log handlers when it sets up logging.

@@ -1,11 +1,14 @@
 """Loads ops/policy.yaml and reloads it when the file changes, without a restart.
 
-A reload that fails validation is logged and refused: the policy in force stays.
+A reload that fails validation is logged and refused: the policy in force stays. So does a
+file that goes missing or cannot be read (a deploy half done, a permission changed): a warning
+once, and the next version of the file that can be read is loaded.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -19,11 +22,18 @@ log = logging.getLogger(__name__)
 _CHECK_EVERY_SECONDS = 1.0
 
 
+class PolicyFileUnreadableError(PolicyError):
+    """The policy file is missing or cannot be read: not a policy to refuse, a file to wait for."""
+
+
 def load_policy(path: Path) -> Policy:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}") from None
+        raise PolicyFileUnreadableError(
+            f"cannot read policy file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"policy file {path} is not UTF-8 text") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -31,12 +41,20 @@ def load_policy(path: Path) -> Policy:
     return policy_from_dict(data)
 
 
+def _version(path: Path) -> tuple[int, int, int, int]:
+    """What changes when the file is written, replaced or has its permissions changed (the
+    change time), so that a file made readable again is read again."""
+    stat = path.stat()
+    return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino, stat.st_size
+
+
 class PolicyFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.policy = load_policy(path)
-        self._mtime = path.stat().st_mtime
+        self._version: tuple[int, int, int, int] | None = _version(path)
         self._checked = time.monotonic()
+        self._unreadable = False
 
     def current(self) -> Policy:
         now = time.monotonic()
@@ -44,17 +62,31 @@ class PolicyFile:
             return self.policy
         self._checked = now
         try:
-            mtime = self.path.stat().st_mtime
-        except OSError:
+            version = _version(self.path)
+        except OSError as exc:
+            self._version = None  # whatever comes back is read, even an identical file
+            self._keep_running(os.strerror(exc.errno) if exc.errno else str(exc))
             return self.policy
-        if mtime != self._mtime:
-            self._mtime = mtime
-            try:
-                self.policy = load_policy(self.path)
-                log.info("policy_reloaded path=%s", self.path)
-            except PolicyError as exc:
-                log.error("policy_reload_refused path=%s error=%r", self.path, str(exc))
+        if version == self._version:
+            return self.policy
+        self._version = version
+        try:
+            self.policy = load_policy(self.path)
+            log.info("policy_reloaded path=%s", self.path)
+        except PolicyFileUnreadableError as exc:
+            self._keep_running(str(exc))
+            return self.policy
+        except PolicyError as exc:
+            log.error("policy_reload_refused path=%s error=%r", self.path, str(exc))
+        self._unreadable = False
         return self.policy
+
+    def _keep_running(self, reason: str) -> None:
+        """Once per spell of a missing or unreadable file."""
+        if not self._unreadable:
+            log.warning("policy_file_unreadable path=%s error=%r keeping=running_policy",
+                        self.path, reason)
+        self._unreadable = True
 
 
 _policy_file: PolicyFile | None = None

@@ -18,6 +18,7 @@ from streams.agents.score_risk import RiskStage
 from streams.app import create_app
 from streams.faust_wall import set_producer_buffer
 from streams.metrics import register_lag_timer, register_metrics_page
+from streams.outage import outages
 from streams.runtime import StageSpec
 from streams.settings import Settings
 from streams.stage_agent import Topics, register_stage
@@ -61,4 +62,10 @@ def build_app(settings: Settings) -> faust.App:
     register_deliverer(app, topics)
     register_metrics_page(app)
     register_lag_timer(app, settings)
+    # An outage's summaries, and the end of one that ends by going quiet, need a clock.
+    app.timer(5.0, name="report_outages")(_report_outages)
     return app
+
+
+async def _report_outages() -> None:
+    outages.tick()

@@ -9,9 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from elasticsearch import ApiError, AsyncElasticsearch, Elasticsearch, TransportError
+from elasticsearch import (
+    ApiError,
+    AsyncElasticsearch,
+    ConnectionTimeout,
+    Elasticsearch,
+    TransportError,
+)
+from elasticsearch import ConnectionError as EsConnectionError
 
 from streams import metrics
+from streams.outage import outages
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -88,12 +96,21 @@ def search_sources(client: Elasticsearch, settings: Settings, index: str,
     return [hit["_source"] for hit in response["hits"]["hits"]]
 
 
+def _unreachable(exc: TransportError | ApiError) -> bool:
+    """Elasticsearch away or overloaded (an outage, logged as one), rather than a request it
+    refuses (credentials, a bad request: logged at every retry, as somebody must act)."""
+    if isinstance(exc, ApiError):
+        return exc.status_code in _RETRYABLE_STATUSES
+    return isinstance(exc, EsConnectionError | ConnectionTimeout)
+
+
 class ElasticsearchSink:
     """Writes documents with their deterministic ids; a replay overwrites instead of adding.
 
     `write` returns only when every document was accepted or rejected for good (a mapping
     error, say): transient failures (connection, 429, 5xx) are retried with capped backoff,
-    so the caller does not acknowledge its Kafka batch before Elasticsearch has it.
+    so the caller does not acknowledge its Kafka batch before Elasticsearch has it. While
+    Elasticsearch cannot be reached, the log says so once (streams/outage.py), not per retry.
     """
 
     def __init__(self, client: AsyncElasticsearch, max_backoff_seconds: float = 30.0) -> None:
@@ -108,13 +125,17 @@ class ElasticsearchSink:
             try:
                 response = await self.client.bulk(operations=self._operations(pending))
             except (TransportError, ApiError) as exc:
-                log.warning("es_bulk_failed documents=%d error=%r retry_in=%.1fs",
-                            len(pending), str(exc)[:200], backoff)
+                if _unreachable(exc):
+                    outages.failed("elasticsearch", "bulk", str(exc), held=len(pending))
+                else:
+                    log.warning("es_bulk_failed documents=%d error=%r retry_in=%.1fs",
+                                len(pending), str(exc)[:200], backoff)
                 metrics.elasticsearch_bulk_failures.inc()
                 metrics.elasticsearch_retries.inc()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff_seconds)
                 continue
+            outages.recovered("elasticsearch")
             retry = []
             for document, item in zip(pending, response["items"], strict=True):
                 result = next(iter(item.values()))

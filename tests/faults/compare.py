@@ -113,12 +113,13 @@ def compare(baseline: RunResult, result: RunResult) -> dict[str, Any]:
         "worker_exits": result.worker_exits,
         "stalls": result.stalls,
         "drain_seconds": round(result.drain_seconds, 1),
+        "log_lines": result.log_lines,
     }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = ("fault | lost | duplicated (absorbed) | unabsorbed | alerts vs baseline | "
-              "accounts differing | campaigns | drain s")
+              "accounts differing | campaigns | drain s | log lines ≥ WARNING (tracebacks)")
     lines = [header, "|".join("---" for _ in header.split("|"))]
     for row in rows:
         alerts, campaigns = row["alerts"], row["campaigns"]
@@ -132,5 +133,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             "same" if not campaigns["missing"] and not campaigns["extra"] else
             f"{campaigns['same']} same, {len(campaigns['missing'])} missing, "
             f"{len(campaigns['extra'])} extra",
-            f"{row['drain_seconds']:.0f}" + (" (stalled)" if row["stalls"] else "")]))
+            f"{row['drain_seconds']:.0f}" + (" (stalled)" if row["stalls"] else ""),
+            log_lines_cell(row.get("log_lines", []))]))
     return "\n".join(lines)
+
+
+def log_lines_cell(per_step: list[dict[str, int]]) -> str:
+    """One count per step of the fault: `12 (0)`, or `3 (0), 5 (1), 2 (0)` for three kills."""
+    return ", ".join(f"{n['lines']} ({n['tracebacks']})" for n in per_step) or "-"

@@ -24,6 +24,7 @@ from streams.sinks.elasticsearch import client_options
 from tests.faults.observe import Observation, fingerprint, observe
 from tests.faults.scenarios import Scenario, Step
 from tests.faults.traffic import BROKER_MESSAGE_LIMIT, Message
+from tests.faults.worker_log import loud_lines
 
 log = logging.getLogger(__name__)
 # Longer than the campaign stage's 5 s tick: a drained worker may still publish a campaign.
@@ -48,6 +49,9 @@ class RunResult:
     worker_exits: list[str] = field(default_factory=list)
     # The worker alive but not catching up (its lag stuck), with the partitions behind.
     stalls: list[str] = field(default_factory=list)
+    # Per step of the fault: the worker's log records at WARNING or above (and tracebacks)
+    # from the step until the next one, or until the run settled.
+    log_lines: list[dict[str, int]] = field(default_factory=list)
 
 
 class PacedProducer(threading.Thread):
@@ -107,6 +111,7 @@ class FaultRun:
         self.worker = WorkerProcess(self.settings, self.log_path, self.env)
         self.exits: list[str] = []
         self.stalls: list[str] = []  # the worker alive but its lag not going down
+        self.step_offsets: list[int] = []  # where the log was when each step began
 
     def run(self) -> RunResult:
         setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=self.env,
@@ -127,11 +132,12 @@ class FaultRun:
             fault_end = max(fault_end, producer.finished_at)
             settled_at = self.wait_settled()
             observation = observe(self.settings)
+            log_lines = self.log_lines_per_step()
         finally:
             self.worker.stop()
         return RunResult(self.scenario.name, observation, settled_at - fault_end,
                          producer.sent, sorted(producer.failures), self.crafted_keys,
-                         self.exits, self.stalls)
+                         self.exits, self.stalls, log_lines)
 
     def wait_for(self, step: Step, producer: PacedProducer) -> None:
         due = step.at * len(self.messages)
@@ -151,6 +157,7 @@ class FaultRun:
 
     def take(self, step: Step) -> None:
         log.info("fault scenario=%r step=%r", self.scenario.name, step)
+        self.step_offsets.append(self.log_size())
         if step.action == "kill":
             self.restart_elsewhere(kill=True)
             return
@@ -167,6 +174,14 @@ class FaultRun:
         self.worker = WorkerProcess(self.settings, self.log_path,
                                     dict(self.env, MISUSE_DATA_DIR=str(data_dir)))
         self.worker.start()
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size if self.log_path.exists() else 0
+
+    def log_lines_per_step(self) -> list[dict[str, int]]:
+        ends = [*self.step_offsets[1:], self.log_size()]
+        return [loud_lines(self.log_path, start, end)
+                for start, end in zip(self.step_offsets, ends, strict=True)]
 
     def check_alive(self) -> None:
         """A worker that stopped on its own is a finding: it is noted, and a successor
@@ -243,6 +258,6 @@ def describe(result: RunResult) -> dict[str, Any]:
     return {"scenario": result.scenario, "produced": result.produced,
             "drain_seconds": round(result.drain_seconds, 1),
             "refused_by_kafka": result.refused_by_kafka, "worker_exits": result.worker_exits,
-            "stalls": result.stalls,
+            "stalls": result.stalls, "log_lines": result.log_lines,
             **result.observation.to_json()}
 

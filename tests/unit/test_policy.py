@@ -1,3 +1,4 @@
+import logging
 import os
 import time
 from pathlib import Path
@@ -62,3 +63,33 @@ def test_an_empty_or_partial_policy_is_refused_unless_it_asks_for_defaults(tmp_p
 def bump_mtime(path: Path, seconds: int = 1) -> None:
     stamp = time.time() + seconds
     os.utime(path, (stamp, stamp))
+
+
+def test_a_missing_or_unreadable_file_is_one_warning_and_the_policy_stays(
+        tmp_path: Path, monkeypatch, caplog: pytest.LogCaptureFixture):
+    path = tmp_path / "policy.yaml"
+    seven = yaml.safe_dump({"defaults": True,
+                            "rules": {"credential_stuffing": {"min_distinct_keys": 7}}})
+    path.write_text(seven)
+    policy_file = PolicyFile(path)
+    monkeypatch.setattr("streams.policy._CHECK_EVERY_SECONDS", 0.0)
+
+    def kept() -> bool:
+        return policy_file.current().rules.credential_stuffing.min_distinct_keys == 7
+
+    with caplog.at_level(logging.INFO, logger="streams.policy"):
+        path.unlink()
+        assert kept() and kept() and kept()
+        path.write_text(seven)  # back, the same as before: read again all the same
+        assert kept()
+        path.unlink()
+        path.mkdir()  # a path that cannot be read as a file (root reads any mode)
+        assert kept() and kept()
+        path.rmdir()
+        path.write_bytes(b"\xff\xfe not text")
+        assert kept() and kept()
+    assert [(r.levelname, r.getMessage().split()[0]) for r in caplog.records] == [
+        ("WARNING", "policy_file_unreadable"), ("INFO", "policy_reloaded"),
+        ("WARNING", "policy_file_unreadable"), ("ERROR", "policy_reload_refused")]
+    assert "No such file or directory" in caplog.records[0].getMessage()
+    assert "not UTF-8" in caplog.records[3].getMessage()
