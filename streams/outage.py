@@ -126,5 +126,4 @@ class Outages:
             self.logger.log(line.level, line.message)
 
 
-
 outages = Outages()
