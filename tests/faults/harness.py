@@ -179,6 +179,8 @@ class FaultRun:
         return self.log_path.stat().st_size if self.log_path.exists() else 0
 
     def log_lines_per_step(self) -> list[dict[str, int]]:
+        if not self.step_offsets:  # the baseline: no fault, no step
+            return []
         ends = [*self.step_offsets[1:], self.log_size()]
         return [loud_lines(self.log_path, start, end)
                 for start, end in zip(self.step_offsets, ends, strict=True)]
