@@ -12,6 +12,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from streams.broker import consumer_lag
 from streams.progress import PENDING_RECORDS, WORKER_CRASHES, WORKER_READY, worker_metric
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
@@ -78,7 +80,12 @@ class WorkerProcess:
             nonlocal quiet
             if progress is not None:
                 progress()
-            lag = consumer_lag(self.settings, self.settings.app_id, topics)
+            try:
+                lag = consumer_lag(self.settings, self.settings.app_id, topics)
+            except (KafkaError, KeyError):
+                # Right after the broker comes back, kafka-python's end_offsets can miss a
+                # partition whose leader is not known yet (KeyError): not caught up, ask again.
+                lag = None
             caught_up = lag == 0 and worker_metric(self.metrics_url, PENDING_RECORDS) == 0
             quiet = quiet + 1 if caught_up else 0
             return quiet >= 2
