@@ -10,6 +10,7 @@ import ipaddress
 import json
 import math
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -218,18 +219,24 @@ def _required_id(data: dict[str, Any], name: str) -> str:
     return checked
 
 
-def _require_finite(value: Any, where: str, depth: int = MAX_DEPTH) -> None:
-    """No NaN or infinite float anywhere in `value`: sinks write strict JSON, which has none."""
+def _require_finite(value: Any, where: str) -> None:
+    if (reason := not_strict_json(value)) is not None:
+        raise InvalidEventError(f"{where} {reason}")
+
+
+def not_strict_json(value: Any, depth: int = MAX_DEPTH) -> str | None:
+    """Why `value` has no place in strict JSON (what the sinks write and state keeps): a NaN
+    or infinite float somewhere in it, or nesting deeper than `depth`; None when it fits."""
     if isinstance(value, float) and not math.isfinite(value):
-        raise InvalidEventError(f"{where} holds a non-finite number ({value})")
+        return f"holds a non-finite number ({value})"
     if depth < 0:
-        raise InvalidEventError(f"{where} is nested more than {MAX_DEPTH} levels deep")
-    if isinstance(value, dict):
-        for child in value.values():
-            _require_finite(child, where, depth - 1)
-    elif isinstance(value, list | tuple):
-        for child in value:
-            _require_finite(child, where, depth - 1)
+        return f"is nested more than {MAX_DEPTH} levels deep"
+    children = value.values() if isinstance(value, Mapping) else \
+        value if isinstance(value, list | tuple) else ()
+    for child in children:
+        if (reason := not_strict_json(child, depth - 1)) is not None:
+            return reason
+    return None
 
 
 def _int(data: dict[str, Any], name: str, *, required: bool = False,

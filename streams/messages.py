@@ -28,7 +28,6 @@ where its key says.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -37,7 +36,13 @@ import msgpack
 import numpy as np
 
 from detectors.alerts import Alert
-from detectors.events import EARLIEST_EVENT_MS, InvalidEventError, UsageEvent, event_from_dict
+from detectors.events import (
+    EARLIEST_EVENT_MS,
+    InvalidEventError,
+    UsageEvent,
+    event_from_dict,
+    not_strict_json,
+)
 from detectors.risk import Signal
 
 WIRE_VERSION = 1
@@ -367,20 +372,9 @@ def _require_id(record_type: str, name: str, value: Any) -> None:
                            f"{value!r:.40}")
 
 
-def _require_finite(record_type: str, value: Any, depth: int = 64) -> None:
-    """No NaN or infinite float anywhere: state and the sinks' strict JSON have no room for
-    them."""
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise MessageError(f"{record_type}: a number is {value} (not finite)")
-    elif depth < 0:
-        raise MessageError(f"{record_type}: nested too deep")
-    elif isinstance(value, Mapping):
-        for child in value.values():
-            _require_finite(record_type, child, depth - 1)
-    elif isinstance(value, list | tuple):
-        for child in value:
-            _require_finite(record_type, child, depth - 1)
+def _require_finite(record_type: str, value: Any) -> None:
+    if (reason := not_strict_json(value)) is not None:
+        raise MessageError(f"{record_type}: {reason}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -143,7 +143,7 @@ def batch_of(record_type: str, *plains: dict) -> bytes:
     ("action-request", {"request": {"account_id": "acct-1", "action": "suspend",
                                     "ts_ms": 10**17}}, "request.ts_ms"),
     ("document", {"index": "accounts", "id": "acct-1", "source": {"score": float("inf")}},
-     "not finite"),
+     "non-finite"),
     ("delivery", {"id": "", "receiver": "suspension", "body": {}}, "id must be"),
 ])
 def test_a_record_out_of_its_range_is_refused_when_read(record_type: str, plain: dict,
