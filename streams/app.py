@@ -20,7 +20,7 @@ def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
     )
 
 
-def create_app(settings: Settings) -> faust.App:
+def create_app(settings: Settings) -> App:
     return App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],

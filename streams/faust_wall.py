@@ -51,11 +51,11 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   from and written to the wrong partition. Relies on Faust's tables and its RocksDB store
   taking the partition from `current_event()`, and on that context variable holding a weak
   reference to the event; faust-streaming 0.15 has no public way to name it.
-- `write_table_raw`, `delete_table_raw` (`table.data`): a batch's state goes to the store
-  without a changelog message of Faust's own; `streams/state.py` sends its own and awaits it
-  before acknowledging (Faust's flush before a commit gives up after 0.1 s without a
-  delivery). Relies on `table.data` being the table's store, which writes under the current
-  event's partition (above).
+- `write_table` (`table.data`, `table.send_changelog`): a batch's state goes to the store
+  without a changelog message of Faust's own; it sends its own to the partition named, which
+  `streams/state.py` awaits before acknowledging (Faust's flush before a commit gives up after
+  0.1 s without a delivery). Relies on `table.data` being the table's store, which writes
+  under the current event's partition (above).
 - `hold_message` (`Message.incref`): a record held for event-time order stays unacknowledged
   when its batch ends. Relies on Faust acknowledging a message only when its reference count
   falls to 0, and on `Stream.take_events` dropping one reference per event at the end of a
@@ -91,7 +91,7 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence, Set
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, cast
@@ -100,7 +100,7 @@ import faust
 from faust.exceptions import KeyDecodeError, ValueDecodeError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, AppT, EventT, Message, ModelArg, TableT, TransportT
+from faust.types import TP, AppT, EventT, Message, ModelArg, StreamT, TableT, TransportT
 from faust.worker import Worker as FaustWorker
 from mode import Service
 
@@ -126,15 +126,32 @@ def set_current_event(event: EventT) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def write_table_raw(table: TableT, key: str, raw: bytes) -> None:
-    """Put `raw` in the table's store under the current event's partition, without a changelog
-    message: the caller sends its own."""
-    table.data[key] = raw
+def current_event() -> EventT | None:
+    """The event this task is processing now (faust.current_event, the public name)."""
+    return faust.current_event()
 
 
-def delete_table_raw(table: TableT, key: str) -> None:
-    """Remove `key` from the table's store, without a changelog message (as above)."""
-    table.data.pop(key, None)
+def write_table(table: TableT, event: EventT, key: str, raw: bytes | None) -> Awaitable[Any]:
+    """Write `raw` (or delete `key`, for None) in the table under `event`'s partition: the store
+    first reads and writes in the partition of the current event, so `event` becomes it; the
+    changelog message goes to the same partition, named explicitly. Returns the changelog
+    send, which the caller awaits before acknowledging: Faust's own flush before a commit gives
+    up after 0.1 s without a delivery."""
+    set_current_event(event)
+    partition = event.message.partition
+    if raw is None:
+        sent = table.send_changelog(partition, key, None, value_serializer="raw")
+        table.data.pop(key, None)
+    else:
+        sent = table.send_changelog(partition, key, raw)
+        table.data[key] = raw
+    return sent
+
+
+def batches(stream: StreamT, size: int, within: float) -> AsyncIterator[list[EventT]]:
+    """The stream's events in batches of up to `size`, or what came within `within` s.
+    Stream.take_events is a method of Faust's Stream that its StreamT type does not name."""
+    return cast(AsyncIterator[list[EventT]], stream.take_events(size, within=within))  # type: ignore[attr-defined]
 
 
 def hold_message(message: Message) -> None:
@@ -399,6 +416,11 @@ class App(faust.App):
     @cached_property
     def _before_revoke(self) -> list[Callable[[Set[TP]], None]]:
         return []
+
+    @property
+    def wall_consumer(self) -> Consumer:
+        """The consumer, typed as ours (pause_fetching, positions)."""
+        return cast(Consumer, self.consumer)
 
     @cached_property
     def start_offsets(self) -> dict[TP, int]:

@@ -22,6 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
+from streams.faust_wall import App
 from streams.settings import CONSUMED_TOPICS, Settings
 
 log = logging.getLogger(__name__)
@@ -152,7 +153,7 @@ def register_metrics_page(app: AppT) -> None:
     app.page("/metrics", name="metrics")(MetricsView)
 
 
-def register_lag_timer(app: AppT, settings: Settings, interval_s: float = 5.0) -> None:
+def register_lag_timer(app: App, settings: Settings, interval_s: float = 5.0) -> None:
     """`misuse_consumer_lag` for the partitions of the stages' input topics this worker owns,
     every `interval_s`: the end offset minus the consumer's position. A partition revoked by a
     rebalance loses its series here; its new owner reports it."""
@@ -164,7 +165,7 @@ def register_lag_timer(app: AppT, settings: Settings, interval_s: float = 5.0) -
         now: set[tuple[str, str]] = set()
         if assigned:
             ends = await app.consumer.highwaters(*assigned)
-            positions = await app.consumer.positions(*assigned)  # type: ignore[attr-defined]
+            positions = await app.wall_consumer.positions(*assigned)
             for tp in assigned:
                 position = positions.get(tp)
                 if position is None or tp not in ends:

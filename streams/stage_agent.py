@@ -24,7 +24,13 @@ from faust.types import TP, AppT, EventT, StreamT, TopicT
 
 from streams import clock, metrics
 from streams.alignment import InputOrder
-from streams.faust_wall import hold_message, mark_acked_without_commit, set_current_event
+from streams.faust_wall import (
+    App,
+    batches,
+    hold_message,
+    mark_acked_without_commit,
+    set_current_event,
+)
 from streams.messages import Record
 from streams.outbox import Outbox
 from streams.policy import current_policy
@@ -106,7 +112,7 @@ async def dead_letter(topics: Topics, event: EventT, reason: str, *, stage: str
         "offset": str(message.offset)}, stage=stage)
 
 
-def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
+def register_stage(app: App, topics: Topics, spec: StageSpec) -> None:
     """An agent running the stage of `spec`, named after it."""
     name, reads, make_stage = spec.stage.name, spec.reads, spec.build or spec.stage
     # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
@@ -136,7 +142,7 @@ def register_stage(app: AppT, topics: Topics, spec: StageSpec) -> None:
             activate=set_current_event, policy=policy, state=state)
         drivers.append(driver)
         log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
-        async for events in stream.take_events(spec.batch_size, within=spec.within):  # type: ignore[attr-defined]
+        async for events in batches(stream, spec.batch_size, spec.within):
             await run_or_stop(driver, events)
             if aligned:
                 await aligned.realign()
@@ -222,7 +228,7 @@ class AlignedInput:
     (`streams/faust_wall.py`), and a held record is acknowledged only once processed, so
     neither loses anything."""
 
-    def __init__(self, app: AppT, stage: str, topic_names: set[str], max_skew_seconds: float,
+    def __init__(self, app: App, stage: str, topic_names: set[str], max_skew_seconds: float,
                  max_hold_seconds: float) -> None:
         self.app, self.stage, self.topic_names = app, stage, topic_names
         self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
@@ -231,7 +237,7 @@ class AlignedInput:
         # Messages read again while their first copy is held (a seek to the committed offsets
         # after a rebalance): acknowledged with it, so that no commit passes the first copy.
         self.copies: dict[tuple[TP, int], list[EventT]] = {}
-        app.before_revoke(self.give_up)  # type: ignore[attr-defined]
+        app.before_revoke(self.give_up)
 
     def order(self, events: list[EventT], prepared: Prepared[EventT]) -> Prepared[EventT]:
         """Hold what `prepared` brought (from `events`); return, in its place, what may be
@@ -250,7 +256,7 @@ class AlignedInput:
             message = event.message
             self.hold(event, self.input.take_records(
                 message.tp, message.offset, [r for r, _ in items], (event, items), now_s))
-        start_offsets = self.app.start_offsets  # type: ignore[attr-defined]
+        start_offsets = self.app.start_offsets
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
                                       self.app.consumer.highwater, now_s)
         return Prepared(released, prepared.dead_letters)
@@ -277,8 +283,7 @@ class AlignedInput:
         self.input.alignment.forget(assigned)
         ahead = self.input.alignment.ahead(assigned, self.app.consumer.highwater)
         if ahead != self.paused:  # a call into the consumer's thread: only for a change
-            await self.app.consumer.pause_fetching(  # type: ignore[attr-defined]
-                ahead, self.paused - ahead)
+            await self.app.wall_consumer.pause_fetching(ahead, self.paused - ahead)
             log.debug("input_aligned paused=%s held=%d",
                       sorted(tp.partition for tp in ahead), len(self.input.reorder))
         self.paused = ahead
@@ -316,7 +321,7 @@ def register_sink(app: AppT, topics: Topics, name: str, reads: tuple[str, ...],
     async def run_sink(stream: StreamT) -> None:
         sink = open_sink()
         try:
-            async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+            async for events in batches(stream, batch_size, within):
                 metrics.stage_events_in.labels(name).inc(len(events))
                 began = time.perf_counter()
                 try:

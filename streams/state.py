@@ -16,16 +16,10 @@ import logging
 from collections.abc import Awaitable, Iterator, MutableMapping
 from typing import Any
 
-from faust.streams import current_event
 from faust.types import AppT, EventT, TableT
 
 from detectors.state_codec import StateCodecError, decode_state, encode_state
-from streams.faust_wall import (
-    delete_table_raw,
-    recovering_table,
-    set_current_event,
-    write_table_raw,
-)
+from streams.faust_wall import current_event, recovering_table, write_table
 from streams.metrics import state_unreadable
 
 log = logging.getLogger(__name__)
@@ -131,16 +125,9 @@ class TableState(MutableMapping[str, Any]):
                 # Loaded by iteration, never touched by an event of its partition: leave the
                 # table as it is (an idle key the detector dropped stays until next used).
                 continue
-            set_current_event(event)  # the store's partition
-            partition = event.message.partition
-            if key in self.cache:
-                raw = encode_state(self.cache[key])
-                sent.append(self.table.send_changelog(partition, key, raw))
-                write_table_raw(self.table, key, raw)
-            else:
-                sent.append(self.table.send_changelog(partition, key, None,
-                                                      value_serializer="raw"))
-                delete_table_raw(self.table, key)
+            raw = encode_state(self.cache[key]) if key in self.cache else None
+            sent.append(write_table(self.table, event, key, raw))
+            if raw is None:
                 self.origin.pop(key, None)
         self.dirty.clear()
         return sent

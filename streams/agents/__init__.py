@@ -4,8 +4,6 @@ Elasticsearch indexer and the deliverer of suspension requests and pages; and `/
 
 from __future__ import annotations
 
-import faust
-
 from streams.agents.act import ActStage
 from streams.agents.deliver import register_deliverer
 from streams.agents.detect_campaigns import DetectCampaigns
@@ -16,7 +14,7 @@ from streams.agents.index_documents import register_indexer
 from streams.agents.ingest import Ingest
 from streams.agents.score_risk import RiskStage
 from streams.app import create_app
-from streams.faust_wall import set_producer_buffer
+from streams.faust_wall import App, set_producer_buffer
 from streams.metrics import register_lag_timer, register_metrics_page
 from streams.outage import outages
 from streams.runtime import StageSpec
@@ -47,7 +45,7 @@ def changelog_topics(settings: Settings) -> dict[str, int]:
             for spec in STAGES for table in spec.stage.tables}
 
 
-def build_app(settings: Settings) -> faust.App:
+def build_app(settings: Settings) -> App:
     app = create_app(settings)
     # Table writes queue their changelog messages in the producer's buffer. Past
     # `max_messages` (100) Faust stalls every stream until the buffer ebbs, waiting a loop

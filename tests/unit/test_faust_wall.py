@@ -24,7 +24,6 @@ from streams.faust_wall import (
     CrashCounter,
     Undecodable,
     Worker,
-    delete_table_raw,
     drop_done,
     hold_message,
     hole,
@@ -32,7 +31,7 @@ from streams.faust_wall import (
     recovering_table,
     set_current_event,
     set_producer_buffer,
-    write_table_raw,
+    write_table,
 )
 from streams.faust_wall import Table as WallTable
 from streams.state import state_table
@@ -142,22 +141,26 @@ def test_a_record_given_up_is_done_for_the_wait_and_never_committed(app: App) ->
 
 
 def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
-    """Guards set_current_event and write_table_raw / delete_table_raw: Faust picks a table
+    """Guards set_current_event and write_table: Faust picks a table
     write's changelog partition, and the RocksDB store the partition it reads and writes, from
     the current event; `streams/state.py` writes each key under the event that last touched
     it. Relies on the context variable `faust.streams._current_event`."""
     table = state_table(app, "wall-state")
     on_3, on_1 = (delivered(app, [5], partition=p)[0] for p in (3, 1))
-    set_current_event(on_3)
-    assert table.partition_for_key("k") == 3
-    write_table_raw(table, "k", b"state")
-    assert table.data["k"] == b"state"
-    set_current_event(on_1)
-    assert table.partition_for_key("k") == 1
-    assert "k" not in table.data  # partition 1's store
-    set_current_event(on_3)
-    delete_table_raw(table, "k")
-    assert "k" not in table.data
+
+    async def writes() -> None:  # the changelog send is queued on the running loop
+        sent = write_table(table, on_3, "k", b"state")
+        assert sent.message.partition == 3  # type: ignore[attr-defined]  # the changelog's
+        assert table.partition_for_key("k") == 3
+        assert table.data["k"] == b"state"
+        set_current_event(on_1)
+        assert table.partition_for_key("k") == 1
+        assert "k" not in table.data  # partition 1's store
+        deleted = write_table(table, on_3, "k", None)
+        assert (deleted.message.partition, deleted.message.value) == (3, None)  # type: ignore[attr-defined]
+        assert "k" not in table.data
+
+    asyncio.run(writes())
 
 
 def changelog_events(app: App, table: WallTable, records: Iterable[tuple[int, bytes, bytes]],
