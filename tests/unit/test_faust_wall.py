@@ -6,6 +6,7 @@ are tested here too."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 from collections.abc import Iterable, Iterator
@@ -34,6 +35,7 @@ from streams.faust_wall import (
     write_table,
 )
 from streams.faust_wall import Table as WallTable
+from streams.settings import REPO_ROOT
 from streams.state import state_table
 
 TOPIC = "wall-input"
@@ -274,3 +276,33 @@ def test_the_worker_says_it_is_ready_when_faust_would(app: App) -> None:
     assert readies == []
     asyncio.run(app.on_startup_finished())
     assert readies == [True]
+
+
+# Faust's and aiokafka's names the wall relies on that their types do not declare public.
+UNDECLARED = {"take_events", "incref", "send_changelog", "acked", "buffer", "data"}
+FAUST = {"faust", "aiokafka", "mode"}
+
+
+def test_no_private_faust_name_is_used_outside_the_wall() -> None:
+    """The wall is the one place a Faust upgrade can break: in every other module that uses
+    Faust, aiokafka or mode, no underscore name is imported from them, and no name the wall
+    relies on undeclared is touched on anything but our own objects."""
+    outside = []
+    for path in sorted((REPO_ROOT / "streams").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        imports = [node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)]
+        modules = {(node.module or "") if isinstance(node, ast.ImportFrom) else a.name
+                   for node in imports for a in node.names}
+        if path.name == "faust_wall.py" or not {m.split(".")[0] for m in modules} & FAUST:
+            continue
+        outside += [f"{path.name}: {a.name}" for node in imports for a in node.names
+                    if isinstance(node, ast.ImportFrom) and a.name.startswith("_")
+                    and (node.module or "").split(".")[0] in FAUST]
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and not (
+                    isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}):
+                attr = node.attr
+                if attr in UNDECLARED or (attr.startswith("_") and not attr.startswith("__") \
+                        and attr not in {"_replace", "_exit"}):  # namedtuple, os
+                    outside.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
+    assert outside == []
