@@ -12,9 +12,9 @@ from typing import IO, Any
 
 import click
 
-from streams.errors import MisuseGroup, set_debug
 from streams.settings import get_settings
-from streams.simulation.common import Split
+from streams.tooling.errors import MisuseGroup, set_debug
+from streams.tooling.simulation.common import Split
 
 
 @click.group(cls=MisuseGroup)
@@ -29,11 +29,12 @@ def setup() -> None:
     """Create the topics and install the index templates (idempotent)."""
     from elasticsearch import Elasticsearch
 
-    from streams.broker import create_topics
+    from streams.runtime.broker import create_topics
     from streams.sinks.elasticsearch import client_options, install_templates
+    from streams.stages import changelog_topics
 
     settings = get_settings()
-    created = create_topics(settings)
+    created = create_topics(settings, changelog_topics(settings))
     click.echo(f"topics: {len(created)} created" + (f" ({', '.join(created)})" if created else ""))
     client = Elasticsearch(**client_options(settings))
     installed = install_templates(client, settings)
@@ -44,14 +45,14 @@ def setup() -> None:
 @click.option("--loglevel", default="info", show_default=True)
 def worker(loglevel: str) -> None:
     """Run the stream worker (all stages) until stopped."""
-    from streams import metrics
-    from streams.agents import build_app, changelog_topics
-    from streams.broker import require_topics
-    from streams.embedding_model import check_model_available
-    from streams.faust_wall import CrashCounter, Worker
+    from streams.embedding.model import check_model_available
     from streams.logs import install_outage_filter, install_rate_limits, worker_logging_config
-    from streams.policy import current_policy
+    from streams.runtime import metrics
+    from streams.runtime.broker import require_topics
+    from streams.runtime.faust_wall import CrashCounter, Worker
+    from streams.runtime.policy import current_policy
     from streams.settings import TOPIC_NAMES
+    from streams.stages import build_app, changelog_topics
 
     settings = get_settings()
     current_policy()  # an invalid policy stops the worker here, with the reason
@@ -64,8 +65,8 @@ def worker(loglevel: str) -> None:
     install_rate_limits()
     install_outage_filter()
     app = build_app(settings)
-    # Readiness and crashes on /metrics, for whoever runs the worker (streams/runner.py); the
-    # worker installs the app's log handlers when it sets up logging.
+    # Readiness and crashes on /metrics, for whoever runs the worker (streams/tooling/runner.py);
+    # the worker installs the app's log handlers when it sets up logging.
     app.conf.loghandlers = [
         CrashCounter(lambda service: metrics.worker_crashes.labels(service).inc())]
     Worker(app, loglevel=loglevel, on_ready=lambda: metrics.worker_ready.set(1),
@@ -96,7 +97,7 @@ def check_elasticsearch_templates() -> None:
 def doctor() -> None:
     """Check the settings, Kafka, Elasticsearch, the policy, the model and the data
     directory; each failing row says how to fix it."""
-    from streams.doctor import format_table, run_checks, settings_row
+    from streams.tooling.doctor import format_table, run_checks, settings_row
 
     settings, row = settings_row()
     # Invalid settings stop the worker before anything else; nothing else can be checked.
@@ -117,9 +118,9 @@ def produce(path: Path, topic: str | None) -> None:
     when any line was refused. Fix those lines and run it again: sending a line twice is
     harmless, as the detectors drop an event id they have already seen in their windows and
     every document has a deterministic id, so a replay overwrites instead of duplicating."""
-    from streams import clock
-    from streams.broker import send_lines
-    from streams.event_lines import Line, checked_lines
+    from streams.runtime import clock
+    from streams.tooling.event_lines import Line, checked_lines
+    from streams.tooling.produce import send_lines
 
     settings = get_settings()
     refused = 0
@@ -162,10 +163,10 @@ def produce(path: Path, topic: str | None) -> None:
 def simulate(out_path: Path | None, to_kafka: bool, preset: str, split: Split, scale: float,
              seed: int, start_ms: int | None) -> None:
     """Generate realistic usage traffic with labelled misuse (streamed: any scale fits)."""
-    from streams import clock
-    from streams.simulation import Simulation, Traffic, plan_simulation, preset_options
-    from streams.simulation.realtext import realtext_traffic
-    from streams.simulation.world import world_traffic, write_classes
+    from streams.runtime import clock
+    from streams.tooling.simulation import Simulation, Traffic, plan_simulation, preset_options
+    from streams.tooling.simulation.realtext import realtext_traffic
+    from streams.tooling.simulation.world import world_traffic, write_classes
 
     if out_path is None and not to_kafka:
         raise click.UsageError("give --out FILE, --kafka, or both")
@@ -198,7 +199,7 @@ def simulate(out_path: Path | None, to_kafka: bool, preset: str, split: Split, s
                            f"{classes_path_for(out_path)}")
             lines = written(lines, stack.enter_context(out_path.open("wb")))
         if to_kafka:
-            from streams.broker import produce_lines
+            from streams.tooling.produce import produce_lines
 
             settings = get_settings()
             count = produce_lines(settings, lines, settings.topic("api.usage"))
@@ -254,9 +255,9 @@ def review(account: str | None, decision: str, alert_id: str | None,
            close_reason: str | None, until: datetime | None, analyst: str, note: str) -> None:
     """Record an analyst's decision on an account, on the suspension waiting for it, or on
     an alert; the worker never overrides it."""
-    from streams import clock
-    from streams.messages import FeedbackRecord
-    from streams.review import sign
+    from streams.runtime import clock
+    from streams.runtime.messages import FeedbackRecord
+    from streams.runtime.review import sign
 
     settings = get_settings()
     key = settings.review_keys.get(analyst)
@@ -289,8 +290,8 @@ def alert_decisions(alert_id: str | None, decision: str, close_reason: str | Non
     (or one without an account, for its page)."""
     from elasticsearch import Elasticsearch
 
-    from streams.messages import FeedbackRecord
-    from streams.review import AlertNotFoundError, mark_alert
+    from streams.runtime.messages import FeedbackRecord
+    from streams.runtime.review import AlertNotFoundError, mark_alert
     from streams.sinks.elasticsearch import client_options
 
     if alert_id is None:
@@ -311,8 +312,8 @@ def alert_decisions(alert_id: str | None, decision: str, close_reason: str | Non
 
 
 def send_decisions(records: list[Any], topic: str) -> None:
-    from streams.broker import producer, require_topics
-    from streams.messages import FeedbackRecord, encode_batch
+    from streams.runtime.broker import producer, require_topics
+    from streams.runtime.messages import FeedbackRecord, encode_batch
 
     settings = get_settings()
     require_topics(settings, [settings.topic(topic)])
@@ -334,8 +335,8 @@ def send_decisions(records: list[Any], topic: str) -> None:
 def evaluate(events: Path, labels: Path | None, json_out: Path | None, keep: bool) -> None:
     """Replay labelled events through the real pipeline and print precision, recall,
     campaigns found and detection delay per detector."""
-    from streams.evaluation import format_table
-    from streams.replay import replay_and_evaluate
+    from streams.tooling.evaluation import format_table
+    from streams.tooling.replay import replay_and_evaluate
 
     classes = classes_path_for(events)
     result = replay_and_evaluate(events, labels or labels_path_for(events), keep,
@@ -352,7 +353,7 @@ def evaluate(events: Path, labels: Path | None, json_out: Path | None, keep: boo
 @click.option("--seed", default=None, type=int, help="Defaults to a new seed each run.")
 def demo(preset: str, seed: int | None) -> None:
     """Start the stack if needed, set up, run the worker on simulated traffic, and summarise."""
-    from streams.demo import run_demo
+    from streams.tooling.demo import run_demo
 
     run_demo(preset, seed if seed is not None else int(time.time()))
 
@@ -375,7 +376,7 @@ def kibana() -> None:
 def install_kibana(url: str, api_key: str | None, user: str | None, password: str | None,
                    space: str | None, pack: Path | None, timeout: float) -> None:
     """Import the saved objects into Kibana (overwriting earlier versions of them)."""
-    from streams import kibana as pack_installer
+    from streams.tooling import kibana as pack_installer
 
     try:
         result = pack_installer.install(

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.outage import Outages, outages
+from streams.runtime.outage import Outages, outages
 
 # Faust warns on every send while its producer buffer is past `max_messages`: hundreds a
 # minute under back-pressure, each saying the same thing.

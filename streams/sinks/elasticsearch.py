@@ -18,8 +18,8 @@ from elasticsearch import (
 )
 from elasticsearch import ConnectionError as EsConnectionError
 
-from streams import metrics
-from streams.outage import outages
+from streams.runtime import metrics
+from streams.runtime.outage import outages
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ class ElasticsearchSink:
     `write` returns only when every document was accepted or rejected for good (a mapping
     error, say): transient failures (connection, 429, 5xx) are retried with capped backoff,
     so the caller does not acknowledge its Kafka batch before Elasticsearch has it. While
-    Elasticsearch cannot be reached, the log says so once (streams/outage.py), not per retry.
-    """
+    Elasticsearch cannot be reached, the log says so once (streams/runtime/outage.py), not per
+    retry. """
 
     def __init__(self, client: AsyncElasticsearch, max_backoff_seconds: float = 30.0) -> None:
         self.client = client

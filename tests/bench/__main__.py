@@ -15,12 +15,13 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 
-from streams import clock
-from streams.broker import create_topics
-from streams.runner import WorkerProcess, isolated_environment
+from streams.runtime import clock
+from streams.runtime.broker import create_topics
 from streams.settings import REPO_ROOT
-from streams.simulation import iter_simulate, preset_options, simulate
 from streams.sinks.elasticsearch import client_options, install_templates
+from streams.stages import changelog_topics
+from streams.tooling.runner import WorkerProcess, isolated_environment
+from streams.tooling.simulation import iter_simulate, preset_options, simulate
 from tests.bench import pipeline, stages
 
 SATURATION_SCALE = float(os.environ.get("BENCH_SCALE", "1.5"))
@@ -47,7 +48,7 @@ def show(title: str, figures: dict[str, Any]) -> None:
 def main() -> None:
     settings, env = isolated_environment("bench", REPO_ROOT / ".bench" / "worker")
     os.environ.update({k: v for k, v in env.items() if k.startswith("MISUSE_")})
-    create_topics(settings)
+    create_topics(settings, changelog_topics(settings))
     es = Elasticsearch(**client_options(settings))
     install_templates(es, settings)
     start_ms = clock.now_ms() - 6 * 3_600_000

@@ -71,7 +71,7 @@ def texts_to_cover(prompts: Sequence[str], traffic: Sequence[dict[str, Any]]) ->
     """What the run will tokenize: the prompts, their canonical forms, narrative payloads,
     the drift prompts and the embedder's own texts (intent prototypes, pattern bank)."""
     from detectors.text import normalise, readable
-    from streams.embedding_drift import drift_prompts
+    from streams.embedding.drift import drift_prompts
 
     texts = list(prompts) + drift_prompts(multilingual=True)
     for event in traffic:
@@ -112,7 +112,7 @@ def pack(traffic_path: Path | None) -> None:
     from safetensors.torch import load_file, save_file
     from transformers import AutoTokenizer
 
-    from streams.embedding_model import MINILM, USE_MULTILINGUAL, model_path
+    from streams.embedding.model import MINILM, USE_MULTILINGUAL, model_path
 
     shutil.rmtree(BUNDLE, ignore_errors=True)
     BUNDLE.mkdir()
@@ -252,7 +252,8 @@ def model_rates(device: str, prompts: Sequence[str], batch_sizes: Sequence[int],
                 repeats: int, cache: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     import torch
 
-    from streams.embedding_model import MINILM, USE_MULTILINGUAL, drift_result, load_encoder
+    from streams.embedding.loader import drift_result, load_encoder
+    from streams.embedding.model import MINILM, USE_MULTILINGUAL
 
     def sync() -> None:
         if device != "cpu":
@@ -319,12 +320,12 @@ def embed_path(device: str, precision: str, model: str, traffic: Sequence[dict[s
         def __getitem__(self, _: Any) -> Any:
             return self
 
-    stub = types.ModuleType("streams.metrics")
+    stub = types.ModuleType("streams.runtime.metrics")
     stub.__getattr__ = lambda _name: Null()  # type: ignore[method-assign]
-    sys.modules["streams.metrics"] = stub
+    sys.modules["streams.runtime.metrics"] = stub
     from detectors.policy import policy_from_dict
-    from streams.embedder import PromptEmbedder
-    from streams.embedding_model import load_encoder
+    from streams.embedding.embedder import PromptEmbedder
+    from streams.embedding.loader import load_encoder
 
     policy = policy_from_dict(yaml.safe_load((REPO / "ops" / "policy.yaml").read_text()))
     encoder = load_encoder(model, device, precision, "auto" if model.startswith("use") and
@@ -376,7 +377,7 @@ def uncovered(texts: Sequence[str], data: dict[str, Any]) -> dict[str, int]:
     import sentencepiece
     from transformers import AutoTokenizer
 
-    from streams.embedding_model import MINILM, USE_MULTILINGUAL, model_path
+    from streams.embedding.model import MINILM, USE_MULTILINGUAL, model_path
 
     pieces = sentencepiece.SentencePieceProcessor(
         model_file=str(Path(model_path(USE_MULTILINGUAL)) / "sp.model"))

@@ -10,12 +10,13 @@ from typing import Any
 
 from kafka import KafkaConsumer
 
-from streams import clock
-from streams.broker import connection_options, consumer_lag, produce_lines, producer
-from streams.messages import alerts_in
-from streams.progress import Progress
-from streams.runner import WorkerProcess
+from streams.runtime import clock
+from streams.runtime.broker import connection_options, consumer_lag, producer
+from streams.runtime.messages import alerts_in
 from streams.settings import Settings
+from streams.tooling.produce import produce_lines
+from streams.tooling.progress import Progress
+from streams.tooling.runner import WorkerProcess
 
 
 def saturation(worker: WorkerProcess, lines: list[bytes], show_progress: bool = True

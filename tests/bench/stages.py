@@ -16,14 +16,16 @@ from kafka.admin import NewTopic
 from detectors.alerts import Alert, Entity
 from detectors.events import event_from_dict
 from detectors.redaction import redact
-from streams import clock
-from streams.agents import STAGES
-from streams.broker import connection_options, produce_lines
-from streams.embedding_model import MINILM, USE_MULTILINGUAL, load_encoder
-from streams.inprocess import InProcessPipeline
-from streams.policy import current_policy
+from streams.embedding.loader import load_encoder
+from streams.embedding.model import MINILM, USE_MULTILINGUAL
+from streams.runtime import clock
+from streams.runtime.broker import connection_options
+from streams.runtime.policy import current_policy
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.documents import alert_document
+from streams.stages import STAGES
+from streams.tooling.inprocess import InProcessPipeline
+from streams.tooling.produce import produce_lines
 
 
 def rate(count: int, seconds: float) -> float:
@@ -93,7 +95,7 @@ def encode_only(settings: Settings, prompts: list[str], batch_size: int = 64,
     the machine weighs on all alike), the ratio to the model's reference (median of the
     per-round ratios) and the drift check's cosines to the reference (median, 1st percentile;
     refused: the load would fail)."""
-    from streams.embedding_model import drift_result
+    from streams.embedding.loader import drift_result
 
     out: dict[str, Any] = {"prompts": len(prompts), "batch_size": batch_size,
                            "rounds": rounds}

@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from streams import clock
+from streams.runtime import clock
 from streams.settings import REPO_ROOT
 from tests.bench.__main__ import commit
 from tests.faults.compare import table

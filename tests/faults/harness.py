@@ -17,10 +17,15 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from kafka import KafkaAdminClient, KafkaProducer
 
-from streams.broker import connection_options, consumer_lag, group_offsets, partition_offsets
-from streams.runner import WorkerError, WorkerProcess, isolated_environment
+from streams.runtime.broker import (
+    connection_options,
+    consumer_lag,
+    group_offsets,
+    partition_offsets,
+)
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
+from streams.tooling.runner import WorkerError, WorkerProcess, isolated_environment
 from tests.faults.observe import Observation, fingerprint, observe
 from tests.faults.scenarios import Scenario, Step
 from tests.faults.traffic import BROKER_MESSAGE_LIMIT, Message

@@ -12,8 +12,8 @@ from typing import Any
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.broker import connection_options
-from streams.messages import MessageError, decode_batch
+from streams.runtime.broker import connection_options
+from streams.runtime.messages import MessageError, decode_batch
 from streams.settings import Settings
 from streams.sinks.elasticsearch import client_options
 

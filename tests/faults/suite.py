@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streams import clock
+from streams.runtime import clock
 from tests.faults.compare import compare
 from tests.faults.harness import FaultRun, RunResult
 from tests.faults.scenarios import Scenario, scenarios

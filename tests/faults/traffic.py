@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 
 from detectors.events import MAX_DEPTH
-from streams.simulation import preset_options, simulate
+from streams.tooling.simulation import preset_options, simulate
 
 # What the broker accepts in one message by default (message.max.bytes, 1 MiB + 12): an event
 # a little under it reaches the worker, one far over it is refused to the producer.

@@ -16,10 +16,10 @@ import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
 
-from streams.messages import encode_batch
-from streams.runner import WorkerProcess, isolated_environment
+from streams.runtime.messages import encode_batch
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import search_sources
+from streams.tooling.runner import WorkerProcess, isolated_environment
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,10 @@ import yaml
 from pydantic import SecretStr
 
 from detectors.risk import Signal
-from streams import clock
-from streams.messages import SignalRecord, encode_batch
-from streams.runner import WorkerProcess
+from streams.runtime import clock
+from streams.runtime.messages import SignalRecord, encode_batch
 from streams.settings import REPO_ROOT
+from streams.tooling.runner import WorkerProcess
 from tests.receiver import HANG, Receiver
 
 from .conftest import Pipeline, close_pipeline, open_pipeline

@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from streams import clock
+from streams.runtime import clock
 from streams.settings import REPO_ROOT
-from streams.simulation import Traffic, preset_options, simulate
+from streams.tooling.simulation import Traffic, preset_options, simulate
 
 from .conftest import Pipeline
 

@@ -1,5 +1,5 @@
-"""Contract tests of the wall around Faust (`streams/faust_wall.py`) for the hooks that need a
-broker, against the real local Kafka: the worker's app (`create_app`) with its consumer thread
+"""Contract tests of the wall around Faust (`streams/runtime/faust_wall.py`) for the hooks that need
+a broker, against the real local Kafka: the worker's app (`create_app`) with its consumer thread
 started and partitions of a topic of the test's own assigned to it by hand, where Faust's
 rebalance would assign them. Each fails when the Faust or aiokafka behaviour its hook relies
 on changes. The hooks that need no broker: tests/unit/test_faust_wall.py."""
@@ -16,11 +16,11 @@ from aiokafka.structs import TopicPartition
 from faust.types import TP
 from kafka import KafkaAdminClient
 
-from streams.app import create_app
-from streams.broker import connection_options, producer
-from streams.faust_wall import App, ConsumerThread, hold_message, mark_acked_without_commit
-from streams.runner import isolated_environment
+from streams.runtime.app import create_app
+from streams.runtime.broker import connection_options, producer
+from streams.runtime.faust_wall import App, ConsumerThread, hold_message, mark_acked_without_commit
 from streams.settings import Settings
+from streams.tooling.runner import isolated_environment
 from tests.unit.test_faust_wall import delivered
 
 pytestmark = pytest.mark.integration

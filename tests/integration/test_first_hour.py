@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import create_topics
-from streams.runner import isolated_environment
+from streams.runtime.broker import create_topics
 from streams.settings import REPO_ROOT
+from streams.stages import changelog_topics
+from streams.tooling.runner import isolated_environment
 
 from .conftest import Pipeline
 
@@ -82,7 +83,7 @@ def test_missing_topics(events: Path, isolated: dict[str, str]) -> None:
 
 def test_missing_templates(tmp_path: Path) -> None:
     settings, env = isolated_environment("first-hour", tmp_path)
-    create_topics(settings)
+    create_topics(settings, changelog_topics(settings))
     assert_one_line(misuse("worker", env=env), "index template",
                     settings.elasticsearch_address.removeprefix("http://"), "misuse setup")
 

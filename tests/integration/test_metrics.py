@@ -16,9 +16,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from streams import clock
-from streams.progress import Progress, alerts_written, worker_offsets
-from streams.simulation import simulate
+from streams.runtime import clock
+from streams.tooling.progress import Progress, alerts_written, worker_offsets
+from streams.tooling.simulation import simulate
 
 from .conftest import Pipeline, close_pipeline, open_pipeline
 

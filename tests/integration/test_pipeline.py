@@ -7,8 +7,8 @@ import random
 import uuid
 from datetime import UTC, datetime
 
-from streams import clock
-from streams.simulation import TrafficSimulator, simulate
+from streams.runtime import clock
+from streams.tooling.simulation import TrafficSimulator, simulate
 
 from .conftest import Pipeline
 
@@ -126,8 +126,8 @@ def test_setup_creates_every_changelog_and_keeps_dead_letters_for_a_set_time(
     from kafka import KafkaAdminClient
     from kafka.admin import ConfigResource, ConfigResourceType
 
-    from streams.agents import changelog_topics
-    from streams.broker import connection_options
+    from streams.runtime.broker import connection_options
+    from streams.stages import changelog_topics
 
     settings = pipeline.settings
     admin = KafkaAdminClient(**connection_options(settings))

@@ -9,11 +9,11 @@ import uuid
 
 from kafka import KafkaProducer
 
-from streams import clock
-from streams.agents import changelog_topics
-from streams.broker import connection_options
-from streams.progress import worker_metric
-from streams.simulation import TrafficSimulator
+from streams.runtime import clock
+from streams.runtime.broker import connection_options
+from streams.stages import changelog_topics
+from streams.tooling.progress import worker_metric
+from streams.tooling.simulation import TrafficSimulator
 
 from .conftest import Pipeline
 from .test_state import account_status, kill_and_restart_elsewhere, signal

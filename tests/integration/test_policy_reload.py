@@ -10,9 +10,9 @@ from pathlib import Path
 
 import yaml
 
-from streams import clock
+from streams.runtime import clock
 from streams.settings import REPO_ROOT
-from streams.simulation import preset_options, simulate
+from streams.tooling.simulation import preset_options, simulate
 
 from .conftest import close_pipeline, open_pipeline
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from streams import clock
-from streams.runner import WorkerProcess
-from streams.simulation import preset_options, simulate
+from streams.runtime import clock
+from streams.tooling.runner import WorkerProcess
+from streams.tooling.simulation import preset_options, simulate
 
 from .conftest import Pipeline, close_pipeline, open_pipeline
 

@@ -9,12 +9,12 @@ import time
 import uuid
 
 from detectors.risk import Signal
-from streams import clock
-from streams.messages import SignalRecord
-from streams.runner import WorkerProcess
+from streams.runtime import clock
+from streams.runtime.messages import SignalRecord
 from streams.settings import REPO_ROOT
-from streams.simulation import TrafficSimulator
 from streams.sinks.documents import iso
+from streams.tooling.runner import WorkerProcess
+from streams.tooling.simulation import TrafficSimulator
 
 from .conftest import Pipeline
 
@@ -111,7 +111,7 @@ def test_a_forged_decision_allowlists_nobody_and_raises_a_security_alert(
         pipeline: Pipeline) -> None:
     """A plain producer on misuse.feedback, in an analyst's name, without the analyst's key:
     the account stays flagged, the record is a dead letter, and a security alert says so."""
-    from streams.messages import FeedbackRecord
+    from streams.runtime.messages import FeedbackRecord
 
     account = f"acct-forged-{uuid.uuid4().hex[:6]}"
     pipeline.produce([signal(account, clock.now_ms() - 60_000, "alert-forged")],
@@ -196,8 +196,8 @@ def test_a_pickle_written_into_every_changelog_runs_nothing(pipeline: Pipeline, 
 
     from kafka import KafkaProducer
 
-    from streams.agents import changelog_topics
-    from streams.broker import connection_options
+    from streams.runtime.broker import connection_options
+    from streams.stages import changelog_topics
 
     account = f"acct-injected-{uuid.uuid4().hex[:6]}"
     # Keyed as Faust keys table entries (JSON). A key that is not JSON is skipped at recovery

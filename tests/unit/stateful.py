@@ -36,7 +36,7 @@ from detectors.scraping import ScrapingDetector
 from detectors.state_codec import FORMAT_VERSION, encode_state
 from detectors.sybil import SybilDetector
 from detectors.windows import ActivityCounter
-from streams.rules import build
+from streams.runtime.rules import build
 
 T0 = 1_790_000_000_000
 SECOND = 1000
@@ -62,7 +62,7 @@ class Stateful:
     rule: RulePolicy  # fires on `after`
     strict: RulePolicy  # the same detector with thresholds that `after` does not reach
     states: str  # the attribute holding the per-entity state
-    table: str  # the state table it lives in (streams/agents)
+    table: str  # the state table it lives in (streams/stages)
     before: Sequence[UsageEvent]
     after: Sequence[UsageEvent]
     idle_ms: Callable[[Any], int] = field(default=lambda detector: detector.window_ms)

@@ -6,9 +6,9 @@ from collections import Counter
 from pydantic import SecretStr
 
 from detectors.policy import Automation, Paging, Policy
-from streams import clock
-from streams.agents.act import ActStage
-from streams.messages import (
+from streams.runtime import clock
+from streams.runtime.driver import MemoryState, StageDriver
+from streams.runtime.messages import (
     ActionRequest,
     Delivery,
     DocumentRecord,
@@ -17,10 +17,10 @@ from streams.messages import (
     encode_batch,
     records_in,
 )
-from streams.outbox import Outbox
-from streams.review import sign
-from streams.runtime import MemoryState, StageDriver
+from streams.runtime.outbox import Outbox
+from streams.runtime.review import sign
 from streams.sinks.webhooks import message_id
+from streams.stages.act import ActStage
 
 NOW_MS = clock.now_ms()
 KEYS = {"alice": SecretStr("alice-secret")}
@@ -29,7 +29,7 @@ LIVE = Automation(suspension_enabled=True, dry_run=False, max_suspensions_per_ho
 
 
 def act_stage(monkeypatch, policy: Policy) -> StageDriver:
-    monkeypatch.setattr("streams.agents.act.get_settings",
+    monkeypatch.setattr("streams.stages.act.get_settings",
                         lambda: type("S", (), {"review_keys": KEYS})())
     state = MemoryState()
     return StageDriver(ActStage(policy, state), Outbox(partitions=lambda _: 1),
@@ -156,8 +156,8 @@ def test_paging_follows_the_policy_routes_and_severity(monkeypatch):
 
 
 def test_the_act_stage_reads_one_partition_so_its_cap_holds_across_workers():
-    from streams.agents import STAGES
     from streams.settings import Settings
+    from streams.stages import STAGES
 
     [spec] = [spec for spec in STAGES if spec.stage is ActStage]
     settings = Settings(topic_partitions=12)

@@ -1,7 +1,7 @@
 """Input alignment: which partitions to pause so that none is read far ahead, in event time,
 of the slowest one still being read."""
 
-from streams.alignment import Alignment, Reorder
+from streams.runtime.alignment import Alignment, Reorder
 
 SKEW = 5_000
 

@@ -4,7 +4,7 @@ The input is spread over six partitions by account, as the gateway's producer do
 stages before the embedding model (ingest, the network-range detectors, risk) run in process,
 each time with another seeded interleaving of their partitions' batches (`InProcessPipeline`'s
 `interleave`): what a worker's fetches do in a replay or a backlog. Ingest reads in event-time
-order as in the worker (`streams/alignment.py`); without that, the same interleavings give
+order as in the worker (`streams/runtime/alignment.py`); without that, the same interleavings give
 other incident ids, which the last test shows.
 """
 
@@ -18,12 +18,12 @@ from dataclasses import replace
 import pytest
 
 from detectors.policy import Policy
-from streams.agents import STAGES
-from streams.inprocess import Collected, InProcessPipeline
-from streams.messages import AlertRecord, DocumentRecord
-from streams.outbox import partition_for
-from streams.runtime import StageSpec
-from streams.simulation import preset_options, simulate
+from streams.runtime.driver import StageSpec
+from streams.runtime.messages import AlertRecord, DocumentRecord
+from streams.runtime.outbox import partition_for
+from streams.stages import STAGES
+from streams.tooling.inprocess import Collected, InProcessPipeline
+from streams.tooling.simulation import preset_options, simulate
 
 START_MS = 1_790_000_000_000
 STAGE_NAMES = ("ingest", "detect_network_abuse", "score_risk")

@@ -5,7 +5,7 @@ entities are forgotten after their window and not before."""
 import pytest
 
 from detectors.state_codec import decode_state, encode_state, to_plain
-from streams.rules import retune
+from streams.runtime.rules import retune
 from tests.unit.stateful import STATEFUL, Stateful
 
 by_name = pytest.mark.parametrize("kind", STATEFUL, ids=lambda kind: kind.name)

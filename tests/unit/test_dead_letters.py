@@ -1,6 +1,6 @@
 import hashlib
 
-from streams.stage_agent import (
+from streams.runtime.stage_agent import (
     MAX_DEAD_LETTER_KEY_BYTES,
     MAX_DEAD_LETTER_VALUE_BYTES,
     MAX_REASON_CHARS,

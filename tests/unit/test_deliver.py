@@ -8,9 +8,9 @@ import socket
 
 from pydantic import SecretStr
 
-from streams.agents.deliver import Deliverer
-from streams.messages import Delivery
+from streams.runtime.messages import Delivery
 from streams.settings import Settings
+from streams.sinks.deliver import Deliverer
 from tests.receiver import HANG, Receiver
 
 SECRET = SecretStr("whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")

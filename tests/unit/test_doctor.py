@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from streams.doctor import (
+from streams.settings import Settings
+from streams.tooling.doctor import (
     Row,
     _topics_row,
     data_dir_row,
@@ -11,7 +12,6 @@ from streams.doctor import (
     model_row,
     policy_rows,
 )
-from streams.settings import Settings
 
 
 def test_topics_row_names_missing_topics_and_wrong_partition_counts() -> None:

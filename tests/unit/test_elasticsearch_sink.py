@@ -7,7 +7,7 @@ from elastic_transport import ApiResponseMeta, HttpHeaders, NodeConfig
 from elasticsearch import ApiError
 from elasticsearch import ConnectionError as EsConnectionError
 
-from streams.outage import Outages
+from streams.runtime.outage import Outages
 from streams.sinks import elasticsearch
 from streams.sinks.elasticsearch import Document, ElasticsearchSink
 

@@ -9,22 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streams.doctor import model_row
-from streams.embedding_drift import drift_prompts
-from streams.embedding_model import (
+from streams.embedding.drift import drift_prompts
+from streams.embedding.loader import drift_result, is_reference, load_encoder, verify_drift
+from streams.embedding.model import (
     MINILM,
     USE_MULTILINGUAL,
     EncoderDriftError,
     ModelLoadError,
     MultilingualUSE,
     MultilingualUSETorch,
-    drift_result,
-    is_reference,
-    load_encoder,
     model_path,
-    verify_drift,
 )
 from streams.settings import Settings
+from streams.tooling.doctor import model_row
 
 # Enough prompts for a median and a 1st percentile, few enough for a unit test.
 PROMPTS = drift_prompts(multilingual=True, instructions=120)
@@ -38,7 +35,7 @@ def use_numpy() -> MultilingualUSE:
 @pytest.fixture(scope="module")
 def minilm_export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A cache folder holding MiniLM's fp32 and int8 exports, made once for the module."""
-    from streams.embedding_onnx import ensure_export
+    from streams.embedding.onnx_backend import ensure_export
 
     cache = tmp_path_factory.mktemp("cache")
     ensure_export(MINILM, Path(model_path(MINILM)), "int8", cache)
@@ -69,7 +66,7 @@ def test_drift_check_passes_a_faithful_encoder_and_caches_its_result(
     def measured_again(*_: object) -> None:
         raise AssertionError("the cached result was not used")
 
-    monkeypatch.setattr("streams.embedding_model.measure_drift", measured_again)
+    monkeypatch.setattr("streams.embedding.loader.measure_drift", measured_again)
     assert drift_result(encoder, tmp_path, PROMPTS) == result
 
 
@@ -89,7 +86,7 @@ def test_drift_check_refuses_an_encoder_with_perturbed_weights(tmp_path: Path) -
 
 
 def test_an_int8_onnx_export_passes_the_drift_check(minilm_export: Path) -> None:
-    from streams.embedding_onnx import OnnxSentenceEncoder
+    from streams.embedding.onnx_backend import OnnxSentenceEncoder
 
     encoder = OnnxSentenceEncoder(MINILM, Path(model_path(MINILM)), "int8", minilm_export)
     english = drift_prompts(multilingual=False, instructions=120)
@@ -107,7 +104,7 @@ def test_a_broken_onnx_export_is_refused(minilm_export: Path, tmp_path: Path) ->
     import onnx
     from onnx import numpy_helper
 
-    from streams.embedding_onnx import OnnxSentenceEncoder, export_dir
+    from streams.embedding.onnx_backend import OnnxSentenceEncoder, export_dir
 
     folder = Path(model_path(MINILM))
     good = export_dir(MINILM, folder, minilm_export) / "model-fp32.onnx"
@@ -133,7 +130,7 @@ def test_a_broken_onnx_export_is_refused(minilm_export: Path, tmp_path: Path) ->
 
 def test_the_multilingual_onnx_graph_matches_numpy_in_fp32_and_passes_in_int8(
         use_numpy: MultilingualUSE, minilm_export: Path) -> None:
-    from streams.embedding_use_onnx import OnnxUSE
+    from streams.embedding.use_onnx import OnnxUSE
 
     fp32 = OnnxUSE("fp32", minilm_export)
     cosines = np.einsum("ij,ij->i", use_numpy.encode(PROMPTS), fp32.encode(PROMPTS))

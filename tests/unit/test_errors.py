@@ -11,12 +11,12 @@ from kafka.errors import (
 
 from detectors.jailbreak import PatternBankError
 from detectors.policy import PolicyError
-from streams.broker import TopicsMissingError
-from streams.embedding_model import ModelLoadError
-from streams.errors import one_line
-from streams.runner import WorkerError
+from streams.embedding.model import ModelLoadError
+from streams.runtime.broker import TopicsMissingError
 from streams.settings import Settings
 from streams.sinks.elasticsearch import TemplatesMissingError
+from streams.tooling.errors import one_line
+from streams.tooling.runner import WorkerError
 
 SETTINGS = Settings(kafka_bootstrap="kafka.example:9093",
                     elasticsearch_url="https://elastic:secret@es.example:9243")

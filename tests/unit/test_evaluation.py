@@ -5,14 +5,14 @@ from typing import Any
 
 import pytest
 
-from streams.evaluation import (
+from streams.tooling.evaluation import (
     Evaluation,
     FamilyScore,
     dead_letter_report,
     evaluate,
     format_table,
 )
-from streams.simulation.common import Label
+from streams.tooling.simulation.common import Label
 
 T0 = 1_790_000_000_000
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from streams.event_lines import checked_lines, keyed_lines
 from streams.settings import get_settings
+from streams.tooling.event_lines import checked_lines, keyed_lines
 
 NOW = 1_700_000_000_000  # 2023: in the past of any clock the CLI tests run under
 SKEW = 86_400_000
@@ -64,7 +64,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list:
         out.extend(line for line in lines if not line.problem)
         return len(out)
 
-    monkeypatch.setattr("streams.broker.send_lines", send_lines)
+    monkeypatch.setattr("streams.tooling.produce.send_lines", send_lines)
     get_settings.cache_clear()
     yield out
     get_settings.cache_clear()

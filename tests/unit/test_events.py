@@ -118,7 +118,7 @@ from detectors.events import (  # noqa: E402
     MAX_DEPTH,
     event_from_dict,
 )
-from streams.messages import EventRecord, encode_batch  # noqa: E402
+from streams.runtime.messages import EventRecord, encode_batch  # noqa: E402
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),

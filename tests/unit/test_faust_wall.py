@@ -1,4 +1,4 @@
-"""Contract tests of the wall around Faust (`streams/faust_wall.py`), with Faust's own app,
+"""Contract tests of the wall around Faust (`streams/runtime/faust_wall.py`), with Faust's own app,
 consumer, messages, events and tables, and no broker: each fails when the Faust behaviour its
 hook relies on changes. The hooks that need a broker are tested against the real Kafka
 (tests/integration/test_faust_wall.py). The pure helpers of the commit (`drop_done`, `hole`)
@@ -18,7 +18,7 @@ from faust.events import Event
 from faust.types import TP, EventT
 from mode import Service
 
-from streams.faust_wall import (
+from streams.runtime.faust_wall import (
     App,
     Consumer,
     ConsumerThread,
@@ -34,9 +34,9 @@ from streams.faust_wall import (
     set_producer_buffer,
     write_table,
 )
-from streams.faust_wall import Table as WallTable
+from streams.runtime.faust_wall import Table as WallTable
+from streams.runtime.state import state_table
 from streams.settings import REPO_ROOT
-from streams.state import state_table
 
 TOPIC = "wall-input"
 TP0 = TP(TOPIC, 0)
@@ -145,7 +145,7 @@ def test_a_record_given_up_is_done_for_the_wait_and_never_committed(app: App) ->
 def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
     """Guards set_current_event and write_table: Faust picks a table
     write's changelog partition, and the RocksDB store the partition it reads and writes, from
-    the current event; `streams/state.py` writes each key under the event that last touched
+    the current event; `streams/runtime/state.py` writes each key under the event that last touched
     it. Relies on the context variable `faust.streams._current_event`."""
     table = state_table(app, "wall-state")
     on_3, on_1 = (delivered(app, [5], partition=p)[0] for p in (3, 1))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from detectors.intent import IntentClassifier, prototypes
-from streams.embedding_model import load_encoder
+from streams.embedding.loader import load_encoder
 
 PUBLISH = (
     "Escribe un tuit diciendo que {}",

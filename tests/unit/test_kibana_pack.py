@@ -23,9 +23,9 @@ import pytest
 from aiohttp import web
 from click.testing import CliRunner
 
-from streams import kibana
 from streams.cli import main
 from streams.settings import Settings, get_settings
+from streams.tooling import kibana
 
 REPO = Path(__file__).resolve().parents[2]
 PACK = REPO / "ops" / "kibana" / "misuse.ndjson"

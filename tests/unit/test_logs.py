@@ -28,12 +28,12 @@ def test_one_buffer_full_warning_per_interval_then_a_count_of_the_rest() -> None
 
 def test_json_lines_lift_key_value_pairs() -> None:
     line = JsonFormatter().format(logging.LogRecord(
-        "streams.policy", logging.INFO, __file__, 1, "policy_reloaded path=%s event_id=%s",
+        "streams.runtime.policy", logging.INFO, __file__, 1, "policy_reloaded path=%s event_id=%s",
         ("/x/policy.yaml", "e-1"), None))
     entry = json.loads(line)
     assert entry["message"] == "policy_reloaded path=/x/policy.yaml event_id=e-1"
     assert entry["path"] == "/x/policy.yaml" and entry["event_id"] == "e-1"
-    assert entry["level"] == "INFO" and entry["logger"] == "streams.policy"
+    assert entry["level"] == "INFO" and entry["logger"] == "streams.runtime.policy"
 
 
 def test_text_format_keeps_modes_config() -> None:

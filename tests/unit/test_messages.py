@@ -7,7 +7,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from detectors.events import UsageEvent
-from streams.messages import (
+from streams.runtime.messages import (
     EventRecord,
     MessageError,
     PromptVector,
@@ -17,7 +17,7 @@ from streams.messages import (
     vector_bytes,
     vector_from,
 )
-from streams.outbox import Outbox, partition_for
+from streams.runtime.outbox import Outbox, partition_for
 
 EVENT = UsageEvent(event_id="ev-1", ts_ms=1_790_000_000_000, account_id="acct-1",
                    api_key_id="key-1", ip="198.51.100.7", endpoint="/v1/chat/completions",
@@ -148,7 +148,7 @@ def batch_of(record_type: str, *plains: dict) -> bytes:
 ])
 def test_a_record_out_of_its_range_is_refused_when_read(record_type: str, plain: dict,
                                                        reason: str) -> None:
-    from streams.messages import records_in
+    from streams.runtime.messages import records_in
     with pytest.raises(MessageError, match=reason):
         records_in(batch_of(record_type, plain))
 
@@ -156,9 +156,9 @@ def test_a_record_out_of_its_range_is_refused_when_read(record_type: str, plain:
 def test_a_signal_dated_10_17_ms_is_a_dead_letter_and_the_risk_stage_goes_on() -> None:
     from detectors.policy import Policy
     from detectors.risk import Signal
-    from streams.agents.score_risk import RiskStage
-    from streams.messages import SignalRecord
-    from streams.runtime import MemoryState, StageDriver
+    from streams.runtime.driver import MemoryState, StageDriver
+    from streams.runtime.messages import SignalRecord
+    from streams.stages.score_risk import RiskStage
 
     now_ms = 1_790_000_000_000
     state = MemoryState()

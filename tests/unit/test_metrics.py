@@ -12,9 +12,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from detectors.events import InvalidEventError, parse_usage_event
-from streams import metrics
-from streams.messages import MessageError, decode_batch
-from streams.metrics import reason_class
+from streams.runtime import metrics
+from streams.runtime.messages import MessageError, decode_batch
+from streams.runtime.metrics import reason_class
 
 NOW_MS = 1_760_000_000_000
 VALID = {"event_id": "e1", "ts": NOW_MS - 1000, "account_id": "acct-1", "api_key_id": "k1",

@@ -12,7 +12,7 @@ from aiokafka.errors import (
 from elastic_transport import ConnectionError as TransportConnectionError
 
 from streams.logs import EXPECTED, OutageFilter, install_outage_filter
-from streams.outage import Outage, Outages
+from streams.runtime.outage import Outage, Outages
 
 
 class Clock:

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from detectors.policy import PolicyError, policy_from_dict
-from streams.policy import PolicyFile, load_policy
+from streams.runtime.policy import PolicyFile, load_policy
 from streams.settings import REPO_ROOT
 
 
@@ -33,7 +33,7 @@ def test_reload_takes_a_valid_change_and_refuses_an_invalid_one(tmp_path: Path, 
     path.write_text(yaml.safe_dump({"defaults": True,
                                     "rules": {"credential_stuffing": {"min_distinct_keys": 20}}}))
     policy_file = PolicyFile(path)
-    monkeypatch.setattr("streams.policy._CHECK_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("streams.runtime.policy._CHECK_EVERY_SECONDS", 0.0)
 
     path.write_text(yaml.safe_dump({"defaults": True,
                                     "rules": {"credential_stuffing": {"min_distinct_keys": 7}}}))
@@ -72,12 +72,12 @@ def test_a_missing_or_unreadable_file_is_one_warning_and_the_policy_stays(
                             "rules": {"credential_stuffing": {"min_distinct_keys": 7}}})
     path.write_text(seven)
     policy_file = PolicyFile(path)
-    monkeypatch.setattr("streams.policy._CHECK_EVERY_SECONDS", 0.0)
+    monkeypatch.setattr("streams.runtime.policy._CHECK_EVERY_SECONDS", 0.0)
 
     def kept() -> bool:
         return policy_file.current().rules.credential_stuffing.min_distinct_keys == 7
 
-    with caplog.at_level(logging.INFO, logger="streams.policy"):
+    with caplog.at_level(logging.INFO, logger="streams.runtime.policy"):
         path.unlink()
         assert kept() and kept() and kept()
         path.write_text(seven)  # back, the same as before: read again all the same

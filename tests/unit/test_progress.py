@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from streams.progress import Offsets, Progress, Snapshot, progress_line
+from streams.tooling.progress import Offsets, Progress, Snapshot, progress_line
 
 
 class Terminal(io.StringIO):

@@ -9,8 +9,8 @@ import pytest
 from detectors.events import event_from_dict
 from detectors.jailbreak import JailbreakSprayDetector
 from detectors.policy import JailbreakPolicy
-from streams.rules import build
-from streams.simulation.prompt_attacks import (
+from streams.runtime.rules import build
+from streams.tooling.simulation.prompt_attacks import (
     SPRAYER_KINDS,
     attack_pool,
     current_sprayers,

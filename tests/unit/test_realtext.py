@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from detectors.events import MAX_PROMPT_BYTES, event_from_dict
-from streams.simulation.common import Split, Traffic
-from streams.simulation.realtext import (
+from streams.tooling.simulation.common import Split, Traffic
+from streams.tooling.simulation.realtext import (
     DATA_DIR,
     POOLS,
     CorpusMissingError,

@@ -7,12 +7,12 @@ from pydantic import SecretStr
 
 from detectors.policy import Policy
 from detectors.risk import Signal
-from streams import clock
-from streams.agents.score_risk import RiskStage
-from streams.messages import FeedbackRecord, SignalRecord, encode_batch, records_in
-from streams.outbox import Outbox
-from streams.review import FORGED_RULE, sign, verified
-from streams.runtime import MemoryState, StageDriver
+from streams.runtime import clock
+from streams.runtime.driver import MemoryState, StageDriver
+from streams.runtime.messages import FeedbackRecord, SignalRecord, encode_batch, records_in
+from streams.runtime.outbox import Outbox
+from streams.runtime.review import FORGED_RULE, sign, verified
+from streams.stages.score_risk import RiskStage
 
 NOW_MS = clock.now_ms()
 KEYS = {"alice": SecretStr("alice-secret"), "bob": SecretStr("bob-secret")}
@@ -37,7 +37,7 @@ def test_a_signed_decision_verifies_and_any_change_to_it_does_not():
 
 def risk_stage(monkeypatch) -> tuple[StageDriver, MemoryState]:
     """The risk stage with KEYS as the worker's review keys."""
-    monkeypatch.setattr("streams.agents.score_risk.get_settings",
+    monkeypatch.setattr("streams.stages.score_risk.get_settings",
                         lambda: type("S", (), {"review_keys": KEYS})())
     state = MemoryState()
     return StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),

@@ -1,6 +1,6 @@
 from detectors.credential_stuffing import CredentialStuffingDetector
 from detectors.policy import CredentialStuffingPolicy
-from streams.rules import Housekeeping, build, retune
+from streams.runtime.rules import Housekeeping, build, retune
 
 
 def test_detectors_are_built_and_retuned_from_their_policy():

@@ -1,5 +1,5 @@
 """The runner learns readiness and crashes from the worker's own /metrics, never its log
-(streams/runner.py); a small HTTP server stands in for the worker's web port."""
+(streams/tooling/runner.py); a small HTTP server stands in for the worker's web port."""
 
 import subprocess
 import threading
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from streams.runner import WorkerError, WorkerProcess
 from streams.settings import Settings
+from streams.tooling.runner import WorkerError, WorkerProcess
 
 
 class Served:

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 import pytest
 
 from detectors.policy import Policy
-from streams.messages import PlainRecord, decode_batch, encode_batch, records_of
-from streams.outbox import Outbox
-from streams.runtime import Emit, MemoryState, Stage, StageDriver
+from streams.runtime.driver import Emit, MemoryState, Stage, StageDriver
+from streams.runtime.messages import PlainRecord, decode_batch, encode_batch, records_of
+from streams.runtime.outbox import Outbox
 
 
 @dataclass(frozen=True, slots=True)

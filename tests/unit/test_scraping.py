@@ -6,13 +6,13 @@ import pytest
 
 from detectors.events import UsageEvent, event_from_dict
 from detectors.scraping import RULE_ID, ScrapingDetector, prompt_shape
-from streams.policy import load_policy
-from streams.rules import build
+from streams.runtime.policy import load_policy
+from streams.runtime.rules import build
 from streams.settings import REPO_ROOT
-from streams.simulation import customers
-from streams.simulation.benign import PRODUCTS, TOPICS
-from streams.simulation.common import split_pool
-from streams.simulation.prompt_attacks import DATASET_TEMPLATES, scraping
+from streams.tooling.simulation import customers
+from streams.tooling.simulation.benign import PRODUCTS, TOPICS
+from streams.tooling.simulation.common import split_pool
+from streams.tooling.simulation.prompt_attacks import DATASET_TEMPLATES, scraping
 
 T0 = 1_790_000_000_000
 MINUTE = 60_000

@@ -18,9 +18,9 @@ def test_an_elasticsearch_url_is_printed_without_its_credentials():
 import pytest  # noqa: E402
 from click.testing import CliRunner  # noqa: E402
 
-from streams.doctor import settings_row  # noqa: E402
-from streams.errors import one_line  # noqa: E402
 from streams.settings import get_settings  # noqa: E402
+from streams.tooling.doctor import settings_row  # noqa: E402
+from streams.tooling.errors import one_line  # noqa: E402
 
 SECRET = "whsec_not*base64!"
 

@@ -19,7 +19,7 @@ from detectors.leaked_key import LeakedKeyDetector
 from detectors.network import network_range
 from detectors.scraping import ScrapingDetector, prompt_shape
 from detectors.sybil import SybilDetector
-from streams.simulation import (
+from streams.tooling.simulation import (
     CLAIMS,
     PRESETS,
     SCENARIOS,
@@ -30,8 +30,8 @@ from streams.simulation import (
     preset_options,
     simulate,
 )
-from streams.simulation.benign import COVER_LETTER_TEMPLATE, SENTIMENT_TEMPLATE
-from streams.simulation.prompt_attacks import JAILBREAK_PREAMBLES
+from streams.tooling.simulation.benign import COVER_LETTER_TEMPLATE, SENTIMENT_TEMPLATE
+from streams.tooling.simulation.prompt_attacks import JAILBREAK_PREAMBLES
 
 START = 1_790_000_000_000
 MINUTE = 60_000

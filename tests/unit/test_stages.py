@@ -1,4 +1,4 @@
-"""Every stage of the worker, wired as in the worker (`streams.agents.STAGES`), with plain lists
+"""Every stage of the worker, wired as in the worker (`streams.stages.STAGES`), with plain lists
 of messages and state in dicts: no Kafka, no Elasticsearch, the real embedding model."""
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ import pytest
 
 from detectors.policy import Policy
 from detectors.risk import Signal
-from streams import clock
-from streams.agents import STAGES
-from streams.agents.detect_campaigns import DetectCampaigns
-from streams.agents.score_risk import RiskStage
-from streams.inprocess import InProcessPipeline
-from streams.messages import (
+from streams.runtime import clock
+from streams.runtime.driver import MemoryState, StageDriver
+from streams.runtime.messages import (
     WIRE_VERSION,
     AlertRecord,
     DocumentRecord,
@@ -29,9 +26,12 @@ from streams.messages import (
     encode_batch,
     vector_bytes,
 )
-from streams.outbox import Outbox
-from streams.runtime import MemoryState, StageDriver
-from streams.simulation import TrafficSimulator, simulate
+from streams.runtime.outbox import Outbox
+from streams.stages import STAGES
+from streams.stages.detect_campaigns import DetectCampaigns
+from streams.stages.score_risk import RiskStage
+from streams.tooling.inprocess import InProcessPipeline
+from streams.tooling.simulation import TrafficSimulator, simulate
 from tests.unit.test_campaign_tracker import HOLD_DOWN, Operation, strict_participation
 
 NOW_MS = clock.now_ms()
@@ -137,7 +137,7 @@ def test_an_invalid_jailbreak_bank_on_reload_is_refused_and_the_bank_in_force_st
     path.write_text("patterns: [{id: broken, category: x}]")  # no text
     embedder.patterns_file = path
     try:
-        with caplog.at_level(logging.ERROR, logger="streams.embedder"):
+        with caplog.at_level(logging.ERROR, logger="streams.embedding.embedder"):
             assert embedder.reload_patterns() is False
             assert embedder.reload_patterns() is False  # not read again, not logged again
         assert embedder.banks is banks

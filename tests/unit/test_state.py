@@ -6,9 +6,9 @@ from collections import Counter
 
 from detectors.incidents import Incident
 from detectors.state_codec import decode_state, encode_state
-from streams.faust_wall import set_current_event
-from streams.metrics import REGISTRY
-from streams.state import TableState
+from streams.runtime.faust_wall import set_current_event
+from streams.runtime.metrics import REGISTRY
+from streams.runtime.state import TableState
 
 
 class FakeTable(dict):
@@ -65,7 +65,7 @@ def test_unreadable_state_is_logged_and_counted_once_and_the_entity_starts_afres
     table = FakeTable(good=encode_state(1), bad=b"\x80\x04pickled")
     state = TableState(table)  # type: ignore[arg-type]
     before = unreadable_count()
-    with caplog.at_level(logging.ERROR, logger="streams.state"):
+    with caplog.at_level(logging.ERROR, logger="streams.runtime.state"):
         assert state.get("bad") is None
         assert list(state) == ["good"]
         assert state.get("bad") is None

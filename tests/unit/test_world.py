@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from detectors.events import event_from_dict
-from streams.simulation.common import Split, Traffic
-from streams.simulation.disguise import HOMOGLYPHS, INVISIBLE, disguise
-from streams.simulation.world import (
+from streams.tooling.simulation.common import Split, Traffic
+from streams.tooling.simulation.disguise import HOMOGLYPHS, INVISIBLE, disguise
+from streams.tooling.simulation.world import (
     CAMPAIGN_CLASSES,
     TRAP_CLASSES,
     WORLD_DIR,

@@ -1,0 +1,158 @@
+"""Event-time order for a stage whose input partitions run apart: which partitions to pause,
+and which records are safe to process, in order, now.
+
+Why: the input is keyed by account, and the stages after ingest are keyed by something else
+(network range, account of a signal, one partition for vectors). Each of their partitions
+interleaves records from every input partition, in the order ingest processed them. Reading
+a backlog (a replay, a restart after an outage), ingest took a fetch from one partition, then
+from the next: a downstream partition then saw event time jump back and forth by half an hour
+(measured on `make eval`), its windows refused what they took for late, and what was found,
+and under which incident id, depended on the order partitions were fetched in.
+
+Two mechanisms, as in Flink's watermark alignment and Kafka Streams' timestamp sync:
+- `Alignment` tracks, per input partition, the newest event time read and whether records are
+  left to read; partitions more than `max_skew_ms` ahead of the slowest one still being read
+  are paused, which bounds what is held;
+- `Reorder` holds each record read until the watermark passes it (every partition still being
+  read has reached its event time), then releases it in event-time order. The adapter does not
+  acknowledge a held record, so a crash reads it again. A record held longer than
+  `max_hold_seconds` of wall time is released anyway: a stalled partition delays the others
+  by that much, no more.
+
+`InputOrder` puts the two together for a stage's input. Pure bookkeeping: the worker
+(`streams/runtime/stage_agent.py`) pauses, holds and acknowledges; the in-process pipeline
+(`streams/tooling/inprocess.py`) holds the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from streams.runtime.driver import event_ms, record_id
+
+P = TypeVar("P", bound=Hashable)  # an input partition
+K = TypeVar("K", bound=Hashable)  # a held record's identity (partition and offset)
+V = TypeVar("V")
+
+
+@dataclass
+class Alignment(Generic[P]):
+    max_skew_ms: int
+    latest_ms: dict[P, int] = field(default_factory=dict)  # newest event time read, per partition
+    next_offset: dict[P, int] = field(default_factory=dict)  # offset after the last one read
+
+    def observe(self, partition: P, offset: int, event_ms: int) -> None:
+        if event_ms > self.latest_ms.get(partition, 0):
+            self.latest_ms[partition] = event_ms
+        self.read(partition, offset)
+
+    def read(self, partition: P, offset: int) -> None:
+        """A message read, whatever it held (a dead letter holds no event time)."""
+        if offset >= self.next_offset.get(partition, 0):
+            self.next_offset[partition] = offset + 1
+
+    def seed(self, partition: P, offset: int) -> None:
+        """Where reading a partition starts (its committed offset), before any record of it is
+        read: until one is, a partition with records left holds the watermark back."""
+        self.next_offset.setdefault(partition, offset)
+
+    def watermark_ms(self, assigned: Iterable[P], end_offset: Callable[[P], int | None]
+                     ) -> int | None:
+        """The event time every partition still being read has reached (by `end_offset`, the
+        partition's high watermark as last fetched); -1 while one of them has not delivered a
+        record yet; None when none is being read: all that is assigned has been read (live
+        traffic between fetches, or the end of a replay)."""
+        behind = [self.latest_ms.get(p, -1) for p in assigned if p in self.next_offset
+                  and (end_offset(p) or 0) > self.next_offset[p]]
+        return min(behind) if behind else None
+
+    def ahead(self, assigned: Iterable[P], end_offset: Callable[[P], int | None]) -> set[P]:
+        """The partitions to pause now: those more than `max_skew_ms` ahead of the watermark.
+        The slowest is never paused, so reading always goes on; a partition read to its end is
+        not waited for."""
+        observed = [p for p in assigned if p in self.latest_ms]  # a new one is not waited for
+        floor = self.watermark_ms(observed, end_offset)
+        if floor is None:
+            return set()
+        return {p for p in observed if self.latest_ms[p] > floor + self.max_skew_ms}
+
+    def forget(self, keep: Iterable[P]) -> None:
+        """Drop partitions no longer assigned (after a rebalance): their new owner aligns them."""
+        kept = set(keep)
+        for table in (self.latest_ms, self.next_offset):
+            for partition in [p for p in table if p not in kept]:
+                del table[partition]
+
+
+@dataclass
+class Reorder(Generic[K, V]):
+    """Records held until the watermark passes them, released in (event time, tie) order."""
+
+    max_hold_seconds: float
+    max_held: int = 50_000  # beyond this, the oldest in event time go, watermark or not
+    held: dict[K, tuple[int, str, float, V]] = field(default_factory=dict)
+
+    def hold(self, key: K, event_ms: int, tie: str, value: V, now_s: float) -> bool:
+        """Hold a record; False (and nothing held) when one with its key already is: the same
+        Kafka record read again after a rebalance."""
+        if key in self.held:
+            return False
+        self.held[key] = (event_ms, tie, now_s, value)
+        return True
+
+    def release(self, watermark_ms: int | None, now_s: float) -> list[V]:
+        """What may be processed now, in order: everything when `watermark_ms` is None, else
+        what the watermark has passed, what was held too long, and the excess over
+        `max_held`."""
+        ordered = sorted(self.held.items(), key=lambda kv: kv[1][:2])
+        overflow = len(ordered) - self.max_held
+        out: list[V] = []
+        for index, (key, (time_ms, _, since_s, value)) in enumerate(ordered):
+            if watermark_ms is None or time_ms <= watermark_ms or index < overflow \
+                    or now_s - since_s >= self.max_hold_seconds:
+                out.append(value)
+                del self.held[key]
+        return out
+
+    def abandon(self, lost: Callable[[K], bool]) -> list[V]:
+        """Stop holding the records `lost` says are gone (their partition was revoked):
+        returned, never released, for their next owner reads them again."""
+        keys = [key for key in self.held if lost(key)]
+        return [self.held.pop(key)[3] for key in keys]
+
+    def __len__(self) -> int:
+        return len(self.held)
+
+
+@dataclass
+class InputOrder(Generic[P, V]):
+    """A stage's input put in event-time order: every message read is taken (and held), and
+    what the watermark has passed is released."""
+
+    alignment: Alignment[P]
+    reorder: Reorder[tuple[P, int], V]
+
+    @classmethod
+    def within(cls, max_skew_ms: int, max_hold_seconds: float) -> InputOrder[P, V]:
+        return cls(Alignment(max_skew_ms), Reorder(max_hold_seconds))
+
+    def take(self, partition: P, offset: int, times: list[int], tie: str, value: V,
+             now_s: float) -> bool:
+        """A message read, with its records' event times; False when it is already held."""
+        self.alignment.observe(partition, offset, max(times, default=0))
+        return self.reorder.hold((partition, offset), min(times, default=0), tie, value, now_s)
+
+    def take_records(self, partition: P, offset: int, records: Sequence[Any], value: V,
+                     now_s: float) -> bool:
+        """A message of `records` read: ordered by their event times, a tie broken by the
+        first one's id."""
+        return self.take(partition, offset, [event_ms(r) for r in records],
+                         record_id(records[0]) if records else "", value, now_s)
+
+    def release(self, assigned: list[P], start_offset: Callable[[P], int],
+                end_offset: Callable[[P], int | None], now_s: float) -> list[V]:
+        for partition in assigned:
+            self.alignment.seed(partition, start_offset(partition))
+        return self.reorder.release(self.alignment.watermark_ms(assigned, end_offset), now_s)

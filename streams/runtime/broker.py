@@ -1,0 +1,134 @@
+"""Synchronous Kafka helpers (setup, offsets, lag, reading a topic back): kafka-python, not
+Faust."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import TopicAlreadyExistsError
+
+from streams.settings import TOPIC_NAMES, Settings
+
+
+class TopicsMissingError(RuntimeError):
+    """Topics the command needs are not in the cluster: run `misuse setup`."""
+
+
+def connection_options(settings: Settings) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap.split(","),
+        "security_protocol": settings.kafka_security_protocol,
+        "bootstrap_timeout_ms": int(settings.kafka_bootstrap_timeout_seconds * 1000)}
+    if settings.kafka_sasl_mechanism:
+        options["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        options["sasl_plain_username"] = settings.kafka_username
+        if settings.kafka_password is not None:
+            options["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    return options
+
+
+def create_topics(settings: Settings, changelogs: Mapping[str, int],
+                  replication_factor: int = 1) -> list[str]:
+    """Create the missing topics; existing ones are left as they are (idempotent). The stage
+    tables' `changelogs` (name: partitions, compacted) too, before any worker starts: a stage
+    that writes a table whose changelog the broker does not know yet stops the worker
+    (PartitionsMismatch)."""
+    admin = KafkaAdminClient(**connection_options(settings))
+    try:
+        existing = set(admin.list_topics())
+        wanted = {settings.topic(name): {"num_partitions": settings.partitions(name),
+                                         "configs": settings.topic_configs(name)}
+                  for name in TOPIC_NAMES}
+        wanted.update({name: {"num_partitions": partitions,
+                              "configs": {"cleanup.policy": "compact"}}
+                       for name, partitions in changelogs.items()})
+        missing = {name: dict(options, replication_factor=replication_factor)
+                   for name, options in wanted.items() if name not in existing}
+        if missing:
+            # Another process may create them between list and create.
+            with contextlib.suppress(TopicAlreadyExistsError):
+                admin.create_topics(missing, wait_for_metadata=True)
+        return sorted(missing)
+    finally:
+        admin.close()
+
+
+def require_topics(settings: Settings, topics: Iterable[str]) -> None:
+    """Fail at once when a topic is missing: a producer would wait a minute for its metadata
+    and then time out without naming it."""
+    admin = KafkaAdminClient(**connection_options(settings))
+    try:
+        existing = set(admin.list_topics())
+    finally:
+        admin.close()
+    missing = sorted(set(topics) - existing)
+    if missing:
+        raise TopicsMissingError(f"topic(s) missing: {', '.join(missing)}")
+
+
+def producer(settings: Settings) -> KafkaProducer:
+    return KafkaProducer(**connection_options(settings), linger_ms=20, batch_size=256 * 1024,
+                         compression_type=None)
+
+
+def partition_offsets(settings: Settings, group_id: str, topics: list[str]
+                      ) -> dict[TopicPartition, tuple[int, int]]:
+    """Per partition of `topics`: (offset committed by `group_id`, 0 if none; end offset)."""
+    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
+                             enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics
+                      for p in (consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(partitions)
+        return {p: (consumer.committed(p) or 0, ends[p]) for p in partitions}
+    finally:
+        consumer.close()
+
+
+def consumer_lag(settings: Settings, group_id: str, topics: list[str]) -> int:
+    """Messages in `topics` not yet committed by `group_id` (all of them if it never committed)."""
+    return sum(max(0, end - committed)
+               for committed, end in partition_offsets(settings, group_id, topics).values())
+
+
+def group_offsets(settings: Settings, group_id: str, topics: list[str]
+                  ) -> dict[str, tuple[int, int]]:
+    """Per topic: (messages committed by `group_id`, end offset), summed over partitions."""
+    out: dict[str, tuple[int, int]] = {}
+    for partition, (committed, end) in partition_offsets(settings, group_id, topics).items():
+        before = out.get(partition.topic, (0, 0))
+        out[partition.topic] = (before[0] + committed, before[1] + end)
+    return out
+
+
+def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> Iterator[bytes]:
+    """The values of `topic` written since `since_ms` (message time) up to what `group_id` has
+    committed: what a stage processed before it stopped, to rebuild its in-memory state from.
+    Messages past the committed offset are left to the stage, which reads them again. The
+    partitions are assigned by hand, so reading back neither joins the group nor commits."""
+    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
+                             enable_auto_commit=False, max_poll_records=5000,
+                             fetch_max_bytes=50 * 1024 * 1024)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        ends = {p: consumer.committed(p) or 0 for p in partitions}
+        todo = {p for p in partitions if starts[p] is not None and starts[p].offset < ends[p]}
+        if not todo:
+            return
+        consumer.assign(sorted(todo))
+        for partition in todo:
+            consumer.seek(partition, starts[partition].offset)
+        while todo:
+            for partition, records in consumer.poll(timeout_ms=1000).items():
+                for record in records:
+                    if record.offset < ends[partition]:
+                        yield record.value
+                if consumer.position(partition) >= ends[partition]:
+                    todo.discard(partition)
+                    consumer.pause(partition)
+    finally:
+        consumer.close()

@@ -1,0 +1,429 @@
+"""Messages between stages: typed, versioned, and batched.
+
+Every internal topic carries batches. One Kafka message is one batch of records of one type,
+all bound for the same partition of that topic:
+
+    msgpack map {"v": 1, "type": "<record type>", "records": [<record>, ...]}
+
+`v` is the wire version of the envelope and of every record type's fields. A record is the
+plain form of its type (`to_plain`): a msgpack map of str keys and plain values (str, int,
+float, bool, None, bytes, lists and maps of them). Nothing is pickled, so nothing written to a
+topic can run code in the worker. A reader refuses a batch whose version or type it does not
+know, or whose records do not fit their type, with `MessageError`, whose text says why; the
+stage runtime dead-letters such a batch and goes on.
+
+A record fits its type only if its values are in range, too: times between 2015 and 2100, ids
+that are non-empty strings, numbers finite. What a stage keeps in state comes from these
+records, so one absurd value (a signal dated 10^17 ms) refused here is one dead letter, where
+let in it would fail the stage's end-of-batch work on every restart. The range is fixed, not
+"a day ahead of now": decoding runs without a clock (and replays read old traffic), and ingest
+already held each event to a day ahead of the wall clock, so every time a record carries, being
+derived from event times, is inside it.
+
+Why batches: a stage that sends one Kafka message per record spends most of its time in the
+producer's send path. Records bound for one partition (chosen with the same murmur2
+partitioner as a keyed send, `streams/runtime/outbox.py`) share one message, so keyed state still
+lands where its key says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Protocol, TypeVar
+
+import msgpack
+import numpy as np
+
+from detectors.alerts import Alert
+from detectors.events import (
+    EARLIEST_EVENT_MS,
+    InvalidEventError,
+    UsageEvent,
+    event_from_dict,
+    not_strict_json,
+)
+from detectors.risk import Signal
+
+WIRE_VERSION = 1
+EARLIEST_RECORD_MS = EARLIEST_EVENT_MS  # 2015-01-01
+LATEST_RECORD_MS = 4_102_444_800_000  # 2100-01-01
+LATEST_DATE_MS = 253_402_214_400_000  # 9999-12-31, the last a date can show: ends chosen by hand
+MAX_BATCH_BYTES = 8 * 1024 * 1024  # a reader refuses anything larger before decoding it
+
+R = TypeVar("R", bound="Record")
+P = TypeVar("P", bound="PlainRecord")
+T = TypeVar("T")
+
+
+class MessageError(ValueError):
+    """A batch that cannot be read: not msgpack, unknown version or type, or a record that
+    does not fit its type. The text says which."""
+
+
+class Record(Protocol):
+    """A record type: a frozen dataclass with a wire name and a plain form."""
+
+    TYPE: ClassVar[str]
+
+    def to_plain(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_plain(cls: type[R], plain: Mapping[str, Any]) -> R: ...
+
+
+class PlainRecord:
+    """The plain form of a dataclass whose fields are already plain values (str, numbers,
+    bools, None, bytes, lists and maps of them)."""
+
+    TYPE: ClassVar[str] = ""
+
+    def to_plain(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def from_plain(cls: type[P], plain: Mapping[str, Any]) -> P:
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = set(plain) - names
+        if unknown:
+            raise MessageError(f"{cls.TYPE}: unknown field(s) {', '.join(sorted(unknown))}")
+        try:
+            record = cls(**plain)
+        except TypeError as exc:  # a required field is missing
+            raise MessageError(f"{cls.TYPE}: {exc}") from None
+        _require_finite(cls.TYPE, plain)
+        record.check()
+        return record
+
+    def check(self) -> None:
+        """Raise MessageError if a value is out of its range (see the module's doc)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    type: str
+    records: tuple[Mapping[str, Any], ...]
+
+
+def encode_batch(record_type: str, records: Sequence[Record]) -> bytes:
+    return msgpack.packb({"v": WIRE_VERSION, "type": record_type,
+                          "records": [r.to_plain() for r in records]}, use_bin_type=True)
+
+
+def decode_batch(raw: bytes | None) -> Batch:
+    """The envelope of one Kafka message; its records stay plain until `records_of`."""
+    if raw is None:
+        raise MessageError("empty message: a batch has a value")
+    if len(raw) > MAX_BATCH_BYTES:
+        raise MessageError(f"batch of {len(raw)} bytes is over {MAX_BATCH_BYTES}")
+    try:
+        envelope = msgpack.unpackb(raw, raw=False, strict_map_key=True,
+                                   max_bin_len=MAX_BATCH_BYTES, max_str_len=MAX_BATCH_BYTES)
+    except Exception as exc:  # msgpack raises several types for bad input
+        raise MessageError(f"not a msgpack batch: {type(exc).__name__}: {exc}") from None
+    if not isinstance(envelope, dict):
+        raise MessageError("not a batch: the message is not a map")
+    version = envelope.get("v")
+    if version != WIRE_VERSION:
+        raise MessageError(f"unknown wire version {version!r}; this worker reads "
+                           f"{WIRE_VERSION}")
+    records = envelope.get("records")
+    if not isinstance(envelope.get("type"), str) or not isinstance(records, list) \
+            or not all(isinstance(r, dict) for r in records):
+        raise MessageError("not a batch: it needs a str type and a list of record maps")
+    return Batch(envelope["type"], tuple(records))
+
+
+def records_of(batch: Batch, record_type: type[R]) -> list[R]:
+    if batch.type != record_type.TYPE:
+        raise MessageError(f"expected {record_type.TYPE} records, got {batch.type!r}")
+    return [record_type.from_plain(plain) for plain in batch.records]
+
+
+def alerts_in(raw: bytes | None) -> list[Alert]:
+    """The alerts of one message of the alerts topic, for tools that read it (eval, bench)."""
+    return [record.alert for record in records_of(decode_batch(raw), AlertRecord)]
+
+
+def vector_bytes(vector: np.ndarray) -> bytes:
+    """A vector on the wire: float16, 768 bytes for 384 dimensions."""
+    return np.asarray(vector, dtype=np.float16).tobytes()
+
+
+def vector_from(raw: bytes) -> np.ndarray:
+    """The unit float32 vector of `vector_bytes`; a wrong size is a MessageError."""
+    if not isinstance(raw, bytes) or len(raw) % 2:
+        raise MessageError("a vector is float16 bytes")
+    vector = np.frombuffer(raw, dtype=np.float16).astype(np.float32)
+    if not np.all(np.isfinite(vector)):
+        raise MessageError("a vector has a NaN or infinite component")
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+# The record types. Each names its wire type; a field added later must have a default, and a
+# renamed or retyped field is a new wire version.
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """A validated usage event forwarded by ingest (without its prompt on the network topic,
+    with its redacted prompt on the prompts topic). Read back through the same validation as
+    the input: a stage never trusts a record it did not make."""
+
+    TYPE: ClassVar[str] = "usage-event"
+    event: UsageEvent
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.event.to_dict()
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> EventRecord:
+        return cls(forwarded_event(plain))
+
+
+def forwarded_event(plain: Mapping[str, Any]) -> UsageEvent:
+    """A usage event as one stage forwards it to another: validated again (a stage never
+    trusts a record it did not make), but not against the clock, which ingest did."""
+    event = _read(EventRecord.TYPE, lambda p: event_from_dict(dict(p), _NO_CLOCK_CHECK), plain)
+    _require_time(EventRecord.TYPE, "ts", event.ts_ms)
+    return event
+
+
+@dataclass(frozen=True, slots=True)
+class AlertRecord:
+    TYPE: ClassVar[str] = "alert"
+    alert: Alert
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.alert.to_dict()
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> AlertRecord:
+        alert = _read(cls.TYPE, Alert.from_dict, plain)
+        _require_finite(cls.TYPE, plain)
+        for name in ("rule_id", "severity"):
+            _require_id(cls.TYPE, name, getattr(alert, name))
+        _require_id(cls.TYPE, "entity.kind", alert.entity.kind)
+        _require_id(cls.TYPE, "entity.id", alert.entity.id)
+        for account in alert.accounts:
+            _require_id(cls.TYPE, "accounts[]", account)
+        for name in ("incident_start_ms", "window_end_ms"):
+            _require_time(cls.TYPE, name, getattr(alert, name))
+        if not 0 <= alert.window_start_ms <= alert.window_end_ms:  # an empty window starts at 0
+            raise MessageError(f"{cls.TYPE}: window_start_ms = {alert.window_start_ms} is not "
+                               f"in 0..window_end_ms")
+        return cls(alert)
+
+
+@dataclass(frozen=True, slots=True)
+class SignalRecord:
+    TYPE: ClassVar[str] = "signal"
+    signal: Signal
+
+    def to_plain(self) -> dict[str, Any]:
+        return self.signal.to_dict()
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> SignalRecord:
+        signal = _read(cls.TYPE, Signal.from_dict, plain)  # refuses a strength outside 0..1
+        for name in ("account_id", "detector", "rule_id"):
+            _require_id(cls.TYPE, name, getattr(signal, name))
+        _require_time(cls.TYPE, "ts_ms", signal.ts_ms)
+        return cls(signal)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord(PlainRecord):
+    """A campaign, account or action document for Elasticsearch (`index` without prefix),
+    written as a partial update."""
+
+    TYPE: ClassVar[str] = "document"
+    index: str
+    id: str
+    source: dict[str, Any]
+
+    def check(self) -> None:
+        _require_id(self.TYPE, "index", self.index)
+        _require_id(self.TYPE, "id", self.id)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord(PlainRecord):
+    """An analyst's decision on an account (cleared, allowlisted, optionally until a time, or
+    unlisted), on the suspension waiting for it (approved, rejected; `resume` for the breaker),
+    or on one of its alerts (acknowledged, closed with a `close_reason`)."""
+
+    TYPE: ClassVar[str] = "feedback"
+    account_id: str
+    decision: str
+    analyst: str
+    ts_ms: int
+    until_ms: int | None = None
+    note: str = ""
+    signature: str = ""  # HMAC-SHA256 by the analyst's key (`streams/runtime/review.py`)
+    alert_id: str = ""
+    close_reason: str = ""  # true_positive, false_positive, benign_positive, duplicate
+    page_group: str = ""  # the page the closed alert's incident resolves
+
+    def check(self) -> None:
+        for name in ("account_id", "decision", "analyst"):
+            _require_id(self.TYPE, name, getattr(self, name))
+        _require_time(self.TYPE, "ts_ms", self.ts_ms)
+        if self.until_ms is not None:  # chosen by the analyst, any date a calendar shows
+            _require_time(self.TYPE, "until_ms", self.until_ms, latest=LATEST_DATE_MS)
+
+
+@dataclass(frozen=True, slots=True)
+class JailbreakMatch(PlainRecord):
+    """A prompt close to a pattern of the jailbreak bank, for the cross-account spread rule
+    (keyed by pattern id). The event travels without its prompt."""
+
+    TYPE: ClassVar[str] = "jailbreak-match"
+    event: dict[str, Any]
+    similarity: float
+    pattern_id: str
+    pattern_category: str
+    pattern_text: str
+
+    def check(self) -> None:  # its event is read through forwarded_event where it is used
+        _require_id(self.TYPE, "pattern_id", self.pattern_id)
+        if not isinstance(self.similarity, float | int) or not -1.0 <= self.similarity <= 1.0:
+            raise MessageError(f"{self.TYPE}: similarity = {self.similarity!r} is not a cosine")
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest(PlainRecord):
+    """An action the risk stage asks for, for the act stage: a suspension, or its reversal
+    (`unsuspend`) after an analyst cleared or allowlisted the account."""
+
+    TYPE: ClassVar[str] = "action-request"
+    request: dict[str, Any]
+
+    def check(self) -> None:
+        if not isinstance(self.request, dict):
+            raise MessageError(f"{self.TYPE}: request must be a map")
+        _require_id(self.TYPE, "request.account_id", self.request.get("account_id"))
+        _require_id(self.TYPE, "request.action", self.request.get("action"))
+        _require_time(self.TYPE, "request.ts_ms", self.request.get("ts_ms"))
+
+
+@dataclass(frozen=True, slots=True)
+class PageRequest(PlainRecord):
+    """An alert that may page on-call (`trigger`), or the end of its incident (`resolve`), for
+    the act stage, which routes, groups and rate-limits pages. `group`: what pages once per
+    window (a campaign, or one rule on one entity)."""
+
+    TYPE: ClassVar[str] = "page-request"
+    action: str
+    group: str
+    ts_ms: int
+    alert: dict[str, Any] | None = None
+
+    def check(self) -> None:
+        _require_id(self.TYPE, "action", self.action)
+        _require_id(self.TYPE, "group", self.group)
+        _require_time(self.TYPE, "ts_ms", self.ts_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery(PlainRecord):
+    """One request to an outside system, decided by the act stage and carried out by the
+    delivery sink. `id` is its idempotency key, the same on every retry, replay and restart
+    (Standard Webhooks' `webhook-id`); `receiver` is suspension, pagerduty or alertmanager;
+    `body` holds no secret (the sink adds routing keys and signatures)."""
+
+    TYPE: ClassVar[str] = "delivery"
+    id: str
+    receiver: str
+    body: dict[str, Any]
+    account_id: str = ""
+    action: str = ""
+    ts_ms: int = 0
+
+    def check(self) -> None:
+        _require_id(self.TYPE, "id", self.id)
+        _require_id(self.TYPE, "receiver", self.receiver)
+        if self.ts_ms != 0:  # 0: not known (the field's default)
+            _require_time(self.TYPE, "ts_ms", self.ts_ms)
+
+
+def _read(record_type: str, parse: Callable[[Mapping[str, Any]], T],
+          plain: Mapping[str, Any]) -> T:
+    """`parse(plain)`, with whatever a malformed record makes it raise as a MessageError."""
+    try:
+        return parse(plain)
+    except (InvalidEventError, KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise MessageError(f"{record_type}: {exc!r}") from None
+
+
+def _require_time(record_type: str, name: str, value: Any, *,
+                  latest: int = LATEST_RECORD_MS) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MessageError(f"{record_type}: {name} must be epoch millis (an integer), got "
+                           f"{type(value).__name__}")
+    if not EARLIEST_RECORD_MS <= value <= latest:
+        year = 2100 if latest == LATEST_RECORD_MS else 9999
+        raise MessageError(f"{record_type}: {name} = {value} ms is outside 2015..{year}")
+
+
+def _require_id(record_type: str, name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise MessageError(f"{record_type}: {name} must be a non-empty string, got "
+                           f"{value!r:.40}")
+
+
+def _require_finite(record_type: str, value: Any) -> None:
+    if (reason := not_strict_json(value)) is not None:
+        raise MessageError(f"{record_type}: {reason}")
+
+
+@dataclass(frozen=True, slots=True)
+class PromptVector(PlainRecord):
+    """One embedded prompt for the campaign stage: the vector of its narrative (payload or
+    whole prompt) in its space, who sent it, and what the embedding stage knows of the
+    account and key that the campaign stage, keyed by LSH bucket, cannot."""
+
+    TYPE: ClassVar[str] = "prompt-vector"
+    event_id: str
+    ts: int
+    account_id: str
+    api_key_id: str
+    ip: str
+    user_agent: str
+    sample: str
+    text_key: str
+    space: str
+    vector: bytes
+    account_prompts: int
+    key_first_seen: int
+    wrapper_key: str = ""
+    wrapper: str = ""
+    # The payload's language, when the model embedded it ("und" when not known).
+    language: str = "und"
+    disguised: bool = False  # look-alike letters, invisible characters, letters spaced apart
+    intent: str = ""  # what its wrapper asks: publish, verify, jailbreak, other; "" if none
+
+    def check(self) -> None:
+        for name in ("event_id", "account_id", "api_key_id"):
+            _require_id(self.TYPE, name, getattr(self, name))
+        _require_time(self.TYPE, "ts", self.ts)
+        _require_time(self.TYPE, "key_first_seen", self.key_first_seen)
+        if not isinstance(self.account_prompts, int) or self.account_prompts < 0:
+            raise MessageError(f"{self.TYPE}: account_prompts = {self.account_prompts!r} is "
+                               "not a count")
+
+
+_NO_CLOCK_CHECK = 2**62
+
+
+RECORD_TYPES: dict[str, type[Record]] = {
+    t.TYPE: t for t in (EventRecord, AlertRecord, SignalRecord, DocumentRecord, FeedbackRecord,
+                        JailbreakMatch, ActionRequest, PageRequest, Delivery, PromptVector)}
+
+
+def records_in(raw: bytes | None) -> list[Record]:
+    """The records of one message, whatever their type (for tools that read any topic)."""
+    batch = decode_batch(raw)
+    if batch.type not in RECORD_TYPES:
+        raise MessageError(f"unknown record type {batch.type!r}")
+    return records_of(batch, RECORD_TYPES[batch.type])

@@ -1,0 +1,136 @@
+"""Streaming clusters of prompt vectors, linked into campaigns (`detectors/campaign_tracker.py`);
+a linked group becomes a campaign only on evidence of coordination. One document and one alert
+per campaign, updated as it grows."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from detectors.campaign_tracker import CampaignTracker
+from detectors.campaigns import CampaignFinding, campaign_alert
+from detectors.clustering import ClusterPoint
+from detectors.policy import Policy
+from streams.runtime import clock, metrics
+from streams.runtime.broker import read_back
+from streams.runtime.driver import Emit, Stage, StateStore
+from streams.runtime.messages import (
+    MessageError,
+    PromptVector,
+    decode_batch,
+    records_of,
+    vector_from,
+)
+from streams.runtime.publish import emit_alert, emit_document, emit_page_resolve
+from streams.settings import get_settings
+from streams.sinks.documents import campaign_document
+
+log = logging.getLogger(__name__)
+SKIPPED_INTENTS = frozenset({"verify", "jailbreak"})
+
+
+def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
+    tracker.add(ClusterPoint(
+        event_id=record.event_id, ts_ms=record.ts, vector=vector_from(record.vector),
+        account_id=record.account_id, api_key_id=record.api_key_id, ip=record.ip,
+        user_agent=record.user_agent, prompt_sample=record.sample, text_key=record.text_key,
+        wrapper_key=record.wrapper_key, wrapper_sample=record.wrapper,
+        language=record.language, disguised=record.disguised, intent=record.intent),
+        record.space, record.account_prompts, record.key_first_seen)
+
+
+def vectors_read_back(window_seconds: int) -> Iterator[PromptVector]:
+    """The window's vectors that this stage had already processed before a restart, read back
+    from its input topic up to the committed offsets."""
+    settings = get_settings()
+    since_ms = clock.now_ms() - window_seconds * 1000
+    for value in read_back(settings, settings.topic("misuse.prompt-vectors"), settings.app_id,
+                           since_ms):
+        try:
+            yield from records_of(decode_batch(value), PromptVector)
+        except MessageError:
+            continue  # dead-lettered when it was first read
+
+
+class DetectCampaigns(Stage):
+    name = "detect_campaigns"
+    reads = (PromptVector,)
+
+    def __init__(self, policy: Policy, state: StateStore,
+                 history: Iterable[PromptVector] = ()) -> None:
+        """Clusters live in memory: `history` (the vectors processed before a restart) is
+        added and judged once, so campaigns keep their ids. What that judging finds is reported
+        again with the first batch: the stage may have moved here from a worker that had not
+        judged its last points yet (a rebalance, a crash), and documents and alerts keep their
+        ids, so reporting a campaign twice only overwrites it."""
+        self.tracker = CampaignTracker(policy)
+        points = 0
+        for record in history:
+            add_vector(self.tracker, record)
+            points += 1
+        self.restored_findings = self.tracker.judge_all()
+        log.info("campaigns_rebuilt points=%d campaigns=%d", points, len(self.tracker.emitted))
+        # In a replay, event time runs far ahead of the wall clock: judging on event time
+        # alone would spend the stage judging. Between idle moments, every few wall seconds.
+        self.pacing = clock.Every(5.0)
+        self.batch_records = 0
+
+    @classmethod
+    def restored(cls, policy: Policy, state: StateStore) -> DetectCampaigns:
+        return cls(policy, state, vectors_read_back(policy.campaigns.window_seconds))
+
+    def reconfigure(self, policy: Policy) -> None:
+        self.tracker.reconfigure(policy)
+
+    def process(self, item: Any, emit: Emit, now_ms: int) -> None:
+        # Campaigns are made of content requests. A claim quoted to be checked, classified or
+        # translated neither makes one nor dilutes one (a fact-checking desk quoting an
+        # operation's claim must not hide it); a jailbreak preamble is the spray rules'
+        # business. (The intent comes from the wrapper's model vector alone: the same after
+        # a restart.)
+        if item.intent in SKIPPED_INTENTS:
+            metrics.campaign_points_skipped.labels(f"{item.intent}_intent").inc()
+            return
+        tracker = self.tracker
+        # In a replay, event time runs far ahead of the wall clock and batches are large:
+        # whatever the batching, the window is judged before a point that lies more than
+        # max_judge_lag_seconds of event time past the last judging, so a campaign's first
+        # report is dated in event time alike in replays and in live traffic.
+        if tracker.lagging(item.ts):
+            self._report(emit, tracker.judge_all(), tracker.latest_ms)
+        add_vector(tracker, item)
+        self.batch_records += 1
+
+    def after(self, emit: Emit, latest_event_ms: int) -> None:
+        findings, self.restored_findings = self.restored_findings, []
+        idle, self.batch_records = self.batch_records < 500, 0
+        if self.tracker.due(idle) and (idle or self.pacing.due()):
+            findings += self.tracker.judge_all()
+        self._report(emit, findings, latest_event_ms)
+
+    def pending(self) -> int:
+        return self.tracker.unjudged
+
+    def _report(self, emit: Emit, findings: list[CampaignFinding], latest_event_ms: int) -> None:
+        tracker = self.tracker
+        rule = tracker.policy.rules.campaign
+        if not rule.enabled:
+            tracker.merged.clear()
+            tracker.withdrawn.clear()
+            return
+        for finding in findings:
+            log.info("campaign id=%s accounts=%d size=%d score=%.2f", finding.campaign_id,
+                     len(finding.accounts), finding.size, finding.score)
+            emit_document(emit, "campaigns", finding.campaign_id, campaign_document(
+                finding, tracker.history[finding.campaign_id]))
+            emit_alert(emit, campaign_alert(finding, rule.severity), rule)
+        for absorbed, survivor in tracker.merged:
+            emit_document(emit, "campaigns", absorbed,
+                          {"misuse": {"status": "merged", "merged_into": survivor}})
+        tracker.merged.clear()
+        for withdrawn in tracker.withdrawn:
+            log.info("campaign_withdrawn id=%s", withdrawn)
+            emit_document(emit, "campaigns", withdrawn, {"misuse": {"status": "withdrawn"}})
+            emit_page_resolve(emit, f"campaign:{withdrawn}", latest_event_ms)
+        tracker.withdrawn.clear()
