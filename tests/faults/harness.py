@@ -34,8 +34,9 @@ from tests.faults.worker_log import loud_lines
 log = logging.getLogger(__name__)
 # Longer than the campaign stage's 5 s tick: a drained worker may still publish a campaign.
 SETTLE_SECONDS = 7.0
-# A killed worker's partitions go to its successor once the group gives up on it: 10 s here
-# instead of Faust's 60 s, so that three kills fit in a test run. Production keeps 60 s.
+# The worker of every test run (here and tests/integration). A killed worker's partitions go
+# to its successor once the group gives up on it: 10 s here instead of Faust's 60 s, so that
+# a kill costs seconds, not a minute, of a test run. Production keeps 60 s.
 WORKER_ENV = {"MISUSE_TOPIC_PARTITIONS": "3", "MISUSE_INDEX_BATCH_SECONDS": "0.5",
               "BROKER_SESSION_TIMEOUT": "10"}
 

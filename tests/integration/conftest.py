@@ -20,6 +20,7 @@ from streams.runtime.messages import encode_batch
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import search_sources
 from streams.tooling.runner import WorkerProcess, isolated_environment
+from tests.faults.harness import WORKER_ENV
 
 pytestmark = pytest.mark.integration
 
@@ -92,7 +93,7 @@ def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 
                   env_overrides: dict[str, str] | None = None) -> Pipeline:
     """A worker with topics, indices, consumer group and state of its own, started."""
     settings, env = isolated_environment(name, data_root)
-    env.update({"MISUSE_TOPIC_PARTITIONS": str(partitions), "MISUSE_INDEX_BATCH_SECONDS": "0.5",
+    env.update({**WORKER_ENV, "MISUSE_TOPIC_PARTITIONS": str(partitions),
                 # The analysts' decisions the tests make are signed with this key.
                 "MISUSE_REVIEW_KEYS": json.dumps({"test-analyst": uuid.uuid4().hex}),
                 **(env_overrides or {})})
