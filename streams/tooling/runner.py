@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kafka.errors import KafkaError
@@ -166,13 +166,16 @@ class WorkerProcess:
             time.sleep(poll_s)
 
 
-def isolated_environment(run_name: str, data_root: Path) -> tuple[Settings, dict[str, str]]:
+def isolated_environment(run_name: str, data_root: Path,
+                         settings: Mapping[str, str] | None = None
+                         ) -> tuple[Settings, dict[str, str]]:
     """Settings and a child environment with topics, indices, consumer group and state of
-    their own, so an evaluation or a benchmark leaves the production names alone."""
+    their own, so an evaluation or a benchmark leaves the production names alone. `settings`:
+    more `MISUSE_` variables for both (another broker, say)."""
     run = f"{run_name}-{uuid.uuid4().hex[:8]}"
     overrides = {"MISUSE_TOPIC_PREFIX": f"{run}.", "MISUSE_INDEX_PREFIX": f"misuse-{run}-",
                  "MISUSE_APP_ID": f"misuse-{run}", "MISUSE_DATA_DIR": str(data_root / run),
-                 "MISUSE_WEB_PORT": str(free_port())}
+                 "MISUSE_WEB_PORT": str(free_port()), **(settings or {})}
     fields = {k.removeprefix("MISUSE_").lower(): v for k, v in overrides.items()}
     return Settings.model_validate(fields), dict(os.environ, **overrides)
 

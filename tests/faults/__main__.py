@@ -3,7 +3,8 @@ traffic; prints the table and writes .bench/faults.json.
 
     FAULTS_SCALE (0.5: about 13 thousand events), FAULTS_RATE (400 events/s),
     FAULTS_ES_DOWN_SECONDS (40), FAULTS_KAFKA_DOWN_SECONDS (30), FAULTS_STORM_ROUNDS (10),
-    FAULTS_ONLY (comma-separated scenario names; the baseline always runs)
+    FAULTS_ONLY (comma-separated scenario names; the baseline always runs),
+    FAULTS_SIDE_BY_SIDE (1: runs going at once)
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def options_from_environment() -> SuiteOptions:
                         rate=float(env.get("FAULTS_RATE", "400")),
                         es_down_seconds=float(env.get("FAULTS_ES_DOWN_SECONDS", "40")),
                         kafka_down_seconds=float(env.get("FAULTS_KAFKA_DOWN_SECONDS", "30")),
-                        storm_rounds=int(env.get("FAULTS_STORM_ROUNDS", "10")), only=only)
+                        storm_rounds=int(env.get("FAULTS_STORM_ROUNDS", "10")), only=only,
+                        side_by_side=int(env.get("FAULTS_SIDE_BY_SIDE", "1")))
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
-"""One fault run on the local stack: a worker of its own (topics, indices, group, state), the
-traffic offered at a steady rate, the fault's steps taken on the way, then the wait until
-everything is drained and Elasticsearch has settled, and what the run left behind."""
+"""One fault run on the local stacks: a worker of its own (topics, indices, group, state), the
+traffic offered at a steady rate, the fault's steps taken on the way (on the suite's own
+stack, `tests/faults/stacks.py`), then the wait until everything is drained and Elasticsearch
+has settled, and what the run left behind."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from streams.sinks.elasticsearch import client_options
 from streams.tooling.runner import WorkerError, WorkerProcess, isolated_environment
 from tests.faults.observe import Observation, fingerprint, observe
 from tests.faults.scenarios import Scenario, Step
+from tests.faults.stacks import OWN_STACK
 from tests.faults.traffic import BROKER_MESSAGE_LIMIT, Message
 from tests.faults.worker_log import loud_lines
 
@@ -110,7 +112,8 @@ class FaultRun:
         self.scenario, self.messages, self.crafted_keys = scenario, messages, crafted_keys
         self.work_dir, self.rate, self.drain_timeout_s = work_dir, rate, drain_timeout_s
         slug = scenario.name.split()[0].lower()
-        self.settings, self.env = isolated_environment(f"faults-{slug}", work_dir / "data")
+        self.settings, self.env = isolated_environment(
+            f"faults-{slug}", work_dir / "data", OWN_STACK.endpoints(scenario.stopped))
         self.env.update(WORKER_ENV)
         self.settings = self.settings.model_copy(update={"topic_partitions": 3})
         self.log_path = work_dir / f"worker-{slug}.log"
@@ -168,9 +171,9 @@ class FaultRun:
             self.restart_elsewhere(kill=True)
             return
         service = step.action.removeprefix("stop ")
-        stack("stop", service)
+        OWN_STACK("stop", service)
         time.sleep(step.seconds)
-        stack("start", service)
+        OWN_STACK("start", service)
         self.check_alive()
 
     def restart_elsewhere(self, kill: bool) -> None:
@@ -236,7 +239,7 @@ class FaultRun:
         return ", ".join(f"{k} {v}" for k, v in sorted(behind.items())) or "no lag"
 
     def clean_up(self) -> None:
-        """Indices, templates and topics of this run (the stack is shared by every run)."""
+        """Indices, templates and topics of this run (the stacks are shared by every run)."""
         es = Elasticsearch(**client_options(self.settings))
         try:
             es.indices.delete(index=f"{self.settings.index_prefix}*", ignore_unavailable=True)
@@ -253,13 +256,6 @@ class FaultRun:
                 admin.delete_topics(ours)
         finally:
             admin.close()
-
-
-def stack(command: str, service: str) -> None:
-    result = subprocess.run([str(REPO_ROOT / "ops" / "stack"), command, service],
-                            capture_output=True, text=True)
-    if result.returncode:
-        raise RuntimeError(f"ops/stack {command} {service}: {result.stdout}{result.stderr}")
 
 
 def describe(result: RunResult) -> dict[str, Any]:

@@ -21,6 +21,12 @@ class Scenario:
     steps: tuple[Step, ...] = ()
     storm: bool = False  # the traffic mixed with crafted bad events
 
+    @property
+    def stopped(self) -> set[str]:
+        """The services its steps stop: the run takes them from the suite's own stack."""
+        return {step.action.removeprefix("stop ") for step in self.steps
+                if step.action.startswith("stop ")}
+
 
 def scenarios(es_down_s: float, kafka_down_s: float) -> tuple[Scenario, ...]:
     return (

@@ -1,9 +1,12 @@
-"""Every scenario against the same traffic, the baseline first, each compared with it."""
+"""Every scenario against the same traffic, each compared with the baseline; one after the
+other, or side by side (each run has its own worker, names and, for a service it stops, its
+own stack)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +15,7 @@ from streams.runtime import clock
 from tests.faults.compare import compare
 from tests.faults.harness import FaultRun, RunResult
 from tests.faults.scenarios import Scenario, scenarios
+from tests.faults.stacks import OWN_STACK
 from tests.faults.traffic import Message, simulated, storm
 
 log = logging.getLogger(__name__)
@@ -27,6 +31,8 @@ class SuiteOptions:
     only: tuple[str, ...] = ()  # scenario names to run (the baseline always runs)
     # How long a run may take to drain (or ingest to reach a step) before it counts as stalled.
     drain_timeout_seconds: float = 900.0
+    # Runs going at once (each with a worker of its own; faults on the suite's own stack).
+    side_by_side: int = 1
 
 
 def run_suite(options: SuiteOptions, work_dir: Path,
@@ -38,12 +44,23 @@ def run_suite(options: SuiteOptions, work_dir: Path,
     mixed, crafted_keys = storm(traffic, options.storm_rounds, start_ms + 3_600_000)
     chosen = [s for s in scenarios(options.es_down_seconds, options.kafka_down_seconds)
               if s.name == "baseline" or not options.only or s.name in options.only]
-    results: list[RunResult] = []
-    for scenario in chosen:
-        messages, keys = (mixed, crafted_keys) if scenario.storm else (traffic, [])
-        results.append(run_one(scenario, messages, keys, work_dir, options.rate,
-                               options.drain_timeout_seconds))
-        on_result(results[-1])
+    own_stack = any(scenario.stopped for scenario in chosen)
+
+    def inputs(scenario: Scenario) -> tuple[list[Message], list[str]]:
+        return (mixed, crafted_keys) if scenario.storm else (traffic, [])
+
+    if own_stack:
+        OWN_STACK("up")
+    try:
+        with ThreadPoolExecutor(max_workers=options.side_by_side) as pool:
+            runs = [pool.submit(run_one, scenario, *inputs(scenario), work_dir, options.rate,
+                                options.drain_timeout_seconds) for scenario in chosen]
+            for done in as_completed(runs):
+                on_result(done.result())
+            results = [run.result() for run in runs]  # in the scenarios' order
+    finally:
+        if own_stack:
+            OWN_STACK("down")
     rows = [compare(results[0], result) for result in results[1:]]
     return results, rows
 

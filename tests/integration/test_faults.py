@@ -20,9 +20,10 @@ from tests.faults.suite import SuiteOptions, run_suite
 pytestmark = pytest.mark.integration
 
 # About 5,500 events at 400/s (12 minutes of event time: the campaigns form), outages long
-# enough for the worker to notice and retry: the file takes about 7 minutes here.
+# enough for the worker to notice and retry, every run side by side (the two cores shared by
+# five workers: a run may take a few minutes to drain).
 OPTIONS = SuiteOptions(scale=0.2, rate=400, es_down_seconds=30, kafka_down_seconds=20,
-                       storm_rounds=3, drain_timeout_seconds=180)
+                       storm_rounds=3, drain_timeout_seconds=400, side_by_side=5)
 FAULTS = [s.name for s in scenarios(0, 0) if s.name != "baseline"]
 
 
