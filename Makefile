@@ -38,14 +38,19 @@ demo: venv up
 doctor: venv
 	$(BIN)/misuse doctor
 
+# Test files run side by side, one file per process at a time (pytest-xdist): most of a real
+# worker's test is waiting on Kafka, Elasticsearch and the worker, so three processes keep
+# the two cores busy. The longest files go first (tests/conftest.py).
+PARALLEL ?= -n 3 --dist loadfile
+
 unit: venv tools
-	$(BIN)/pytest tests/unit -q
+	$(BIN)/pytest tests/unit -q $(PARALLEL)
 
 integration: venv up
-	$(BIN)/pytest tests/integration -q
+	$(BIN)/pytest tests/integration -q $(PARALLEL)
 
 test: venv tools up
-	$(BIN)/pytest tests/unit tests/integration -q
+	$(BIN)/pytest tests/unit tests/integration -q $(PARALLEL)
 
 bench: venv up
 	$(BIN)/python -m tests.bench

@@ -347,7 +347,8 @@ def static_embedder(encoder: Encoder, cache_dir: Path) -> StaticEmbedder:
         log.info("static_embedding_distil model=%s path=%s", encoder.name, path)
         vectors = encoder.token_vectors().astype(np.float16)
         cache_dir.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_suffix(".tmp.npy")
+        # Workers starting together each write a file of their own; the last rename wins.
+        temporary = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
         np.save(temporary, vectors)
         temporary.replace(path)
     return StaticEmbedder(vectors, lambda text: encoder.token_ids([text])[0],
