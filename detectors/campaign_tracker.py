@@ -14,6 +14,7 @@ Pure: time is the event time of the points, and nothing here reads a clock or do
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from typing import Any
 
 from detectors.campaigns import CampaignFinding, CampaignJudge, KeyHistory
@@ -49,6 +50,16 @@ class CampaignTracker:
         # reported campaign -> event time of the first judging round that found no support for
         # it, while it is held down (still reported, not yet withdrawn)
         self.unsupported_since: dict[str, int] = {}
+        # Campaigns reported before a restart (id -> core accounts, first seen), not found yet
+        # since: a group found again is named after the one it shares its accounts with.
+        self.known: dict[str, tuple[frozenset[str], int]] = {}
+
+    def remember(self, campaign_id: str, accounts: Iterable[str], first_seen_ms: int) -> None:
+        """A campaign reported before a restart. Clusters are rebuilt from the window's points
+        judged all at once, not round by round as they came, so a group can now reach further
+        back (a cluster of the operation's earliest posts that joined it after its first
+        report) and its anchor, hence its id, would change: found again, it keeps this id."""
+        self.known[campaign_id] = (frozenset(accounts), first_seen_ms)
 
     def reconfigure(self, policy: Policy) -> None:
         """New thresholds from a reloaded policy; clusters and bookkeeping stay."""
@@ -190,7 +201,7 @@ class CampaignTracker:
         now spans are merged into it."""
         reported = sorted({self.campaign_of[c] for c in clusters if c in self.campaign_of},
                           key=lambda c: (self.first_seen[c], c))
-        campaign_id = reported[0] if reported else finding.campaign_id
+        campaign_id = reported[0] if reported else self._known_as(finding)
         self.first_seen.setdefault(campaign_id, finding.first_seen_ms)
         for other in reported[1:]:
             self.merged.append((other, campaign_id))
@@ -200,6 +211,19 @@ class CampaignTracker:
             self.campaign_of[cluster_id] = campaign_id
         return dataclasses.replace(finding, campaign_id=campaign_id,
                                    first_seen_ms=self.first_seen[campaign_id])
+
+    def _known_as(self, finding: CampaignFinding) -> str:
+        """The id of the campaign reported before a restart that shares most of the finding's
+        accounts (at least half of the smaller group; the oldest of several), else its own."""
+        accounts = set(finding.accounts)
+        matches = [(first_seen, campaign) for campaign, (known, first_seen) in self.known.items()
+                   if 2 * len(accounts & known) >= min(len(accounts), len(known))]
+        if not matches:
+            return finding.campaign_id
+        first_seen, campaign = min(matches)
+        del self.known[campaign]
+        self.first_seen[campaign] = first_seen
+        return campaign
 
     def _changed(self, finding: CampaignFinding) -> bool:
         shape = (finding.size, len(finding.accounts))

@@ -104,18 +104,22 @@ def group_offsets(settings: Settings, group_id: str, topics: list[str]
     return out
 
 
-def read_back(settings: Settings, topic: str, group_id: str, since_ms: int) -> Iterator[bytes]:
+def read_back(settings: Settings, topic: str, group_id: str, since_ms: int,
+              to_end: bool = False) -> Iterator[bytes]:
     """The values of `topic` written since `since_ms` (message time) up to what `group_id` has
     committed: what a stage processed before it stopped, to rebuild its in-memory state from.
-    Messages past the committed offset are left to the stage, which reads them again. The
-    partitions are assigned by hand, so reading back neither joins the group nor commits."""
+    Messages past the committed offset are left to the stage, which reads them again. With
+    `to_end`, up to the end instead: everything written (what a stage published before it
+    stopped). The partitions are assigned by hand, so reading back neither joins the group
+    nor commits."""
     consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
                              enable_auto_commit=False, max_poll_records=5000,
                              fetch_max_bytes=50 * 1024 * 1024)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
-        ends = {p: consumer.committed(p) or 0 for p in partitions}
+        ends = consumer.end_offsets(partitions) if to_end else \
+            {p: consumer.committed(p) or 0 for p in partitions}
         todo = {p for p in partitions if starts[p] is not None and starts[p].offset < ends[p]}
         if not todo:
             return

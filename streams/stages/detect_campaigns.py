@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from detectors.campaign_tracker import CampaignTracker
+from detectors.campaigns import RULE_ID as CAMPAIGN_RULE
 from detectors.campaigns import CampaignFinding, campaign_alert
 from detectors.clustering import ClusterPoint
 from detectors.policy import Policy
@@ -16,6 +17,7 @@ from streams.runtime import clock, metrics
 from streams.runtime.broker import read_back
 from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import (
+    AlertRecord,
     MessageError,
     PromptVector,
     decode_batch,
@@ -53,18 +55,38 @@ def vectors_read_back(window_seconds: int) -> Iterator[PromptVector]:
             continue  # dead-lettered when it was first read
 
 
+def campaigns_read_back(window_seconds: int) -> Iterator[tuple[str, tuple[str, ...], int]]:
+    """The campaigns this stage reported in the window before a restart (id, core accounts,
+    first seen), from their alerts: every alert published, committed downstream or not."""
+    settings = get_settings()
+    since_ms = clock.now_ms() - window_seconds * 1000
+    for value in read_back(settings, settings.topic("misuse.alerts"), settings.app_id,
+                           since_ms, to_end=True):
+        try:
+            alerts = [record.alert for record in records_of(decode_batch(value), AlertRecord)]
+        except MessageError:
+            continue
+        for alert in alerts:
+            if alert.rule_id == CAMPAIGN_RULE:
+                yield alert.entity.id, alert.accounts, alert.incident_start_ms
+
+
 class DetectCampaigns(Stage):
     name = "detect_campaigns"
     reads = (PromptVector,)
 
     def __init__(self, policy: Policy, state: StateStore,
-                 history: Iterable[PromptVector] = ()) -> None:
+                 history: Iterable[PromptVector] = (),
+                 reported: Iterable[tuple[str, tuple[str, ...], int]] = ()) -> None:
         """Clusters live in memory: `history` (the vectors processed before a restart) is
-        added and judged once, so campaigns keep their ids. What that judging finds is reported
-        again with the first batch: the stage may have moved here from a worker that had not
-        judged its last points yet (a rebalance, a crash), and documents and alerts keep their
-        ids, so reporting a campaign twice only overwrites it."""
+        added and judged once, and the campaigns `reported` before (id, accounts, first seen)
+        keep their ids when found again. What that judging finds is reported again with the
+        first batch: the stage may have moved here from a worker that had not judged its last
+        points yet (a rebalance, a crash), and documents and alerts keep their ids, so
+        reporting a campaign twice only overwrites it."""
         self.tracker = CampaignTracker(policy)
+        for campaign_id, accounts, first_seen_ms in reported:
+            self.tracker.remember(campaign_id, accounts, first_seen_ms)
         points = 0
         for record in history:
             add_vector(self.tracker, record)
@@ -78,7 +100,8 @@ class DetectCampaigns(Stage):
 
     @classmethod
     def restored(cls, policy: Policy, state: StateStore) -> DetectCampaigns:
-        return cls(policy, state, vectors_read_back(policy.campaigns.window_seconds))
+        window = policy.campaigns.window_seconds
+        return cls(policy, state, vectors_read_back(window), campaigns_read_back(window))
 
     def reconfigure(self, policy: Policy) -> None:
         self.tracker.reconfigure(policy)

@@ -611,3 +611,32 @@ def test_a_campaign_keeps_its_id_however_its_points_were_batched_and_judged(seed
     runs += [reported(world, 150, restart_at=n) for n in (300, 700)]
     assert len(runs[0]) == 1
     assert all(ids == runs[0] for ids in runs)
+
+
+def test_a_campaign_reported_before_a_restart_keeps_its_id_when_found_again() -> None:
+    """Rebuilt after a restart, the window is judged at once, not round by round: a group can
+    then reach back to posts that joined it after its first report, and its anchor would give
+    it another id. Found again, it takes the id and first sighting it was reported under, if
+    it shares at least half its accounts with it; an unrelated campaign's id is left alone."""
+    world = Window(seed=5)
+    claim = world.direction()
+    for i in range(12):
+        for n in range(6):
+            world.post(f"op-{i}", T0 + n * 10 * MINUTE + int(world.rng.integers(0, 5 * MINUTE)),
+                       near(world.rng, claim, 0.95), "the claim", ip=f"203.0.113.{i + 10}",
+                       agent=AGENTS[i % 2], key_first_seen=T0 - HOUR)
+    world.background()
+    _, findings = world.run()
+    own_id = findings[-1].campaign_id
+    accounts = findings[-1].accounts
+
+    restarted = CampaignTracker(Policy())
+    restarted.remember("cl-reported-before", accounts[:8], T0 - MINUTE)
+    restarted.remember("cl-unrelated", ("user-1", "user-2", "op-0"), T0 - HOUR)
+    for point, key_seen in sorted(world.points, key=lambda p: (p[0].ts_ms, p[0].event_id)):
+        restarted.add(point, "full", world.activity[point.account_id], key_seen)
+    (found,) = restarted.judge_all()
+    assert own_id != "cl-reported-before"
+    assert (found.campaign_id, found.first_seen_ms) == ("cl-reported-before", T0 - MINUTE)
+    assert set(found.accounts) == set(accounts)
+    assert "cl-unrelated" in restarted.known  # not claimed: left for a group of its own
