@@ -6,7 +6,7 @@ with a message that names the field, and the running policy stays in force.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,11 +28,14 @@ class RulePolicy(_Strict):
     shadow: bool = False
     severity: Severity = "medium"
     action: Action = "flag"
+    # The fields the stage running the detector applies (the rest are the detector's own).
+    STAGE_FIELDS: ClassVar[frozenset[str]] = frozenset({"enabled", "shadow", "action"})
 
     def detector_params(self) -> dict[str, Any]:
-        """The detector's constructor arguments: the policy says seconds, detectors take ms."""
+        """The detector's constructor arguments: the policy says seconds, detectors take ms.
+        Every one must be taken (`streams/runtime/rules.py`): none is dropped silently."""
         params: dict[str, Any] = {}
-        for name, value in self.model_dump(exclude={"enabled", "shadow", "action"}).items():
+        for name, value in self.model_dump(exclude=set(self.STAGE_FIELDS)).items():
             if name.endswith("_seconds"):
                 params[name.removesuffix("_seconds") + "_ms"] = int(value * 1000)
             else:
@@ -123,9 +126,11 @@ class CampaignPolicy(RulePolicy):
 
 
 class AnomalyPolicy(RulePolicy):
-    # A supporting signal only: it adds to an account's risk and never flags on its own.
-    severity: Severity = "low"
-    action: Action = "none"
+    # A supporting signal only: it adds to an account's risk (its weight there) and never
+    # alerts or flags on its own, so it has no severity but "low" and no action but "none".
+    severity: Literal["low"] = "low"
+    action: Literal["none"] = "none"
+    STAGE_FIELDS: ClassVar[frozenset[str]] = RulePolicy.STAGE_FIELDS | {"severity"}
     refit_every_seconds: int = Field(900, gt=0)
     min_accounts: int = Field(50, ge=10)
     contamination: float = Field(0.01, gt=0, le=0.5)

@@ -13,19 +13,25 @@ from streams.runtime.clock import Every
 T = TypeVar("T")
 
 
-def _accepted(cls: type, rule: RulePolicy) -> dict[str, Any]:
-    names = inspect.signature(cls).parameters
-    return {k: v for k, v in rule.detector_params().items() if k in names}
+def _params(cls: type, rule: RulePolicy) -> dict[str, Any]:
+    """The rule's detector parameters, every one of which `cls` must take: a policy field no
+    detector reads would look like a setting while changing nothing."""
+    params = rule.detector_params()
+    unknown = sorted(set(params) - set(inspect.signature(cls).parameters))
+    if unknown:
+        raise TypeError(f"{cls.__name__} takes no {', '.join(unknown)} from its policy "
+                        f"section {type(rule).__name__}")
+    return params
 
 
 def build(cls: type[T], rule: RulePolicy, **extra: Any) -> T:
-    return cls(**_accepted(cls, rule), **extra)
+    return cls(**_params(cls, rule), **extra)
 
 
 def retune(detector: object, rule: RulePolicy) -> None:
     """Detectors keep their constructor parameters as attributes of the same name, so a policy
     reload changes thresholds without losing the state the windows hold."""
-    for name, value in _accepted(type(detector), rule).items():
+    for name, value in _params(type(detector), rule).items():
         setattr(detector, name, value)
 
 

@@ -1,6 +1,20 @@
+import pytest
+import yaml
+
 from detectors.credential_stuffing import CredentialStuffingDetector
-from detectors.policy import CredentialStuffingPolicy
+from detectors.policy import (
+    AnomalyPolicy,
+    CredentialStuffingPolicy,
+    PolicyError,
+    policy_from_dict,
+)
+from detectors.sybil import SybilDetector
+from streams.runtime.driver import MemoryState
 from streams.runtime.rules import Housekeeping, build, retune
+from streams.settings import REPO_ROOT
+from streams.stages.detect_network_abuse import NetworkAbuse
+from streams.stages.detect_pattern_spread import PatternSpread
+from streams.stages.ingest import Ingest
 
 
 def test_detectors_are_built_and_retuned_from_their_policy():
@@ -11,6 +25,30 @@ def test_detectors_are_built_and_retuned_from_their_policy():
     retune(detector, CredentialStuffingPolicy(window_seconds=120, min_distinct_keys=9))
     assert detector.window_ms == 120_000 and detector.min_distinct_keys == 9
     assert detector.ranges == {"198.51.100.0/24": "state"}  # the windows' state is kept
+
+
+def test_a_policy_field_the_detector_does_not_take_is_refused_not_dropped():
+    """Built or retuned from a section with a field it does not know, a detector would keep
+    its default for it: both refuse, naming the field."""
+    with pytest.raises(TypeError, match="SybilDetector takes no min_distinct_keys"):
+        build(SybilDetector, CredentialStuffingPolicy())
+    with pytest.raises(TypeError, match="min_distinct_keys"):
+        retune(SybilDetector(), CredentialStuffingPolicy())
+
+
+def test_the_supporting_anomaly_signal_has_no_severity_to_set():
+    """It never alerts: a severity other than low would be a setting that changes nothing."""
+    assert "severity" not in AnomalyPolicy().detector_params()
+    shipped = yaml.safe_load((REPO_ROOT / "ops" / "policy.yaml").read_text())
+    shipped["rules"]["anomaly"]["severity"] = "high"
+    with pytest.raises(PolicyError, match="severity"):
+        policy_from_dict(shipped)
+
+
+def test_every_stage_builds_and_retunes_its_detectors_from_the_shipped_policy():
+    policy = policy_from_dict(yaml.safe_load((REPO_ROOT / "ops" / "policy.yaml").read_text()))
+    for stage in (Ingest, NetworkAbuse, PatternSpread):
+        stage(policy, MemoryState()).reconfigure(policy)
 
 
 class Recorder:
