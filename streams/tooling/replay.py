@@ -18,7 +18,7 @@ from streams.stages import changelog_topics
 from streams.tooling.evaluation import Evaluation, dead_letter_report, evaluate
 from streams.tooling.produce import produce_lines
 from streams.tooling.progress import Progress
-from streams.tooling.runner import WorkerProcess, isolated_environment
+from streams.tooling.runner import WorkerProcess, isolated_environment, remove_run
 from streams.tooling.simulation import Label
 
 
@@ -102,4 +102,4 @@ def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False
                         read_classes(classes_path))
     finally:
         if not keep:
-            es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
+            remove_run(settings)

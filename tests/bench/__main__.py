@@ -20,7 +20,7 @@ from streams.runtime.broker import create_topics
 from streams.settings import REPO_ROOT
 from streams.sinks.elasticsearch import client_options, install_templates
 from streams.stages import changelog_topics
-from streams.tooling.runner import WorkerProcess, isolated_environment
+from streams.tooling.runner import WorkerProcess, isolated_environment, remove_run
 from streams.tooling.simulation import iter_simulate, preset_options, simulate
 from tests.bench import pipeline, stages
 
@@ -104,7 +104,7 @@ def main() -> None:
         show("5. naive pipeline (full model per prompt, one index request per document)",
              results["naive"])
     finally:
-        es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
+        remove_run(settings)
 
     consume = results["consume_only"]["events_per_s"]
     full = results["pipeline"]["events_per_s"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from elasticsearch import Elasticsearch
-from kafka import KafkaAdminClient, KafkaProducer
+from kafka import KafkaProducer
 
 from streams.runtime.broker import (
     connection_options,
@@ -26,7 +26,7 @@ from streams.runtime.broker import (
 )
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
-from streams.tooling.runner import WorkerError, WorkerProcess, isolated_environment
+from streams.tooling.runner import WorkerError, WorkerProcess, isolated_environment, remove_run
 from tests.faults.observe import Observation, fingerprint, observe
 from tests.faults.scenarios import Scenario, Step
 from tests.faults.stacks import OWN_STACK
@@ -37,10 +37,12 @@ log = logging.getLogger(__name__)
 # Longer than the campaign stage's 5 s tick: a drained worker may still publish a campaign.
 SETTLE_SECONDS = 7.0
 # The worker of every test run (here and tests/integration). A killed worker's partitions go
-# to its successor once the group gives up on it: 10 s here instead of Faust's 60 s, so that
-# a kill costs seconds, not a minute, of a test run. Production keeps 60 s.
+# to its successor once the group gives up on it: 25 s here instead of Faust's 60 s, so that
+# a kill costs less of a test run. Not less: with tests side by side on two cores, a starved
+# worker missed 10 s of heartbeats, was put out of its group and read batches again.
+# Production keeps 60 s.
 WORKER_ENV = {"MISUSE_TOPIC_PARTITIONS": "3", "MISUSE_INDEX_BATCH_SECONDS": "0.5",
-              "BROKER_SESSION_TIMEOUT": "10"}
+              "BROKER_SESSION_TIMEOUT": "25"}
 
 
 @dataclass
@@ -240,22 +242,7 @@ class FaultRun:
 
     def clean_up(self) -> None:
         """Indices, templates and topics of this run (the stacks are shared by every run)."""
-        es = Elasticsearch(**client_options(self.settings))
-        try:
-            es.indices.delete(index=f"{self.settings.index_prefix}*", ignore_unavailable=True)
-            templates = es.indices.get_index_template(name=f"{self.settings.index_prefix}*")
-            for template in templates.get("index_templates", []):
-                es.indices.delete_index_template(name=template["name"])
-        finally:
-            es.close()
-        admin = KafkaAdminClient(**connection_options(self.settings))
-        try:
-            ours = [t for t in admin.list_topics()
-                    if t.startswith((self.settings.topic_prefix, self.settings.app_id))]
-            if ours:
-                admin.delete_topics(ours)
-        finally:
-            admin.close()
+        remove_run(self.settings)
 
 
 def describe(result: RunResult) -> dict[str, Any]:

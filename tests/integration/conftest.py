@@ -19,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from streams.runtime.messages import encode_batch
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import search_sources
-from streams.tooling.runner import WorkerProcess, isolated_environment
+from streams.tooling.runner import WorkerProcess, isolated_environment, remove_run
 from tests.faults.harness import WORKER_ENV
 
 pytestmark = pytest.mark.integration
@@ -109,12 +109,7 @@ def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 
 def close_pipeline(pipeline: Pipeline) -> None:
     # Tests that kill and restart the worker replace pipeline.worker: stop the one running now.
     pipeline.worker.stop()
-    settings = pipeline.settings
-    es = Elasticsearch(settings.elasticsearch_url)
-    es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
-    for name in list(es.indices.get_index_template(name=f"{settings.index_prefix}*")
-                     .get("index_templates", [])):
-        es.indices.delete_index_template(name=name["name"])
+    remove_run(pipeline.settings)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from streams.runtime.broker import create_topics
 from streams.settings import REPO_ROOT
 from streams.stages import changelog_topics
-from streams.tooling.runner import isolated_environment
+from streams.tooling.runner import isolated_environment, remove_run
 
 from .conftest import Pipeline
 
@@ -41,9 +42,12 @@ def assert_one_line(result: subprocess.CompletedProcess[str], *parts: str) -> st
 
 
 @pytest.fixture
-def isolated(tmp_path: Path) -> dict[str, str]:
-    """An environment with topics, indices and group of its own, nothing set up yet."""
-    return isolated_environment("first-hour", tmp_path)[1]
+def isolated(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment with topics, indices and group of its own, nothing set up yet (and
+    whatever the test set up removed after it)."""
+    settings, env = isolated_environment("first-hour", tmp_path)
+    yield env
+    remove_run(settings)
 
 
 @pytest.fixture
@@ -84,8 +88,11 @@ def test_missing_topics(events: Path, isolated: dict[str, str]) -> None:
 def test_missing_templates(tmp_path: Path) -> None:
     settings, env = isolated_environment("first-hour", tmp_path)
     create_topics(settings, changelog_topics(settings))
-    assert_one_line(misuse("worker", env=env), "index template",
-                    settings.elasticsearch_address.removeprefix("http://"), "misuse setup")
+    try:
+        assert_one_line(misuse("worker", env=env), "index template",
+                        settings.elasticsearch_address.removeprefix("http://"), "misuse setup")
+    finally:
+        remove_run(settings)
 
 
 def test_invalid_policy(tmp_path: Path, isolated: dict[str, str]) -> None:
