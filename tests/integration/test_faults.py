@@ -73,5 +73,7 @@ def test_every_crafted_event_is_dead_lettered_with_a_reason(suite) -> None:
     assert gaps == {"crafted_without_dead_letter": [], "unexpected_dead_letters": []}
     # Only what the broker itself cannot take (over its message size limit) never arrives.
     assert storm.refused_by_kafka and all("event-5mb" in key for key in storm.refused_by_kafka)
-    assert len(storm.observation.dead_letters) == len(storm.crafted_keys) - len(
-        storm.refused_by_kafka)
+    # Each at least once: a dead letter is sent before its batch is committed, so a batch read
+    # again (its partition moved while it ran) sends it again, as it does its other records.
+    assert {d.key for d in storm.observation.dead_letters} == \
+        set(storm.crafted_keys) - set(storm.refused_by_kafka)
