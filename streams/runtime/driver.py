@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Generic, Protocol, TypeVar
 from detectors.policy import Policy
 from streams.runtime.messages import MessageError, Record, decode_batch
 from streams.runtime.outbox import Envelope, Outbox
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class MemoryState:
 class Stage:
     """The base of every stage: no state, nothing to tune, nothing to tidy. Subclasses set
     `name`, `reads` and `tables` (the state tables they ask their `StateStore` for) and
-    override what they need. The runtime builds a stage as `make_stage(policy, state)`."""
+    override what they need. The worker builds a stage as `configured(policy, state,
+    settings)`: the settings are passed in, never read from the environment by a stage."""
 
     name: ClassVar[str] = "stage"
     reads: ClassVar[tuple[type[Record], ...]] = ()
@@ -88,6 +90,11 @@ class Stage:
 
     def __init__(self, policy: Policy, state: StateStore) -> None:
         """Built for `policy`, with its tables from `state` (`state.table(name)`)."""
+
+    @classmethod
+    def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> Stage:
+        """The stage as the worker's settings configure it (by default, nothing to take)."""
+        return cls(policy, state)
 
     def prepare(self, records: Sequence[Record]) -> Sequence[Any]:
         """A pure step over one message's records, before they are processed one by one (the
@@ -123,9 +130,9 @@ class Stage:
 @dataclass(frozen=True)
 class StageSpec:
     """Where a stage runs: the topics it reads (logical names), how its batches are taken,
-    and how it is built in the worker (by default its constructor; `build` may first restore
-    what the stage keeps outside its tables). `blocking`: it runs in a thread, wholly when it
-    keeps no tables, else its `prepare` step (`streams/runtime/stage_agent.py`). `tick_seconds`:
+    and how it is built in the worker (by default `Stage.configured`; `build` may first
+    restore what the stage keeps outside its tables). `blocking`: it runs in a thread, wholly when
+    it keeps no tables, else its `prepare` step (`streams/runtime/stage_agent.py`). `tick_seconds`:
     also run the stage's `after` this often without input, for work that must not wait for the
     next message (judging what the last batch brought, once the input pauses).
     `align_seconds`: pause the input partitions that run more than this far ahead in event
@@ -133,7 +140,7 @@ class StageSpec:
 
     stage: type[Stage]
     reads: tuple[str, ...]
-    build: Callable[[Policy, StateStore], Stage] | None = None
+    build: Callable[[Policy, StateStore, Settings], Stage] | None = None
     batch_size: int = 500
     within: float = 0.5
     blocking: bool = False

@@ -114,7 +114,7 @@ async def dead_letter(topics: Topics, event: EventT, reason: str, *, stage: str
 
 def register_stage(app: App, topics: Topics, spec: StageSpec) -> None:
     """An agent running the stage of `spec`, named after it."""
-    name, reads, make_stage = spec.stage.name, spec.reads, spec.build or spec.stage
+    name, reads, make_stage = spec.stage.name, spec.reads, spec.build or spec.stage.configured
     # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
     state = FaustState(app, spec.stage.tables)
     partitions = topics.settings.partitions
@@ -137,7 +137,7 @@ def register_stage(app: App, topics: Topics, spec: StageSpec) -> None:
         loop = asyncio.get_running_loop()
         policy = current_policy()
         driver: StageDriver[EventT] = StageDriver(
-            await loop.run_in_executor(None, make_stage, policy, state),
+            await loop.run_in_executor(None, make_stage, policy, state, topics.settings),
             Outbox(partitions=partitions), value=lambda event: event.message.value,
             activate=set_current_event, policy=policy, state=state)
         drivers.append(driver)

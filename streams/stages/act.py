@@ -10,7 +10,10 @@ so the cap and the breaker hold across every worker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
+
+from pydantic import SecretStr
 
 from detectors.actions import QUEUE_BREAKER, SEND, AutomationLedger, PageLedger, severity_at_least
 from detectors.policy import Policy
@@ -19,7 +22,7 @@ from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import ActionRequest, Delivery, FeedbackRecord, PageRequest
 from streams.runtime.publish import emit_document
 from streams.runtime.review import refuse, verified
-from streams.settings import get_settings
+from streams.settings import Settings
 from streams.sinks.documents import action_document
 from streams.sinks.webhooks import message_id
 
@@ -36,10 +39,16 @@ class ActStage(Stage):
     reads = (ActionRequest, PageRequest, FeedbackRecord)
     tables = ("state-act",)
 
-    def __init__(self, policy: Policy, state: StateStore) -> None:
+    def __init__(self, policy: Policy, state: StateStore,
+                 review_keys: Mapping[str, SecretStr] | None = None) -> None:
         self.policy = policy
         self.ledgers = state.table("state-act")
-        self.review_keys = get_settings().review_keys
+        # Whose signed decisions count (analyst -> key); none: every decision is refused.
+        self.review_keys = dict(review_keys or {})
+
+    @classmethod
+    def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> ActStage:
+        return cls(policy, state, settings.review_keys)
 
     def reconfigure(self, policy: Policy) -> None:
         self.policy = policy

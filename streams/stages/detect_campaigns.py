@@ -25,7 +25,7 @@ from streams.runtime.messages import (
     vector_from,
 )
 from streams.runtime.publish import emit_alert, emit_document, emit_page_resolve
-from streams.settings import get_settings
+from streams.settings import Settings
 from streams.sinks.documents import campaign_document
 
 log = logging.getLogger(__name__)
@@ -42,10 +42,9 @@ def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
         record.space, record.account_prompts, record.key_first_seen)
 
 
-def vectors_read_back(window_seconds: int) -> Iterator[PromptVector]:
+def vectors_read_back(settings: Settings, window_seconds: int) -> Iterator[PromptVector]:
     """The window's vectors that this stage had already processed before a restart, read back
     from its input topic up to the committed offsets."""
-    settings = get_settings()
     since_ms = clock.now_ms() - window_seconds * 1000
     for value in read_back(settings, settings.topic("misuse.prompt-vectors"), settings.app_id,
                            since_ms):
@@ -55,10 +54,10 @@ def vectors_read_back(window_seconds: int) -> Iterator[PromptVector]:
             continue  # dead-lettered when it was first read
 
 
-def campaigns_read_back(window_seconds: int) -> Iterator[tuple[str, tuple[str, ...], int]]:
+def campaigns_read_back(settings: Settings, window_seconds: int
+                        ) -> Iterator[tuple[str, tuple[str, ...], int]]:
     """The campaigns this stage reported in the window before a restart (id, core accounts,
     first seen), from their alerts: every alert published, committed downstream or not."""
-    settings = get_settings()
     since_ms = clock.now_ms() - window_seconds * 1000
     for value in read_back(settings, settings.topic("misuse.alerts"), settings.app_id,
                            since_ms, to_end=True):
@@ -99,9 +98,11 @@ class DetectCampaigns(Stage):
         self.batch_records = 0
 
     @classmethod
-    def restored(cls, policy: Policy, state: StateStore) -> DetectCampaigns:
+    def restored(cls, policy: Policy, state: StateStore, settings: Settings
+                 ) -> DetectCampaigns:
         window = policy.campaigns.window_seconds
-        return cls(policy, state, vectors_read_back(window), campaigns_read_back(window))
+        return cls(policy, state, vectors_read_back(settings, window),
+                   campaigns_read_back(settings, window))
 
     def reconfigure(self, policy: Policy) -> None:
         self.tracker.reconfigure(policy)

@@ -18,7 +18,7 @@ from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import EventRecord, JailbreakMatch, PromptVector, Record, vector_bytes
 from streams.runtime.publish import emit_alert
 from streams.runtime.rules import Housekeeping, build, retune
-from streams.settings import get_settings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +54,9 @@ class EmbedPrompts(Stage):
     tables = ("state-jailbreak", "state-key-first-seen", "state-prompt-activity",
               "state-prompt-recent-ids")
 
-    def __init__(self, policy: Policy, state: StateStore) -> None:
-        settings = get_settings()
+    def __init__(self, policy: Policy, state: StateStore, embedder: PromptEmbedder) -> None:
         self.policy = policy
-        self.embedder = PromptEmbedder(
-            load_encoder(settings.embedding_model, settings.embed_device,
-                         settings.embed_precision, settings.embed_backend),
-            settings.cache_dir, settings.jailbreak_patterns_file, policy.embedding,
-            every_novel_prompt=settings.embed_device != "cpu")
+        self.embedder = embedder
         self.jailbreak = build(JailbreakSprayDetector, policy.rules.jailbreak)
         self.jailbreak.accounts = state.table("state-jailbreak")
         # Per account, in a table: after a rebalance or a restart the counts go on, and the
@@ -73,7 +68,18 @@ class EmbedPrompts(Stage):
                                         recent_ids=state.table("state-prompt-recent-ids"))
         self.key_first_seen = state.table("state-key-first-seen")
         self.housekeeper = Housekeeping(self.jailbreak, self.activity)
+
+    @classmethod
+    def configured(cls, policy: Policy, state: StateStore, settings: Settings
+                   ) -> EmbedPrompts:
+        """With the model the settings name, loaded (and drift-checked) here."""
+        embedder = PromptEmbedder(
+            load_encoder(settings.embedding_model, settings.embed_device,
+                         settings.embed_precision, settings.embed_backend),
+            settings.cache_dir, settings.jailbreak_patterns_file, policy.embedding,
+            every_novel_prompt=settings.embed_device != "cpu")
         log.info("embedder_ready model=%s", settings.embedding_model)
+        return cls(policy, state, embedder)
 
     def reconfigure(self, policy: Policy) -> None:
         self.policy = policy
@@ -112,5 +118,4 @@ class EmbedPrompts(Stage):
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         self.housekeeper.run(latest_event_ms)
         if self.embedder.reload_patterns():
-            log.info("jailbreak_patterns_reloaded path=%s",
-                     get_settings().jailbreak_patterns_file)
+            log.info("jailbreak_patterns_reloaded path=%s", self.embedder.patterns_file)

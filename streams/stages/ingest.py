@@ -18,7 +18,11 @@ from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import EventRecord, MessageError, Record
 from streams.runtime.publish import emit_alert, emit_signal
 from streams.runtime.rules import Housekeeping, build, retune
-from streams.settings import get_settings
+from streams.settings import Settings
+
+# How far in the future an event's time may be (clock skew) before it is refused: the
+# settings' default, for a stage built without them (tests, tools).
+DEFAULT_FUTURE_SKEW_MS = 86_400_000
 
 
 class Ingest(Stage):
@@ -26,10 +30,11 @@ class Ingest(Stage):
     tables = ("state-scraping", "state-leaked-key")
     in_event_time_order = True
 
-    def __init__(self, policy: Policy, state: StateStore) -> None:
+    def __init__(self, policy: Policy, state: StateStore,
+                 max_future_skew_ms: int = DEFAULT_FUTURE_SKEW_MS) -> None:
         rules = policy.rules
         self.policy = policy
-        self.skew_ms = get_settings().max_future_skew_seconds * 1000
+        self.skew_ms = max_future_skew_ms
         self.scraping = build(ScrapingDetector, rules.scraping)
         self.leaked_key = build(LeakedKeyDetector, rules.leaked_key)
         self.anomaly = build(PopulationAnomalyModel, rules.anomaly)
@@ -37,6 +42,10 @@ class Ingest(Stage):
         # relearns within an hour is not worth a changelog write per account per batch.
         self.scraping.accounts, self.leaked_key.keys = map(state.table, self.tables)
         self.housekeeper = Housekeeping(self.scraping, self.leaked_key, self.anomaly)
+
+    @classmethod
+    def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> Ingest:
+        return cls(policy, state, settings.max_future_skew_seconds * 1000)
 
     def decode(self, raw: bytes | None) -> list[Record]:
         """The input is the API's own JSON, one event per message: an invalid one is a dead

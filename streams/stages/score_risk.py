@@ -4,8 +4,11 @@ and analysts' decisions, which the worker never overrides."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
+
+from pydantic import SecretStr
 
 from detectors.accounts import (
     AccountRecord,
@@ -22,7 +25,7 @@ from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import ActionRequest, AlertRecord, FeedbackRecord, SignalRecord
 from streams.runtime.publish import ACTIONS, ALERTS, emit_document, emit_page_resolve
 from streams.runtime.review import refuse, verified
-from streams.settings import get_settings
+from streams.settings import Settings
 from streams.sinks.documents import account_document, action_document
 
 log = logging.getLogger(__name__)
@@ -52,14 +55,20 @@ class RiskStage(Stage):
     reads = (SignalRecord, FeedbackRecord)
     tables = ("state-risk", "state-account-status")
 
-    def __init__(self, policy: Policy, state: StateStore) -> None:
+    def __init__(self, policy: Policy, state: StateStore,
+                 review_keys: Mapping[str, SecretStr] | None = None) -> None:
         self.policy = policy
         self.scorer = risk_scorer(policy)
         self.risk_state, self.records = map(state.table, self.tables)
         self.scorer.accounts = self.risk_state
         self.touched: dict[str, RiskAssessment] = {}
         self.pruning = clock.Every(60)
-        self.review_keys = get_settings().review_keys
+        # Whose signed decisions count (analyst -> key); none: every decision is refused.
+        self.review_keys = dict(review_keys or {})
+
+    @classmethod
+    def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> RiskStage:
+        return cls(policy, state, settings.review_keys)
 
     def reconfigure(self, policy: Policy) -> None:
         """New weights and thresholds; the decaying contributions stay."""

@@ -42,7 +42,8 @@ class InProcessPipeline:
         partitions (partition p goes to instance p mod workers)."""
         self.policy, self.batch_size, self.workers = policy, batch_size, workers
         self.now_ms = now_ms or (lambda: 0)
-        partitions = get_settings().partitions  # the worker's rule, one partition for vectors
+        settings = get_settings()
+        partitions = settings.partitions  # the worker's rule, one partition for vectors
         self.drivers: dict[str, list[StageDriver[bytes]]] = {}
         self.readers: dict[str, list[str]] = defaultdict(list)
         for spec in specs:
@@ -50,7 +51,7 @@ class InProcessPipeline:
             for _ in range(workers):
                 state = MemoryState()
                 self.drivers[spec.stage.name].append(StageDriver(
-                    spec.stage(policy, state), Outbox(partitions=partitions),
+                    spec.stage.configured(policy, state, settings), Outbox(partitions=partitions),
                     value=lambda message: message, policy=policy, state=state))
             for topic in spec.reads:
                 self.readers[topic].append(spec.stage.name)

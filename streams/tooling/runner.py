@@ -191,7 +191,9 @@ def remove_run(settings: Settings) -> None:
     es = Elasticsearch(**client_options(settings))
     try:
         es.indices.delete(index=f"{settings.index_prefix}*", ignore_unavailable=True)
-        templates = es.indices.get_index_template(name=f"{settings.index_prefix}*")
+        # 404 when there are none (a run that never got as far as `misuse setup`).
+        templates = es.options(ignore_status=404).indices.get_index_template(
+            name=f"{settings.index_prefix}*")
         for template in templates.get("index_templates", []):
             es.indices.delete_index_template(name=template["name"])
     finally:

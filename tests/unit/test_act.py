@@ -28,11 +28,9 @@ LIVE = Automation(suspension_enabled=True, dry_run=False, max_suspensions_per_ho
                   breaker_min_suspensions=50)
 
 
-def act_stage(monkeypatch, policy: Policy) -> StageDriver:
-    monkeypatch.setattr("streams.stages.act.get_settings",
-                        lambda: type("S", (), {"review_keys": KEYS})())
+def act_stage(policy: Policy) -> StageDriver:
     state = MemoryState()
-    return StageDriver(ActStage(policy, state), Outbox(partitions=lambda _: 1),
+    return StageDriver(ActStage(policy, state, review_keys=KEYS), Outbox(partitions=lambda _: 1),
                        value=lambda m: m, policy=policy, state=state)
 
 
@@ -57,15 +55,15 @@ def outputs(result) -> tuple[list[Delivery], dict[str, str]]:
     return [r for r in records if isinstance(r, Delivery)], audits
 
 
-def test_dry_run_requests_are_audited_and_never_delivered(monkeypatch):
-    driver = act_stage(monkeypatch, Policy())  # the defaults: off, dry run
+def test_dry_run_requests_are_audited_and_never_delivered():
+    driver = act_stage(Policy())  # the defaults: off, dry run
     deliveries, audits = outputs(driver.run([suspension("acct-1", dry_run=True)], NOW_MS))
     assert deliveries == []
     assert audits == {f"suspend-acct-1-{NOW_MS}": "dry_run"}
 
 
-def test_over_the_cap_requests_wait_for_an_analyst_who_approves_or_rejects(monkeypatch):
-    driver = act_stage(monkeypatch, Policy(automation=LIVE))
+def test_over_the_cap_requests_wait_for_an_analyst_who_approves_or_rejects():
+    driver = act_stage(Policy(automation=LIVE))
     deliveries, audits = outputs(driver.run(
         [suspension(f"acct-{i}") for i in range(4)], NOW_MS))
     assert [d.account_id for d in deliveries] == ["acct-0", "acct-1"]
@@ -80,14 +78,14 @@ def test_over_the_cap_requests_wait_for_an_analyst_who_approves_or_rejects(monke
     assert deliveries[0].id == message_id(f"suspend-acct-2-{NOW_MS}")
 
 
-def test_a_live_request_under_a_dry_run_policy_is_not_sent(monkeypatch):
-    driver = act_stage(monkeypatch, Policy())  # e.g. automation turned off since the request
+def test_a_live_request_under_a_dry_run_policy_is_not_sent():
+    driver = act_stage(Policy())  # e.g. automation turned off since the request
     deliveries, audits = outputs(driver.run([suspension("acct-1", dry_run=False)], NOW_MS))
     assert deliveries == [] and list(audits.values()) == ["dry_run"]
 
 
-def test_an_unsigned_approval_is_refused(monkeypatch):
-    driver = act_stage(monkeypatch, Policy(automation=LIVE))
+def test_an_unsigned_approval_is_refused():
+    driver = act_stage(Policy(automation=LIVE))
     driver.run([suspension(f"acct-{i}") for i in range(3)], NOW_MS)
     forged = encode_batch(FeedbackRecord.TYPE, [FeedbackRecord(
         account_id="acct-2", decision="approved", analyst="alice", ts_ms=NOW_MS)])
@@ -96,11 +94,11 @@ def test_an_unsigned_approval_is_refused(monkeypatch):
     assert deliveries == [] and len(result.dead_letters) == 1
 
 
-def test_the_breaker_holds_every_request_and_pages_once_until_resumed(monkeypatch):
+def test_the_breaker_holds_every_request_and_pages_once_until_resumed():
     policy = Policy(automation=Automation(
         suspension_enabled=True, dry_run=False, max_suspensions_per_hour=100,
         breaker_min_suspensions=3, breaker_multiple=2.0))
-    driver = act_stage(monkeypatch, policy)
+    driver = act_stage(policy)
     deliveries, audits = outputs(driver.run([suspension(f"acct-{i}") for i in range(6)],
                                             NOW_MS))
     suspensions = [d for d in deliveries if d.receiver == "suspension"]
@@ -113,8 +111,8 @@ def test_the_breaker_holds_every_request_and_pages_once_until_resumed(monkeypatc
     assert {d.action for d in deliveries} == {"resolve"}  # the breaker's page resolves
 
 
-def test_clearing_a_suspended_account_sends_the_reversal(monkeypatch):
-    driver = act_stage(monkeypatch, Policy(automation=LIVE))
+def test_clearing_a_suspended_account_sends_the_reversal():
+    driver = act_stage(Policy(automation=LIVE))
     driver.run([suspension("acct-1")], NOW_MS)
     reversal = encode_batch(ActionRequest.TYPE, [ActionRequest({
         "account_id": "acct-1", "action": "unsuspend", "ts_ms": NOW_MS + 1, "by": "alice",
@@ -133,8 +131,8 @@ def alert(alert_id: str, account: str, severity: str = "high") -> dict:
             "reasons": ["one narrative from 300 accounts, mail me at a@b.example"]}
 
 
-def test_a_campaign_of_300_accounts_pages_once_and_resolves(monkeypatch):
-    driver = act_stage(monkeypatch, Policy(paging=Paging(max_pages_per_hour=5)))
+def test_a_campaign_of_300_accounts_pages_once_and_resolves():
+    driver = act_stage(Policy(paging=Paging(max_pages_per_hour=5)))
     triggers = [PageRequest("trigger", "campaign:c1", NOW_MS, alert(f"a{i}", f"acct-{i}"))
                 for i in range(300)]
     deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, triggers)], NOW_MS))
@@ -146,8 +144,8 @@ def test_a_campaign_of_300_accounts_pages_once_and_resolves(monkeypatch):
     assert {(d.action, d.body["dedup_key"]) for d in deliveries} == {("resolve", "a0")}
 
 
-def test_paging_follows_the_policy_routes_and_severity(monkeypatch):
-    driver = act_stage(monkeypatch, Policy(paging=Paging(min_severity="critical")))
+def test_paging_follows_the_policy_routes_and_severity():
+    driver = act_stage(Policy(paging=Paging(min_severity="critical")))
     quiet = PageRequest("trigger", "g1", NOW_MS, alert("a1", "acct-1", "high"))
     loud = PageRequest("trigger", "g2", NOW_MS, alert("a2", "acct-2", "critical"))
     deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, [quiet, loud])],

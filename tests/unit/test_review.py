@@ -35,17 +35,15 @@ def test_a_signed_decision_verifies_and_any_change_to_it_does_not():
     assert not verified(sign(decision(), KEYS["bob"]), KEYS)  # bob signing as alice
 
 
-def risk_stage(monkeypatch) -> tuple[StageDriver, MemoryState]:
+def risk_stage() -> tuple[StageDriver, MemoryState]:
     """The risk stage with KEYS as the worker's review keys."""
-    monkeypatch.setattr("streams.stages.score_risk.get_settings",
-                        lambda: type("S", (), {"review_keys": KEYS})())
     state = MemoryState()
-    return StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
+    return StageDriver(RiskStage(Policy(), state, review_keys=KEYS), Outbox(partitions=lambda _: 1),
                        value=lambda m: m, policy=Policy(), state=state), state
 
 
-def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one(monkeypatch):
-    driver, state = risk_stage(monkeypatch)
+def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one():
+    driver, state = risk_stage()
     strong = SignalRecord(Signal("acct-1", "jailbreak", "jailbreak.spray", 1.0, NOW_MS - 5000,
                                  "alert-1", "evidence"))
     driver.run([encode_batch(SignalRecord.TYPE, [strong])], NOW_MS)
@@ -68,8 +66,8 @@ def test_the_risk_stage_applies_a_signed_decision_and_refuses_a_forged_one(monke
     assert statuses["acct-1"].status.status == "allowlisted"
 
 
-def test_strong_new_evidence_on_an_allowlisted_account_asks_for_a_review(monkeypatch):
-    driver, state = risk_stage(monkeypatch)
+def test_strong_new_evidence_on_an_allowlisted_account_asks_for_a_review():
+    driver, state = risk_stage()
     allowlisting = sign(decision(ts_ms=NOW_MS - 60_000), KEYS["alice"])
     driver.run([encode_batch(FeedbackRecord.TYPE, [allowlisting])], NOW_MS)
     strong = [SignalRecord(Signal("acct-1", kind, f"{kind}.x", 1.0, NOW_MS - 1000 + i,
@@ -83,8 +81,8 @@ def test_strong_new_evidence_on_an_allowlisted_account_asks_for_a_review(monkeyp
     assert state.table("state-account-status")["acct-1"].status.status == "allowlisted"
 
 
-def test_closing_an_alert_as_a_false_positive_stops_it_feeding_risk(monkeypatch):
-    driver, state = risk_stage(monkeypatch)
+def test_closing_an_alert_as_a_false_positive_stops_it_feeding_risk():
+    driver, state = risk_stage()
     strong = [SignalRecord(Signal("acct-1", detector, f"{detector}.x", 1.0, NOW_MS - 5000,
                                   f"alert-{detector}", "evidence"))
               for detector in ("jailbreak", "scraping")]
