@@ -41,7 +41,7 @@ doctor: venv
 # Test files run side by side, one file per process at a time (pytest-xdist): most of a real
 # worker's test is waiting on Kafka, Elasticsearch and the worker, so three processes keep
 # the two cores busy. The longest files go first (tests/conftest.py).
-PARALLEL ?= -n 3 --dist loadfile
+PARALLEL ?= -n 3 --dist loadfile --no-loadscope-reorder
 
 unit: venv tools
 	$(BIN)/pytest tests/unit -q $(PARALLEL)

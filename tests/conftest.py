@@ -1,16 +1,20 @@
 """Test order for `make test`, which runs files side by side (pytest-xdist, one file per
-process at a time): the files that take minutes go first, so that the many short ones fill in
-around them instead of one long file starting last and running alone."""
+process at a time, in this order: `--no-loadscope-reorder`, else xdist puts the files with
+the most tests first): the files that take minutes go first, so that the many short ones fill
+in around them instead of one long file starting last and running alone."""
 
 from __future__ import annotations
 
 import pytest
 
-# Longest first (seconds each, measured alone on two cores: faults ~240 side by side, scale-out
-# ~180, state ~150, detection ~130, act and policy reload ~60).
-LONGEST = ("integration/test_faults.py", "integration/test_scale_out.py",
-           "integration/test_state.py", "integration/test_detection.py",
-           "integration/test_act.py", "integration/test_policy_reload.py")
+# Longest first (seconds each on two cores shared by three files: detection ~350, faults ~300,
+# scale-out ~190, state ~150, act, poison, policy reload ~50). Each process takes two files at
+# a time, so the second column of three (policy reload, act, poison) is what the three
+# longest are paired with: short ones, or a long one would wait behind another.
+LONGEST = ("integration/test_detection.py", "integration/test_faults.py",
+           "integration/test_scale_out.py", "integration/test_policy_reload.py",
+           "integration/test_act.py", "integration/test_poison.py",
+           "integration/test_state.py", "integration/test_first_hour.py")
 
 
 def rank(item: pytest.Item) -> int:
