@@ -113,6 +113,8 @@ class DetectCampaigns(Stage):
         # operation's claim must not hide it); a jailbreak preamble is the spray rules'
         # business. (The intent comes from the wrapper's model vector alone: the same after
         # a restart.)
+        if self.restored_findings:  # before anything judged since: it is older
+            self._report(emit, self._take_restored(), self.tracker.latest_ms)
         if item.intent in SKIPPED_INTENTS:
             metrics.campaign_points_skipped.labels(f"{item.intent}_intent").inc()
             return
@@ -127,11 +129,19 @@ class DetectCampaigns(Stage):
         self.batch_records += 1
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
-        findings, self.restored_findings = self.restored_findings, []
+        findings = self._take_restored()
         idle, self.batch_records = self.batch_records < 500, 0
         if self.tracker.due(idle) and (idle or self.pacing.due()):
             findings += self.tracker.judge_all()
         self._report(emit, findings, latest_event_ms)
+
+    def _take_restored(self) -> list[CampaignFinding]:
+        """What the rebuild found, once: reported with the first record or batch end after a
+        restart, before any later judging (a report of it after a newer one would put the
+        campaign's document back to its size before the restart, and it stays there until
+        the campaign changes again)."""
+        findings, self.restored_findings = self.restored_findings, []
+        return findings
 
     def pending(self) -> int:
         return self.tracker.unjudged

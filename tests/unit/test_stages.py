@@ -32,7 +32,14 @@ from streams.stages.detect_campaigns import DetectCampaigns
 from streams.stages.score_risk import RiskStage
 from streams.tooling.inprocess import InProcessPipeline
 from streams.tooling.simulation import TrafficSimulator, simulate
-from tests.unit.test_campaign_tracker import HOLD_DOWN, Operation, strict_participation
+from tests.unit.test_campaign_tracker import (
+    DIM,
+    HOLD_DOWN,
+    MINUTE,
+    T0,
+    Operation,
+    strict_participation,
+)
 
 NOW_MS = clock.now_ms()
 
@@ -226,3 +233,30 @@ def test_the_stage_resolves_the_page_of_a_campaign_only_once_it_is_withdrawn() -
         judged()
     assert resolves() == [f"campaign:{op.campaign}"]
     assert statuses() == ["active", "withdrawn"]
+
+
+def test_what_a_restart_rebuilt_is_reported_before_what_is_judged_after_it() -> None:
+    """The rebuild's findings describe the campaign as it was before the restart: reported
+    after a newer judging of the same campaign, they put its document back to its old size,
+    where it stayed until the campaign changed again."""
+    op = Operation()
+    op.post(90, elsewhere=0)
+    stale = [f for f in op.tracker.judge_all() if f.campaign_id == op.campaign]
+    op.post(100, elsewhere=0)  # after the restart: not judged yet
+    stage = DetectCampaigns(strict_participation(), MemoryState())
+    stage.tracker, stage.restored_findings = op.tracker, stale
+    sent: list[Record] = []
+
+    def emit(_topic: str, _key: str, record: Record) -> None:
+        sent.append(record)
+
+    later = T0 + 120 * MINUTE  # past the judging lag: the window is judged first
+    stage.process(PromptVector(
+        event_id="later", ts=later, account_id="bystander", api_key_id="key-bystander",
+        ip="10.9.9.9", user_agent="", sample="unrelated", text_key="unrelated later",
+        space="full", vector=vector_bytes(np.eye(1, DIM, 0, dtype=np.float32)[0]),
+        account_prompts=1, key_first_seen=T0), emit, later)
+    stage.after(emit, later)
+    sizes = [r.source["misuse"]["size"] for r in sent if isinstance(r, DocumentRecord)
+             and r.index == "campaigns" and r.id == op.campaign]
+    assert len(sizes) == 2 and sizes[-1] > sizes[0] == stale[0].size
