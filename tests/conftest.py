@@ -8,13 +8,13 @@ from __future__ import annotations
 import pytest
 
 # Longest first (seconds each on two cores shared by three files: detection ~350, faults ~300,
-# scale-out ~190, state ~150, act, poison, policy reload ~50). Each process takes two files at
-# a time, so the second column of three (policy reload, act, poison) is what the three
-# longest are paired with: short ones, or a long one would wait behind another.
+# state ~250, scale-out ~190, then act, poison and policy reload ~50). xdist gives a process
+# another file while it has two tests or fewer left: the process that takes scale-out (one
+# test) takes state with it at once, so the four longest land on three processes.
 LONGEST = ("integration/test_detection.py", "integration/test_faults.py",
-           "integration/test_scale_out.py", "integration/test_policy_reload.py",
+           "integration/test_scale_out.py", "integration/test_state.py",
            "integration/test_act.py", "integration/test_poison.py",
-           "integration/test_state.py", "integration/test_first_hour.py")
+           "integration/test_policy_reload.py", "integration/test_first_hour.py")
 
 
 def rank(item: pytest.Item) -> int:
