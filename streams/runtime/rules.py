@@ -6,6 +6,7 @@ import inspect
 from collections import deque
 from typing import Any, TypeVar
 
+from detectors.contract import Forgetting
 from detectors.policy import RulePolicy
 from streams.runtime import clock
 from streams.runtime.clock import Every
@@ -47,7 +48,7 @@ class Housekeeping:
     fetched round-robin, so their lag in wall time stays small even when their lag in event
     time is not."""
 
-    def __init__(self, *detectors: Any, every_seconds: float = 60.0,
+    def __init__(self, *detectors: Forgetting, every_seconds: float = 60.0,
                  lateness_seconds: float = 60.0) -> None:
         self.detectors = detectors
         self.pacing = Every(every_seconds)

@@ -2,13 +2,26 @@
 table (the codec), a policy reload keeps the state and applies the new thresholds, and idle
 entities are forgotten after their window and not before."""
 
+import inspect
+
 import pytest
 
+from detectors.contract import Detector, MatchDetector
 from detectors.state_codec import decode_state, encode_state, to_plain
 from streams.runtime.rules import retune
 from tests.unit.stateful import STATEFUL, Stateful
 
 by_name = pytest.mark.parametrize("kind", STATEFUL, ids=lambda kind: kind.name)
+
+
+@by_name
+def test_it_is_a_detector_built_from_its_policy_section(kind: Stateful):
+    """The contract's shape (`detectors/contract.py`): observe with or without the embedding
+    stage's match, forget_idle; and every field of its section taken (none dropped)."""
+    detector = kind.build()
+    assert isinstance(detector, MatchDetector if kind.match is not None else Detector)
+    taken = set(inspect.signature(kind.cls).parameters)
+    assert set(kind.rule.detector_params()) <= taken
 
 
 def alerts_of(kind: Stateful, detector, events) -> list[dict]:
