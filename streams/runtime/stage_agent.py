@@ -112,113 +112,141 @@ async def dead_letter(topics: Topics, event: EventT, reason: str, *, stage: str
         "offset": str(message.offset)}, stage=stage)
 
 
-def register_stage(app: App, topics: Topics, spec: StageSpec) -> None:
-    """An agent running the stage of `spec`, named after it."""
-    name, reads, make_stage = spec.stage.name, spec.reads, spec.build or spec.stage.configured
-    # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
-    state = FaustState(app, spec.stage.tables)
-    partitions = topics.settings.partitions
+def register_stage(app: App, topics: Topics, spec: StageSpec) -> StageAgent:
+    """An agent running the stage of `spec`, named after it (with its timers)."""
+    agent, name = StageAgent(app, topics, spec), spec.stage.name
 
-    def owned(events: list[EventT]) -> list[EventT]:
-        """The events of partitions this worker still owns. A rebalance can revoke a partition
-        while its events wait in a batch; its new owner reads them again from the last commit,
-        with the state the changelog gave it, and processing them here as well would write
-        stale state into a changelog that another worker now writes."""
-        assigned = app.consumer.assignment()
-        return [event for event in events if event.message.tp in assigned]
-
-    drivers: list[StageDriver[EventT]] = []  # the stage once built, for the tick
-    topic_names = {topics.settings.topic(logical) for logical in reads}
-    turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
-    aligned = AlignedInput(app, name, topic_names, spec.align_seconds, max_hold_seconds=10.0) \
-        if spec.align_seconds else None
-
-    async def run_stage(stream: StreamT) -> None:
-        loop = asyncio.get_running_loop()
-        policy = current_policy()
-        driver: StageDriver[EventT] = StageDriver(
-            await loop.run_in_executor(None, make_stage, policy, state, topics.settings),
-            Outbox(partitions=partitions), value=lambda event: event.message.value,
-            activate=set_current_event, policy=policy, state=state)
-        drivers.append(driver)
-        log.info("stage_ready stage=%s reads=%s", name, ",".join(reads))
-        async for events in batches(stream, spec.batch_size, spec.within):
-            await run_or_stop(driver, events)
-            if aligned:
-                await aligned.realign()
-
-    async def run_or_stop(driver: StageDriver[EventT], events: list[EventT]) -> None:
-        try:
-            async with turn:
-                began = time.perf_counter()
-                await run_batch(driver, events)
-                if events:  # a tick is not a batch: it would only blur the histogram
-                    metrics.stage_batch_duration.labels(name).observe(
-                        time.perf_counter() - began)
-        except Exception:
-            stop_worker(name)
-
-    async def align_tick() -> None:
-        if drivers and aligned:
-            if len(aligned.input.reorder):
-                await run_or_stop(drivers[0], [])
-            await aligned.realign()
-
-    def owns_input() -> bool:
-        return any(tp.topic in topic_names for tp in app.consumer.assignment())
+    async def run(stream: StreamT) -> None:
+        await agent.run(stream)
 
     async def tick() -> None:
+        await agent.tick()
+
+    async def release() -> None:
+        await agent.release()
+
+    # Faust labels an agent or a timer (logs, crashes) by its function's name, and passes a
+    # timer the app when its function takes an argument: plain functions, named for the stage.
+    for function, label in ((run, name), (tick, f"{name}_tick"), (release, f"{name}_release")):
+        function.__name__ = function.__qualname__ = label
+    app.agent(topics(*spec.reads), name=name)(run)
+    if spec.tick_seconds:
+        app.timer(spec.tick_seconds, name=tick.__name__)(tick)
+    if agent.aligned:
+        # What is held is released by time as well as by new records: once the input
+        # pauses, the last records read still go through.
+        app.timer(1.0, name=release.__name__)(release)
+    return agent
+
+
+class StageAgent:
+    """One stage in the worker: built once the worker starts, fed the agent's batches and the
+    timers' ticks (never at the same time), every batch through one path: the events of
+    partitions still owned, in event-time order if the spec asks for it, the stage's pure step
+    off the loop if it blocks, dead letters and outputs sent, state written, and only then the
+    batch acknowledged."""
+
+    def __init__(self, app: App, topics: Topics, spec: StageSpec) -> None:
+        self.app, self.topics, self.spec, self.name = app, topics, spec, spec.stage.name
+        # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
+        self.state = FaustState(app, spec.stage.tables)
+        self.topic_names = {topics.settings.topic(logical) for logical in spec.reads}
+        self.driver: StageDriver[EventT] | None = None  # once built, in `run`
+        self.turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
+        self.aligned = AlignedInput(app, self.name, self.topic_names, spec.align_seconds,
+                                    max_hold_seconds=10.0) if spec.align_seconds else None
+        metrics.stage_pending_records.labels(self.name).set(0)  # on /metrics from the start
+
+    async def run(self, stream: StreamT) -> None:
+        """The agent: build the stage (off the loop: loading a model, reading back), then
+        every batch."""
+        spec, loop, policy = self.spec, asyncio.get_running_loop(), current_policy()
+        make_stage = spec.build or spec.stage.configured
+        stage = await loop.run_in_executor(None, make_stage, policy, self.state,
+                                           self.topics.settings)
+        self.driver = StageDriver(stage, Outbox(partitions=self.topics.settings.partitions),
+                                  value=lambda event: event.message.value,
+                                  activate=set_current_event, policy=policy, state=self.state)
+        log.info("stage_ready stage=%s reads=%s", self.name, ",".join(spec.reads))
+        async for events in batches(stream, spec.batch_size, spec.within):
+            await self.run_or_stop(events)
+            if self.aligned:
+                await self.aligned.realign()
+
+    async def tick(self) -> None:
         """Only where the stage's input is: a stage elsewhere holds no live state to act on
         (and nothing pending: its input's new owner judges it)."""
-        if drivers and owns_input():
-            await run_or_stop(drivers[0], [])
-        elif drivers:
-            metrics.stage_pending_records.labels(name).set(0)
+        if self.driver and self.owns_input():
+            await self.run_or_stop([])
+        elif self.driver:
+            metrics.stage_pending_records.labels(self.name).set(0)
 
-    async def run_batch(driver: StageDriver[EventT], events: list[EventT]) -> None:
+    async def release(self) -> None:
+        """Records held for event-time order go through once the input pauses."""
+        if self.driver and self.aligned:
+            if len(self.aligned.input.reorder):
+                await self.run_or_stop([])
+            await self.aligned.realign()
+
+    async def run_or_stop(self, events: list[EventT]) -> None:
+        try:
+            async with self.turn:
+                began = time.perf_counter()
+                await self.run_batch(events)
+                if events:  # a tick is not a batch: it would only blur the histogram
+                    metrics.stage_batch_duration.labels(self.name).observe(
+                        time.perf_counter() - began)
+        except Exception:
+            stop_worker(self.name)
+
+    async def run_batch(self, events: list[EventT]) -> None:
+        assert self.driver is not None
+        driver, spec, aligned = self.driver, self.spec, self.aligned
         loop, now_ms, policy = asyncio.get_running_loop(), clock.now_ms(), current_policy()
         if events:
-            metrics.stage_events_in.labels(name).inc(len(events))
-        released: Prepared[EventT] | None = None
-        if aligned:
-            mine = owned(events)
-            released = aligned.order(mine, driver.prepare(mine))
-            result = driver.finish(released, now_ms, policy)
-        elif not spec.blocking:
-            result = driver.run(owned(events), now_ms, policy)
-        elif spec.stage.tables:  # Faust's tables are written from the loop only
-            prepared = await loop.run_in_executor(None, driver.prepare, owned(events))
-            still = {id(event) for event in owned([m for m, _ in prepared.messages])}
+            metrics.stage_events_in.labels(self.name).inc(len(events))
+        events = self.owned(events)
+        if spec.blocking:  # its pure step (the model, the judging) off the loop
+            prepared = await loop.run_in_executor(None, driver.prepare, events)
+            # A rebalance may have revoked a partition while it ran.
+            still = {id(event) for event in self.owned([m for m, _ in prepared.messages])}
             prepared.messages = [m for m in prepared.messages if id(m[0]) in still]
-            result = driver.finish(prepared, now_ms, policy)
         else:
-            result = await loop.run_in_executor(None, driver.run, events, now_ms, policy)
-        sent = [await dead_letter(topics, dead.message, dead.reason, stage=name)
+            prepared = driver.prepare(events)
+        if aligned:
+            prepared = aligned.order(events, prepared)
+        if spec.blocking and not spec.stage.tables:
+            # Nothing to write to Faust's tables, which are written from the loop only: the
+            # records' processing (the campaign stage's judging) runs off the loop as well.
+            result = await loop.run_in_executor(None, driver.finish, prepared, now_ms, policy)
+        else:
+            result = driver.finish(prepared, now_ms, policy)
+        sent = [await dead_letter(self.topics, dead.message, dead.reason, stage=self.name)
                 for dead in result.dead_letters]
         for envelope in result.envelopes:
-            sent.append(await topics.send(name, envelope.topic, envelope.value,
-                                          envelope.partition))
+            sent.append(await self.topics.send(self.name, envelope.topic, envelope.value,
+                                               envelope.partition))
         # The batch is acknowledged when this returns: everything it produced, and the
         # state it changed, must be in Kafka by then (at-least-once across a crash or a
         # rebalance), not only in the producer's buffer.
-        await asyncio.gather(*sent, state.delivered())
-        if aligned and released is not None:
-            aligned.acknowledge(released)
+        await asyncio.gather(*sent, self.state.delivered())
+        if aligned:
+            aligned.acknowledge(prepared)
         # Only once what it produced is in Kafka: a test or a replay that waits for the worker
         # to catch up must not see 0 between a judging round and its documents.
-        metrics.stage_pending_records.labels(name).set(driver.stage.pending())
+        metrics.stage_pending_records.labels(self.name).set(driver.stage.pending())
 
-    metrics.stage_pending_records.labels(name).set(0)  # on /metrics from the start
-    run_stage.__name__ = run_stage.__qualname__ = name
-    app.agent(topics(*reads), name=name)(run_stage)
-    if spec.tick_seconds:
-        tick.__name__ = tick.__qualname__ = f"{name}_tick"
-        app.timer(spec.tick_seconds, name=f"{name}_tick")(tick)
-    if aligned:
-        # What is held is released by time as well as by new records: once the input
-        # pauses, the last records read still go through.
-        align_tick.__name__ = align_tick.__qualname__ = f"{name}_release"
-        app.timer(1.0, name=f"{name}_release")(align_tick)
+    def owned(self, events: list[EventT]) -> list[EventT]:
+        """The events of partitions this worker still owns. A rebalance can revoke a partition
+        while its events wait in a batch; its new owner reads them again from the last commit,
+        with the state the changelog gave it, and processing them here as well would write
+        stale state into a changelog that another worker now writes, or send its outputs
+        twice."""
+        assigned = self.app.consumer.assignment()
+        return [event for event in events if event.message.tp in assigned]
+
+    def owns_input(self) -> bool:
+        return any(tp.topic in self.topic_names for tp in self.app.consumer.assignment())
 
 
 class AlignedInput:
