@@ -60,6 +60,11 @@ class CampaignTracker:
         back (a cluster of the operation's earliest posts that joined it after its first
         report) and its anchor, hence its id, would change: found again, it keeps this id."""
         self.known[campaign_id] = (frozenset(accounts), first_seen_ms)
+        # Reported, as far as its document says: not found again, it is held down and then
+        # withdrawn like any reported campaign the window stops supporting, rather than left
+        # standing in the analysts' view with nothing behind it.
+        self.emitted.setdefault(campaign_id, (0, 0))
+        self.first_seen.setdefault(campaign_id, first_seen_ms)
 
     def reconfigure(self, policy: Policy) -> None:
         """New thresholds from a reloaded policy; clusters and bookkeeping stay."""
@@ -170,6 +175,7 @@ class CampaignTracker:
             since = self.unsupported_since.setdefault(campaign, self.latest_ms)
             if self.latest_ms - since >= self.withdraw_after_ms:
                 del self.emitted[campaign], self.unsupported_since[campaign]
+                self.known.pop(campaign, None)
                 self.withdrawn.append(campaign)
         return findings
 
@@ -189,7 +195,7 @@ class CampaignTracker:
         self.keys = {k: v for k, v in self.keys.items() if v[1] >= horizon}
         self.campaign_of = {c: campaign for c, campaign in self.campaign_of.items()
                             if any(c in clusterer for clusterer in self.spaces.values())}
-        live = set(self.campaign_of.values())
+        live = set(self.campaign_of.values()) | set(self.known)
         for bookkeeping in (self.emitted, self.first_seen, self.history,
                             self.unsupported_since):
             for campaign in [c for c in bookkeeping if c not in live]:

@@ -640,3 +640,18 @@ def test_a_campaign_reported_before_a_restart_keeps_its_id_when_found_again() ->
     assert (found.campaign_id, found.first_seen_ms) == ("cl-reported-before", T0 - MINUTE)
     assert set(found.accounts) == set(accounts)
     assert "cl-unrelated" in restarted.known  # not claimed: left for a group of its own
+
+
+def test_a_campaign_reported_before_a_restart_and_not_found_again_is_withdrawn() -> None:
+    """Its document says active: with nothing behind it after the restart, it is held down and
+    withdrawn as any reported campaign the window stops supporting, once."""
+    op = Operation()
+    op.tracker.remember("cl-before-the-restart", ("gone-1", "gone-2", "gone-3"), T0)
+    op.post(90, elsewhere=0)
+    assert op.judge()[1] == []  # held down, not withdrawn at once
+    withdrawn = []
+    for minute in range(91, 93 + int(HOLD_DOWN)):
+        op.tick(minute)
+        withdrawn += op.judge()[1]
+    assert withdrawn == ["cl-before-the-restart"]
+    assert op.campaign not in withdrawn and "cl-before-the-restart" not in op.tracker.known
