@@ -60,6 +60,12 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   when its batch ends. Relies on Faust acknowledging a message only when its reference count
   falls to 0, and on `Stream.take_events` dropping one reference per event at the end of a
   batch (in a `finally`).
+- `batches` (`Stream.take_events`, which `StreamT` does not declare): a stage's input in
+  batches. Relies on it acknowledging each batch's events when the consumer asks for the next
+  batch or the agent ends (in a `finally`).
+- `stop_worker` (`os._exit`): a batch failing on something other than a bad record would be
+  acknowledged by that `finally` if the error were raised, and lost: the worker stops before
+  anything commits, and reads it again when restarted.
 - `mark_acked_without_commit` (`Message.acked`): a record given up at a revocation is marked
   done for Faust's wait without being committed, so the partition's next owner reads it
   again. Relies on `Consumer.wait_empty` ending once every tracked message has `acked` set,
@@ -89,12 +95,13 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
 from __future__ import annotations
 
 import logging
+import os
 import weakref
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import faust
 from faust.exceptions import KeyDecodeError, ValueDecodeError
@@ -152,6 +159,17 @@ def batches(stream: StreamT, size: int, within: float) -> AsyncIterator[list[Eve
     """The stream's events in batches of up to `size`, or what came within `within` s.
     Stream.take_events is a method of Faust's Stream that its StreamT type does not name."""
     return cast(AsyncIterator[list[EventT]], stream.take_events(size, within=within))  # type: ignore[attr-defined]
+
+
+def stop_worker(name: str) -> NoReturn:
+    """Stop the worker at once when a batch fails on something other than a bad record (stages
+    and sinks dead-letter those): I/O, memory, a bug outside any one record. Raising would lose
+    the batch, as Faust's `Stream.take_events` acknowledges it in a `finally`; stopped before
+    anything commits, the worker reads it again when it is restarted."""
+    log.critical("stage_failed stage=%s: stopping the worker so that the batch is read again "
+                 "after a restart", name, exc_info=True)
+    logging.shutdown()
+    os._exit(70)  # EX_SOFTWARE
 
 
 def hold_message(message: Message) -> None:

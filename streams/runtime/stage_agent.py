@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable, Set
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
@@ -31,6 +30,7 @@ from streams.runtime.faust_wall import (
     hold_message,
     mark_acked_without_commit,
     set_current_event,
+    stop_worker,
 )
 from streams.runtime.messages import Record
 from streams.runtime.outbox import Outbox
@@ -46,14 +46,14 @@ class Topics:
 
     def __init__(self, app: AppT, settings: Settings) -> None:
         self.app, self.settings = app, settings
-        self._topics: dict[str, TopicT] = {}
+        self.by_names: dict[str, TopicT] = {}
 
     def __call__(self, *names: str) -> TopicT:
         key = ",".join(names)
-        if key not in self._topics:
-            self._topics[key] = self.app.topic(*(self.settings.topic(n) for n in names),
+        if key not in self.by_names:
+            self.by_names[key] = self.app.topic(*(self.settings.topic(n) for n in names),
                                                key_type=bytes, value_type=bytes)
-        return self._topics[key]
+        return self.by_names[key]
 
     async def send(self, stage: str, name: str, value: bytes, partition: int | None = None
                    ) -> Awaitable[Any]:
@@ -362,14 +362,3 @@ def register_sink(app: AppT, topics: Topics, name: str, reads: tuple[str, ...],
 
     run_sink.__name__ = run_sink.__qualname__ = name
     app.agent(topics(*reads), name=name)(run_sink)
-
-
-def stop_worker(name: str) -> NoReturn:
-    """Not a bad record (stages and sinks dead-letter those) but I/O, memory or a bug outside
-    any one record. Faust's take_events acknowledges a batch in a `finally`, so raising would
-    lose it: the worker stops at once instead, before anything commits, and reads the batch
-    again when it is restarted."""
-    log.critical("stage_failed stage=%s: stopping the worker so that the batch is read again "
-                 "after a restart", name, exc_info=True)
-    logging.shutdown()
-    os._exit(70)  # EX_SOFTWARE

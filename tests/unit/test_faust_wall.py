@@ -302,7 +302,6 @@ def test_no_private_faust_name_is_used_outside_the_wall() -> None:
             if isinstance(node, ast.Attribute) and not (
                     isinstance(node.value, ast.Name) and node.value.id in {"self", "cls"}):
                 attr = node.attr
-                if attr in UNDECLARED or (attr.startswith("_") and not attr.startswith("__") \
-                        and attr not in {"_replace", "_exit"}):  # namedtuple, os
+                if attr in UNDECLARED or (attr.startswith("_") and not attr.startswith("__")):
                     outside.append(f"{path.name}:{node.lineno}: {ast.unparse(node)}")
     assert outside == []
