@@ -272,3 +272,18 @@ def test_the_report_page_embeds_every_chart_and_escapes_what_it_shows(tmp_path: 
     assert [name for name, _ in images] == list(CHARTS)
     assert all(base64.b64decode(data).startswith(b"\x89PNG") for _, data in images)
     assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_the_range_defaults_to_the_last_week_and_must_go_forward(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    from click.testing import CliRunner
+
+    from streams.cli import main, time_range
+
+    start_ms, end_ms = time_range(None, datetime(2026, 12, 8))  # no offset: UTC
+    assert (start_ms, end_ms) == (ms("2026-12-01T00:00:00+00:00"), ms("2026-12-08T00:00:00+00:00"))
+    for command in (["report", "--out", str(tmp_path)],
+                    ["export", "stix", "--out", str(tmp_path / "b.json")]):
+        result = CliRunner().invoke(main, [*command, "--from", "2026-12-05", "--to", "2026-12-04"])
+        assert result.exit_code == 2 and "--from must be before --to" in result.output
