@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# Command-line tools the tests need (promtool), into the cache.
+# Command-line tools the tests need (promtool, headless chromium), into the cache.
 tools:
 	ops/tools install
 
@@ -46,7 +46,7 @@ PARALLEL ?= -n 3 --dist loadfile --no-loadscope-reorder
 unit: venv tools
 	$(BIN)/pytest tests/unit -q $(PARALLEL)
 
-integration: venv up
+integration: venv tools up
 	$(BIN)/pytest tests/integration -q $(PARALLEL)
 
 test: venv tools up

@@ -289,9 +289,11 @@ class CampaignJudge:
             core, {a: {network_range(ip) for ip in snapshot.account_ips.get(a, ())}
                    for a in core},
             census.network_accounts if census else None, snapshot.account_ips, network_range)
-        agents, _ = _link_strength(
+        # The agents mostly the core's own, not an SDK default: what a peer can match on.
+        agents, own_agents = _link_strength(
             core, {a: set(snapshot.account_user_agents.get(a, ())) for a in core},
-            census.user_agent_accounts if census else None, snapshot.account_user_agents, None)
+            census.user_agent_accounts if census else None, snapshot.account_user_agents, None,
+            min_exclusive=0.5)
         new_keys, new_keys_chance = self._new_keys(core, snapshot, history)
         burst, burst_chance = self._creation_burst(core, snapshot, history)
         cadence = self._cadence(core, snapshot)
@@ -309,7 +311,8 @@ class CampaignJudge:
             "timing_sync": _r(timing), "timing_bin_s": snapshot.bin_ms // 1000,
             "payload_reuse": _r(reuse),
             "shared_networks": _r(networks), "network_ranges": shared_ranges[:20],
-            "shared_user_agents": _r(agents), "new_key_share": _r(new_keys),
+            "shared_user_agents": _r(agents), "user_agents": own_agents[:10],
+            "new_key_share": _r(new_keys),
             "new_key_share_population": _r(new_keys_chance),
             "creation_burst": _r(burst), "creation_burst_population": _r(burst_chance),
             "similar_cadence": _r(cadence), "disguise_share": _r(disguise),
@@ -569,10 +572,12 @@ def campaign_alert(finding: CampaignFinding, severity: str, shadow: bool = False
 def _link_strength(core: list[str], items: Mapping[str, set[str]],
                    population: Mapping[str, int] | None,
                    cluster_items: Mapping[str, frozenset[str]],
-                   transform: Callable[[str], str] | None) -> tuple[float, list[str]]:
+                   transform: Callable[[str], str] | None,
+                   min_exclusive: float = 0.0) -> tuple[float, list[str]]:
     """Mean over core accounts of how exclusively they share an item (range, user agent) with
     other core accounts: core users of the item / all users of it. An SDK's default user agent
-    or a mobile carrier's range is shared by many, so sharing it says little."""
+    or a mobile carrier's range is shared by many, so sharing it says little. Also the items
+    two or more core accounts share, those at least `min_exclusive` the core's."""
     if not core:
         return 0.0, []
     core_users: Counter[str] = Counter(item for a in core for item in items[a])
@@ -589,7 +594,8 @@ def _link_strength(core: list[str], items: Mapping[str, set[str]],
                 best = max(best, core_users[item] / max(core_users[item],
                                                          population.get(item, 0)))
         strengths.append(best)
-    shared = sorted((i for i, n in core_users.items() if n >= 2),
+    shared = sorted((i for i, n in core_users.items()
+                     if n >= 2 and n / max(n, population.get(i, 0)) >= min_exclusive),
                     key=lambda i: (-core_users[i], i))
     return float(np.mean(strengths)), shared
 

@@ -1,4 +1,5 @@
-"""The `misuse` command: setup, worker, produce, simulate, review, eval, demo, kibana."""
+"""The `misuse` command: setup, worker, produce, simulate, review, eval, demo, export, report,
+kibana."""
 
 from __future__ import annotations
 
@@ -356,6 +357,86 @@ def demo(preset: str, seed: int | None) -> None:
     from streams.tooling.demo import run_demo
 
     run_demo(preset, seed if seed is not None else int(time.time()))
+
+
+DATE_FORMATS = ["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"]
+
+
+def time_range(start: datetime | None, end: datetime | None) -> tuple[int, int]:
+    """(from, to) in epoch ms: UTC where no offset is given; to defaults to now and from to
+    seven days before it."""
+    def epoch_ms(moment: datetime) -> int:
+        return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+    end_ms = epoch_ms(end) if end is not None else int(time.time() * 1000)
+    start_ms = epoch_ms(start) if start is not None else end_ms - 7 * 86_400_000
+    if start_ms >= end_ms:
+        raise click.UsageError("--from must be before --to")
+    return start_ms, end_ms
+
+
+def range_options(command: Any) -> Any:
+    command = click.option("--to", "end", type=click.DateTime(DATE_FORMATS),
+                           help="End of the range (UTC if no offset); now if not given.")(command)
+    return click.option("--from", "start", type=click.DateTime(DATE_FORMATS),
+                        help="Start of the range (UTC if no offset); seven days before --to "
+                             "if not given.")(command)
+
+
+@main.group(name="export")
+def export() -> None:
+    """Share what was found with peers, in a standard format."""
+
+
+@export.command(name="stix")
+@range_options
+@click.option("--out", "out_path", required=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="The bundle's file.")
+@click.option("--tlp", default="amber", show_default=True,
+              type=click.Choice(["clear", "green", "amber", "amber+strict"]),
+              help="The TLP 2.0 marking on every object: how far peers may pass it on.")
+@click.option("--include-accounts", is_flag=True,
+              help="Also the attacking accounts' ids (campaign members, sprayers, farms).")
+@click.option("--producer", default="misuse-detector", show_default=True,
+              help="The identity that creates every object (your team's name).")
+def export_stix(start: datetime | None, end: datetime | None, out_path: Path, tlp: str,
+                include_accounts: bool, producer: str) -> None:
+    """A STIX 2.1 bundle of the range's campaigns and attacks, read from Elasticsearch:
+    indicators of their networks, user agents and payload hashes (never prompt text, e-mail
+    or a user's address), attack patterns with their MITRE references."""
+    from elasticsearch import Elasticsearch
+
+    from streams.sinks.elasticsearch import client_options
+    from streams.tooling.sharing.files import write_bundle
+    from streams.tooling.sharing.stix import ExportOptions
+
+    start_ms, end_ms = time_range(start, end)
+    settings = get_settings()
+    counts = write_bundle(Elasticsearch(**client_options(settings)), settings, start_ms,
+                          end_ms, out_path, ExportOptions(tlp, include_accounts, producer))
+    click.echo(f"STIX bundle: {out_path} (" + ", ".join(
+        f"{n} {kind}" for kind, n in sorted(counts.items())) + f"; TLP:{tlp.upper()})")
+
+
+@main.command()
+@range_options
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for report.html and figures.json.")
+def report(start: datetime | None, end: datetime | None, out_dir: Path) -> None:
+    """A transparency report of the range, read from Elasticsearch: alerts, campaigns,
+    accounts, suspensions, pages and detection delay, as one HTML page with its charts
+    embedded, and the same figures as JSON."""
+    from elasticsearch import Elasticsearch
+
+    from streams.sinks.elasticsearch import client_options
+    from streams.tooling.sharing.files import write_transparency_report
+
+    start_ms, end_ms = time_range(start, end)
+    settings = get_settings()
+    page = write_transparency_report(Elasticsearch(**client_options(settings)), settings,
+                                     start_ms, end_ms, out_dir)
+    click.echo(f"report: {page} (figures: {out_dir / 'figures.json'})")
 
 
 @main.group()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 import click
 from elasticsearch import Elasticsearch
@@ -19,9 +20,12 @@ from streams.stages import changelog_topics
 from streams.tooling.produce import produce_lines
 from streams.tooling.progress import Progress
 from streams.tooling.runner import WorkerProcess
+from streams.tooling.sharing.files import write_bundle, write_transparency_report
+from streams.tooling.sharing.stix import ExportOptions
 from streams.tooling.simulation import Traffic, preset_options, simulate
 
 WORKER_LOG = REPO_ROOT / ".stack" / "demo-worker.log"
+SHARED = REPO_ROOT / ".stack" / "demo-share"
 
 
 def ensure_stack() -> None:
@@ -80,6 +84,21 @@ def summarise(es: Elasticsearch, settings: Settings, traffic: Traffic, since_ms:
                f"(and {settings.index('campaigns')}, {settings.index('accounts')})")
 
 
+def share(es: Elasticsearch, settings: Settings, start_ms: int, end_ms: int,
+          out_dir: Path) -> tuple[Path, Path]:
+    """What the team would share and publish about the run: the STIX bundle (TLP:AMBER, no
+    account ids) and the transparency report, as `misuse export stix` and `misuse report`
+    write them. Returns (bundle, report page)."""
+    bundle = out_dir / "misuse-stix.json"
+    counts = write_bundle(es, settings, start_ms, end_ms, bundle, ExportOptions())
+    page = write_transparency_report(es, settings, start_ms, end_ms, out_dir / "report")
+    click.echo(f"\nSTIX 2.1 bundle for peers ({counts['campaign']} campaigns, "
+               f"{counts['indicator']} indicators, {counts['attack-pattern']} attack patterns; "
+               f"TLP:AMBER): {bundle}")
+    click.echo(f"transparency report: {page} (figures: {page.with_name('figures.json')})")
+    return bundle, page
+
+
 def run_demo(preset: str, seed: int) -> None:
     settings = get_settings()
     ensure_stack()
@@ -106,3 +125,4 @@ def run_demo(preset: str, seed: int) -> None:
     finally:
         worker.stop()
     summarise(es, settings, traffic, started_ms)
+    share(es, settings, started_ms, clock.now_ms(), SHARED)

@@ -212,6 +212,13 @@ def test_coordinated_group_is_one_campaign_with_its_members_and_no_outsiders(coo
     assert any("network ranges" in reason for reason in finding.reasons)
 
 
+def test_the_user_agents_its_members_share_are_in_the_evidence(coordinated):
+    """For peers to match on (misuse export stix): only agents mostly the group's own."""
+    _, _, assessments = coordinated
+    [finding] = findings(assessments)
+    assert finding.evidence["user_agents"] == ["Mozilla/5.0 (X11; Linux x86_64) Chrome/119.0"]
+
+
 def test_crowds_are_not_campaigns_and_say_why(coordinated):
     world, clusterer, assessments = coordinated
     crowds = [a for a in assessments if a.finding is None and a.evidence["cluster_accounts"] >= 50]
