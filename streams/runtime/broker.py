@@ -4,11 +4,19 @@ Faust."""
 from __future__ import annotations
 
 import contextlib
+import logging
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from streams.settings import TOPIC_NAMES, Settings
 
@@ -27,7 +35,61 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_username
         if settings.kafka_password is not None:
             options["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    if settings.kafka_ssl_cafile is not None:
+        options["ssl_cafile"] = str(settings.kafka_ssl_cafile)
     return options
+
+
+class _RefusedLogins(logging.Handler):
+    """Keeps the first reason a broker gave for refusing a connection: kafka-python logs
+    it (the exception among the log record's arguments) and tries again."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.reason: Exception | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args if isinstance(record.args, tuple) else ()
+        for arg in args:
+            if self.reason is None and isinstance(arg, Exception) and (
+                    isinstance(arg, SaslAuthenticationFailedError) or tls_failure(arg)):
+                self.reason = arg
+
+
+def tls_failure(exc: object) -> bool:
+    """The TLS handshake failed (kafka-python wraps the SSL error in a connection error):
+    an untrusted certificate, or a listener that speaks no TLS."""
+    return isinstance(exc, ssl.SSLError) or (
+        isinstance(exc, KafkaConnectionError) and "Handshake failed" in str(exc))
+
+
+@contextlib.contextmanager
+def _explained_bootstrap() -> Iterator[None]:
+    """A client whose login the broker refused (a wrong password, an untrusted certificate)
+    raises why, not kafka-python's `KafkaTimeoutError('Unable to bootstrap ...')`: the client
+    retries a refused login until its bootstrap times out, and the timeout would read as a
+    broker that is down."""
+    refused = _RefusedLogins()
+    logger = logging.getLogger("kafka")
+    logger.addHandler(refused)
+    try:
+        yield
+    except KafkaTimeoutError as exc:
+        if refused.reason is not None:
+            raise refused.reason from exc
+        raise
+    finally:
+        logger.removeHandler(refused)
+
+
+def admin_client(settings: Settings, **options: Any) -> KafkaAdminClient:
+    with _explained_bootstrap():
+        return KafkaAdminClient(**connection_options(settings) | options)
+
+
+def consumer_client(settings: Settings, *topics: str, **options: Any) -> KafkaConsumer:
+    with _explained_bootstrap():
+        return KafkaConsumer(*topics, **connection_options(settings) | options)
 
 
 def create_topics(settings: Settings, changelogs: Mapping[str, int],
@@ -36,7 +98,7 @@ def create_topics(settings: Settings, changelogs: Mapping[str, int],
     tables' `changelogs` (name: partitions, compacted) too, before any worker starts: a stage
     that writes a table whose changelog the broker does not know yet stops the worker
     (PartitionsMismatch)."""
-    admin = KafkaAdminClient(**connection_options(settings))
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         wanted = {settings.topic(name): {"num_partitions": settings.partitions(name),
@@ -59,26 +121,32 @@ def create_topics(settings: Settings, changelogs: Mapping[str, int],
 def require_topics(settings: Settings, topics: Iterable[str]) -> None:
     """Fail at once when a topic is missing: a producer would wait a minute for its metadata
     and then time out without naming it."""
-    admin = KafkaAdminClient(**connection_options(settings))
+    admin = admin_client(settings)
     try:
-        existing = set(admin.list_topics())
+        # A principal sees only the topics it may describe: one it may not is refused here,
+        # by the broker's own error, rather than reported missing.
+        missing = sorted(set(topics) - set(admin.list_topics()))
+        described = admin.describe_topics(missing) if missing else []
+        refused = [found["name"] for found in described
+                   if found["error_code"] == TopicAuthorizationFailedError.errno]
     finally:
         admin.close()
-    missing = sorted(set(topics) - existing)
+    if refused:
+        raise TopicAuthorizationFailedError(", ".join(refused))
     if missing:
         raise TopicsMissingError(f"topic(s) missing: {', '.join(missing)}")
 
 
 def producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(**connection_options(settings), linger_ms=20, batch_size=256 * 1024,
-                         compression_type=None)
+    with _explained_bootstrap():
+        return KafkaProducer(**connection_options(settings), linger_ms=20,
+                             batch_size=256 * 1024, compression_type=None)
 
 
 def partition_offsets(settings: Settings, group_id: str, topics: list[str]
                       ) -> dict[TopicPartition, tuple[int, int]]:
     """Per partition of `topics`: (offset committed by `group_id`, 0 if none; end offset)."""
-    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
-                             enable_auto_commit=False)
+    consumer = consumer_client(settings, group_id=group_id, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for topic in topics
                       for p in (consumer.partitions_for_topic(topic) or ())]
@@ -112,9 +180,8 @@ def read_back(settings: Settings, topic: str, group_id: str, since_ms: int,
     `to_end`, up to the end instead: everything written (what a stage published before it
     stopped). The partitions are assigned by hand, so reading back neither joins the group
     nor commits."""
-    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
-                             enable_auto_commit=False, max_poll_records=5000,
-                             fetch_max_bytes=50 * 1024 * 1024)
+    consumer = consumer_client(settings, group_id=group_id, enable_auto_commit=False,
+                               max_poll_records=5000, fetch_max_bytes=50 * 1024 * 1024)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))
