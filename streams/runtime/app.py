@@ -4,10 +4,9 @@ internals, is in `streams/runtime/faust_wall.py`."""
 
 from __future__ import annotations
 
-import ssl
-
 import faust
 
+from streams.runtime.broker import tls_context
 from streams.runtime.faust_wall import App
 from streams.settings import Settings
 
@@ -17,10 +16,7 @@ def broker_credentials(settings: Settings
     """The worker's login to Kafka, as the CLI's (`streams.runtime.broker.connection_options`).
     Faust takes the security protocol from the credentials, not from a setting: SASL
     credentials without an SSL context would speak SASL_PLAINTEXT to a SASL_SSL listener."""
-    context = None
-    if settings.kafka_security_protocol in ("SSL", "SASL_SSL"):
-        cafile = settings.kafka_ssl_cafile
-        context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    context = tls_context(settings)
     if settings.kafka_sasl_mechanism is None:
         return faust.SSLCredentials(context) if context is not None else None
     password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
@@ -62,4 +58,5 @@ def create_app(settings: Settings) -> App:
         consumer_max_fetch_size=16 * 1024,
         stream_buffer_maxsize=200,
     )
+
 

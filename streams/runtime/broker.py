@@ -3,8 +3,9 @@ Faust."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
-import logging
 import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -40,20 +41,13 @@ def connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-class _RefusedLogins(logging.Handler):
-    """Keeps the first reason a broker gave for refusing a connection: kafka-python logs
-    it (the exception among the log record's arguments) and tries again."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.reason: Exception | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        args = record.args if isinstance(record.args, tuple) else ()
-        for arg in args:
-            if self.reason is None and isinstance(arg, Exception) and (
-                    isinstance(arg, SaslAuthenticationFailedError) or tls_failure(arg)):
-                self.reason = arg
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """For SSL and SASL_SSL: the broker's certificate and host name checked against
+    MISUSE_KAFKA_SSL_CAFILE, or the system's CAs without it."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    cafile = settings.kafka_ssl_cafile
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
 
 
 def tls_failure(exc: object) -> bool:
@@ -63,32 +57,64 @@ def tls_failure(exc: object) -> bool:
         isinstance(exc, KafkaConnectionError) and "Handshake failed" in str(exc))
 
 
+def login_refusal(settings: Settings) -> Exception | None:
+    """Why the first bootstrap server refuses this client's login, if it does: a wrong
+    password or user (SaslAuthenticationFailedError), an untrusted certificate (ssl.SSLError);
+    None when the login succeeds or the server cannot be reached at all.
+
+    Asked with aiokafka, the worker's own client, on a connection of its own: kafka-python
+    drops the broker's answer to a failed login when the broker closes the connection right
+    after it (the answer and the close arrive in one read), and retries until its bootstrap
+    times out."""
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
+
+    async def log_in() -> None:
+        connection = await asyncio.wait_for(create_conn(
+            host, int(port), security_protocol=settings.kafka_security_protocol,
+            ssl_context=tls_context(settings), sasl_mechanism=settings.kafka_sasl_mechanism or
+            "PLAIN", sasl_plain_username=settings.kafka_username,
+            sasl_plain_password=password), timeout=settings.kafka_bootstrap_timeout_seconds)
+        connection.close()
+
+    # A thread of its own: the caller may be running an event loop (the worker's stages).
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        try:
+            thread.submit(asyncio.run, log_in()).result()
+        except SaslAuthenticationFailed as exc:
+            return SaslAuthenticationFailedError(str(exc))
+        except ssl.SSLError as exc:
+            return exc
+        except Exception:  # unreachable, or anything else: the timeout says it better
+            return None
+    return None
+
+
 @contextlib.contextmanager
-def _explained_bootstrap() -> Iterator[None]:
+def _explained_bootstrap(settings: Settings) -> Iterator[None]:
     """A client whose login the broker refused (a wrong password, an untrusted certificate)
-    raises why, not kafka-python's `KafkaTimeoutError('Unable to bootstrap ...')`: the client
-    retries a refused login until its bootstrap times out, and the timeout would read as a
-    broker that is down."""
-    refused = _RefusedLogins()
-    logger = logging.getLogger("kafka")
-    logger.addHandler(refused)
+    raises why, not kafka-python's `KafkaTimeoutError('Unable to bootstrap ...')`, which would
+    read as a broker that is down."""
     try:
         yield
     except KafkaTimeoutError as exc:
-        if refused.reason is not None:
-            raise refused.reason from exc
+        refusal = login_refusal(settings) if settings.kafka_security_protocol != "PLAINTEXT" \
+            else None
+        if refusal is not None:
+            raise refusal from exc
         raise
-    finally:
-        logger.removeHandler(refused)
 
 
 def admin_client(settings: Settings, **options: Any) -> KafkaAdminClient:
-    with _explained_bootstrap():
+    with _explained_bootstrap(settings):
         return KafkaAdminClient(**connection_options(settings) | options)
 
 
 def consumer_client(settings: Settings, *topics: str, **options: Any) -> KafkaConsumer:
-    with _explained_bootstrap():
+    with _explained_bootstrap(settings):
         return KafkaConsumer(*topics, **connection_options(settings) | options)
 
 
@@ -138,7 +164,7 @@ def require_topics(settings: Settings, topics: Iterable[str]) -> None:
 
 
 def producer(settings: Settings) -> KafkaProducer:
-    with _explained_bootstrap():
+    with _explained_bootstrap(settings):
         return KafkaProducer(**connection_options(settings), linger_ms=20,
                              batch_size=256 * 1024, compression_type=None)
 
