@@ -10,6 +10,7 @@ and removed by one fixture; Elasticsearch is the shared one, under an index pref
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -244,3 +245,20 @@ def test_the_worker_with_a_wrong_password_stops_at_start_with_one_line(
         " set MISUSE_KAFKA_USERNAME, MISUSE_KAFKA_PASSWORD and MISUSE_KAFKA_SASL_MECHANISM"]
     assert "not-the-password" not in done.stdout + done.stderr
     assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in broker_log()
+
+
+def test_a_rotated_scram_password_replaces_the_old_one(secured: SecuredRun) -> None:
+    """The README's rotation, with the run folder's kafka-configs.sh: the new password logs
+    in, the old one is refused from then on. (Last: it changes the review service's login.)"""
+    old = secured.settings(REVIEW, kafka_bootstrap_timeout_seconds=3)
+    new_password = "rotated-" + os.urandom(12).hex()
+    rotated = subprocess.run(
+        [str(RUN_FOLDER / "bin" / "kafka-configs.sh"), "--bootstrap-server", old.kafka_bootstrap,
+         "--command-config", str(RUN_FOLDER / "secrets" / f"{ADMIN}.properties"), "--alter",
+         "--entity-type", "users", "--entity-name", REVIEW,
+         "--add-config", f"SCRAM-SHA-512=[password={new_password}]"],
+        capture_output=True, text=True, timeout=120)
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    admin_client(old.model_copy(update={"kafka_password": SecretStr(new_password)})).close()
+    with pytest.raises(SaslAuthenticationFailedError):
+        admin_client(old)
