@@ -4,20 +4,26 @@ end to end through a real worker under the worker's ACLs, and each principal is 
 is not its business, every refusal asserted on the broker's own error.
 
 The broker is the module's own (run folder .stack/secure-test, ports 9392 and 9393), started
-and removed by one fixture; Elasticsearch is the shared one, under an index prefix of the run's.
+and removed by one fixture; Elasticsearch is the shared one, under an index prefix of the run's,
+reached over TLS with an API key through tests/integration/es_proxy.py (the integ-test
+distribution has no security module), so its clients are tested as against a secured cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import certifi
 import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaProducer
@@ -32,11 +38,12 @@ from pydantic import SecretStr
 from streams.runtime import clock
 from streams.runtime.broker import admin_client, connection_options, consumer_client
 from streams.settings import REPO_ROOT, TOPIC_NAMES, Settings
-from streams.sinks.elasticsearch import search_sources
+from streams.sinks.elasticsearch import client_options, search_sources
 from streams.stages import changelog_topics
 from streams.tooling.runner import WorkerProcess, isolated_environment, remove_run
 from streams.tooling.simulation import Traffic, preset_options, simulate
 from tests.faults.harness import WORKER_ENV
+from tests.integration.es_proxy import ApiKeyProxy
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +59,9 @@ class SecuredRun:
     environments: dict[str, dict[str, str]]  # principal -> a child's environment, logged in
     traffic: Traffic
     worker_log: Path
+    elasticsearch: ApiKeyProxy
+    # Requests the proxy let through and refused while the traffic ran.
+    elasticsearch_requests: tuple[int, int] = (0, 0)
 
     def settings(self, principal: str, **changes: object) -> Settings:
         return settings_of(self.environments[principal]).model_copy(update=changes)
@@ -96,10 +106,23 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredRun]:
     base.update(WORKER_ENV)
     stack = base | PORTS | {"MISUSE_STACK_DIR": str(RUN_FOLDER)}
     shutil.rmtree(RUN_FOLDER, ignore_errors=True)
-    try:
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, RUN_FOLDER, ignore_errors=True)
+        cleanup.callback(ops_stack, "down", stack)
         ops_stack("up", stack)  # applies ops/kafka-acls.sh for this run's prefix and app id
+        # Elasticsearch over TLS with an API key, the broker's key pair serving 127.0.0.1.
+        secrets = RUN_FOLDER / "secrets"
+        api_key = os.urandom(16).hex()
+        proxy = cleanup.enter_context(ApiKeyProxy(
+            settings_of(base).elasticsearch_url, api_key, secrets / "broker.crt",
+            secrets / "broker.key"))
+        base.update(MISUSE_ELASTICSEARCH_URL=proxy.url, MISUSE_ELASTICSEARCH_API_KEY=api_key,
+                    MISUSE_ELASTICSEARCH_CA_CERTS=str(secrets / "ca.crt"))
         run = SecuredRun({who: base | login(who) for who in (ADMIN, WORKER, GATEWAY, REVIEW)},
-                         small_traffic(), work / "worker.log")
+                         small_traffic(), work / "worker.log", proxy)
+        # Its indices and templates in the shared Elasticsearch, its topics (the broker
+        # goes whole, but a failed `down` would leave them to the next run).
+        cleanup.callback(remove_run, run.settings(ADMIN))
         # Topics and templates as the administrator; the usage events by the CLI as the
         # gateway; then the worker, as itself, reads them all.
         setup = run.cli(ADMIN, "setup")
@@ -114,15 +137,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredRun]:
             worker.wait_drained(timeout_s=120)
         finally:
             worker.stop()
+        run.elasticsearch_requests = (proxy.accepted, proxy.refused)
         yield run
-    finally:
-        try:
-            # Its indices and templates in the shared Elasticsearch, its topics (the broker
-            # goes whole, but a failed `down` would leave them to the next run).
-            remove_run(settings_of(base | login(ADMIN)))
-        finally:
-            ops_stack("down", stack)
-            shutil.rmtree(RUN_FOLDER, ignore_errors=True)
 
 
 def broker_log() -> str:
@@ -134,9 +150,12 @@ def test_a_small_traffic_runs_end_to_end_under_the_workers_acls(secured: Secured
     attack and the jailbreak of the traffic are alerted, and the broker denied the worker
     nothing on the way."""
     settings = secured.settings(WORKER)
-    es = Elasticsearch(settings.elasticsearch_url, request_timeout=30)
+    es = Elasticsearch(**client_options(settings))
     es.indices.refresh(index=f"{settings.index_prefix}*", ignore_unavailable=True)
     alerts = search_sources(es, settings, "alerts")
+    # Setup, the worker's start and its writes all went over TLS with the API key.
+    accepted, refused = secured.elasticsearch_requests
+    assert accepted > 0 and refused == 0
     found = {(alert["rule"]["id"].split(".")[0], alert["misuse"]["entity"]["id"])
              for alert in alerts}
     expected = {(label.rule, label.entity_id) for label in secured.traffic.labels}
@@ -215,7 +234,7 @@ def test_the_review_service_writes_decisions_but_cannot_read_usage(
 
 def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
         secured: SecuredRun) -> None:
-    gateway = secured.settings(GATEWAY, kafka_bootstrap_timeout_seconds=3)
+    gateway = secured.settings(GATEWAY, kafka_bootstrap_timeout_seconds=2)
     wrong = gateway.model_copy(update={"kafka_password": SecretStr("not-the-password")})
     with pytest.raises(SaslAuthenticationFailedError):
         admin_client(wrong)
@@ -247,9 +266,42 @@ def test_the_worker_with_a_wrong_password_stops_at_start_with_one_line(
     assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in broker_log()
 
 
+def test_the_controller_port_refuses_a_client_without_the_brokers_certificate(
+        secured: SecuredRun) -> None:
+    """The controller listener takes TLS client certificates only: a client that trusts the
+    CA but has no certificate of the CA's is refused there, SASL login or not."""
+    context = ssl.create_default_context(cafile=str(RUN_FOLDER / "secrets" / "ca.crt"))
+    port = int(PORTS["MISUSE_KAFKA_CONTROLLER_PORT"])
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls, \
+            pytest.raises(ssl.SSLError, match="CERTIFICATE"):
+        tls.sendall(b"\0\0\0\0")  # TLS 1.3: the refusal comes with the first read
+        tls.recv(1)
+    assert f"Failed authentication with /127.0.0.1 (channelId=127.0.0.1:{port}-" in broker_log()
+
+
+def test_elasticsearch_refuses_a_wrong_api_key_and_an_untrusted_certificate(
+        secured: SecuredRun) -> None:
+    """The CLI's one line for each, through the TLS endpoint that checks the key."""
+    before = secured.elasticsearch.refused
+    wrong_key = secured.cli(ADMIN, "setup", MISUSE_ELASTICSEARCH_API_KEY="not-the-key")
+    assert wrong_key.returncode == 1
+    assert wrong_key.stderr.strip().splitlines() == [
+        f"error: Elasticsearch at {secured.elasticsearch.url} refused the credentials (401): "
+        "set MISUSE_ELASTICSEARCH_API_KEY, or MISUSE_ELASTICSEARCH_USERNAME and _PASSWORD"]
+    assert "not-the-key" not in wrong_key.stdout + wrong_key.stderr
+    assert secured.elasticsearch.refused > before  # the endpoint's 401, not a guess
+    untrusted = secured.cli(ADMIN, "setup", MISUSE_ELASTICSEARCH_CA_CERTS=certifi.where())
+    assert untrusted.returncode == 1
+    [line] = untrusted.stderr.strip().splitlines()
+    assert line.startswith(f"error: Elasticsearch at {secured.elasticsearch.url}: TLS failed")
+    assert "CERTIFICATE_VERIFY_FAILED" in line and "MISUSE_ELASTICSEARCH_CA_CERTS" in line
+
+
 def test_a_rotated_scram_password_replaces_the_old_one(secured: SecuredRun) -> None:
     """The README's rotation, with the run folder's kafka-configs.sh: the new password logs
-    in, the old one is refused from then on. (Last: it changes the review service's login.)"""
+    in, the old one is refused from then on. (Last in the file: it changes the review
+    service's login.)"""
     old = secured.settings(REVIEW, kafka_bootstrap_timeout_seconds=3)
     new_password = "rotated-" + os.urandom(12).hex()
     rotated = subprocess.run(
@@ -262,3 +314,4 @@ def test_a_rotated_scram_password_replaces_the_old_one(secured: SecuredRun) -> N
     admin_client(old.model_copy(update={"kafka_password": SecretStr(new_password)})).close()
     with pytest.raises(SaslAuthenticationFailedError):
         admin_client(old)
+
