@@ -1,5 +1,6 @@
 """Synchronous Kafka helpers (setup, offsets, lag, reading a topic back): kafka-python, not
-Faust."""
+Faust; every client logs in with the MISUSE_KAFKA_* settings (`connection_options`), and
+aiokafka is asked only why a login was refused (`login_refusal`)."""
 
 from __future__ import annotations
 
