@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Kafka ACLs for a production cluster (SASL or mTLS principals; the local stack in ops/ runs
-# without authentication and needs none of this).
+# Kafka ACLs for a production cluster (SASL or mTLS principals). The local open stack runs
+# without authentication and needs none of this; `ops/stack up --secure` applies this script
+# to its secured broker, and tests/integration/test_secure_broker.py checks each rule there.
 #
 # Whoever can write a topic the worker reads decides what the worker believes: a changelog
 # rebuilds detector state after a restart (and one record whose key Faust cannot decode stops
@@ -11,6 +12,8 @@
 #
 # Usage: BOOTSTRAP=kafka:9093 CONFIG=admin.properties ops/kafka-acls.sh
 # Principals and names are read from the environment; the defaults match `misuse setup`.
+# kafka-acls.sh (Kafka's own script) must be on PATH. Adding an ACL that exists is a no-op, so
+# the script may run again (for another prefix, say).
 set -euo pipefail
 
 BOOTSTRAP=${BOOTSTRAP:?the cluster, host:port}

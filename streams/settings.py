@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr, field_validator
+from pydantic import SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,10 +36,15 @@ class Settings(BaseSettings):
 
     app_id: str = "misuse-detector"
     kafka_bootstrap: str = "127.0.0.1:9092"
-    kafka_security_protocol: str = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = \
+        "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_username: str | None = None
     kafka_password: SecretStr | None = None
+    # The CA that signed the brokers' certificates (PEM), for SSL and SASL_SSL; without it
+    # the system's trusted CAs. Every Kafka client of the worker and the CLI checks the
+    # broker's certificate and host name against it.
+    kafka_ssl_cafile: Path | None = None
     # How long a CLI command waits for the first broker before it says Kafka is unreachable.
     kafka_bootstrap_timeout_seconds: float = 10.0
     # Prepended to every topic name; lets tests and staging share a cluster.
@@ -161,6 +166,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"{server.strip()!r} is not host:port (a comma-separated "
                                  "list of them, e.g. kafka-1:9092,kafka-2:9092)")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        # A mechanism with a protocol that does no SASL would be ignored, and the client would
+        # connect without the credentials it was given; a SASL login without a name or password
+        # would fail at the broker with a less helpful reason.
+        sasl = self.kafka_security_protocol.startswith("SASL_")
+        if sasl and not (self.kafka_sasl_mechanism and self.kafka_username
+                         and self.kafka_password):
+            raise ValueError(f"MISUSE_KAFKA_SECURITY_PROTOCOL={self.kafka_security_protocol} "
+                             "needs MISUSE_KAFKA_SASL_MECHANISM, MISUSE_KAFKA_USERNAME and "
+                             "MISUSE_KAFKA_PASSWORD")
+        if self.kafka_sasl_mechanism and not sasl:
+            raise ValueError(f"MISUSE_KAFKA_SASL_MECHANISM={self.kafka_sasl_mechanism} needs "
+                             "MISUSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)")
+        if self.kafka_ssl_cafile is not None and not self.kafka_ssl_cafile.is_file():
+            raise ValueError(f"MISUSE_KAFKA_SSL_CAFILE={self.kafka_ssl_cafile}: no such file")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

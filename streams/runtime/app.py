@@ -6,16 +6,22 @@ from __future__ import annotations
 
 import faust
 
+from streams.runtime.broker import tls_context
 from streams.runtime.faust_wall import App
 from streams.settings import Settings
 
 
-def broker_credentials(settings: Settings) -> faust.SASLCredentials | None:
+def broker_credentials(settings: Settings
+                       ) -> faust.SASLCredentials | faust.SSLCredentials | None:
+    """The worker's login to Kafka, as the CLI's (`streams.runtime.broker.connection_options`).
+    Faust takes the security protocol from the credentials, not from a setting: SASL
+    credentials without an SSL context would speak SASL_PLAINTEXT to a SASL_SSL listener."""
+    context = tls_context(settings)
     if settings.kafka_sasl_mechanism is None:
-        return None
+        return faust.SSLCredentials(context) if context is not None else None
     password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
     return faust.SASLCredentials(
-        username=settings.kafka_username, password=password,
+        username=settings.kafka_username, password=password, ssl_context=context,
         mechanism=settings.kafka_sasl_mechanism,
     )
 
@@ -52,4 +58,5 @@ def create_app(settings: Settings) -> App:
         consumer_max_fetch_size=16 * 1024,
         stream_buffer_maxsize=200,
     )
+
 

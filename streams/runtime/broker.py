@@ -1,14 +1,24 @@
 """Synchronous Kafka helpers (setup, offsets, lag, reading a topic back): kafka-python, not
-Faust."""
+Faust; every client logs in with the MISUSE_KAFKA_* settings (`connection_options`), and
+aiokafka is asked only why a login was refused (`login_refusal`)."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
+import ssl
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    SaslAuthenticationFailedError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+)
 
 from streams.settings import TOPIC_NAMES, Settings
 
@@ -27,7 +37,86 @@ def connection_options(settings: Settings) -> dict[str, Any]:
         options["sasl_plain_username"] = settings.kafka_username
         if settings.kafka_password is not None:
             options["sasl_plain_password"] = settings.kafka_password.get_secret_value()
+    if settings.kafka_ssl_cafile is not None:
+        options["ssl_cafile"] = str(settings.kafka_ssl_cafile)
     return options
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """For SSL and SASL_SSL: the broker's certificate and host name checked against
+    MISUSE_KAFKA_SSL_CAFILE, or the system's CAs without it."""
+    if settings.kafka_security_protocol not in ("SSL", "SASL_SSL"):
+        return None
+    cafile = settings.kafka_ssl_cafile
+    return ssl.create_default_context(cafile=str(cafile) if cafile else None)
+
+
+def tls_failure(exc: object) -> bool:
+    """The TLS handshake failed (kafka-python wraps the SSL error in a connection error):
+    an untrusted certificate, or a listener that speaks no TLS."""
+    return isinstance(exc, ssl.SSLError) or (
+        isinstance(exc, KafkaConnectionError) and "Handshake failed" in str(exc))
+
+
+def login_refusal(settings: Settings) -> Exception | None:
+    """Why the first bootstrap server refuses this client's login, if it does: a wrong
+    password or user (SaslAuthenticationFailedError), an untrusted certificate (ssl.SSLError);
+    None when the login succeeds or the server cannot be reached at all.
+
+    Asked with aiokafka, the worker's own client, on a connection of its own: kafka-python
+    drops the broker's answer to a failed login when the broker closes the connection right
+    after it (the answer and the close arrive in one read), and retries until its bootstrap
+    times out."""
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import SaslAuthenticationFailed
+
+    host, _, port = settings.kafka_bootstrap.split(",")[0].strip().rpartition(":")
+    password = settings.kafka_password.get_secret_value() if settings.kafka_password else None
+
+    async def log_in() -> None:
+        connection = await asyncio.wait_for(create_conn(
+            host, int(port), security_protocol=settings.kafka_security_protocol,
+            ssl_context=tls_context(settings), sasl_mechanism=settings.kafka_sasl_mechanism or
+            "PLAIN", sasl_plain_username=settings.kafka_username,
+            sasl_plain_password=password), timeout=settings.kafka_bootstrap_timeout_seconds)
+        connection.close()
+
+    # A thread of its own: the caller may be running an event loop (the worker's stages).
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        try:
+            thread.submit(asyncio.run, log_in()).result()
+        except SaslAuthenticationFailed as exc:
+            return SaslAuthenticationFailedError(str(exc))
+        except ssl.SSLError as exc:
+            return exc
+        except Exception:  # unreachable, or anything else: the timeout says it better
+            return None
+    return None
+
+
+@contextlib.contextmanager
+def _explained_bootstrap(settings: Settings) -> Iterator[None]:
+    """A client whose login the broker refused (a wrong password, an untrusted certificate)
+    raises why, not kafka-python's `KafkaTimeoutError('Unable to bootstrap ...')`, which would
+    read as a broker that is down."""
+    try:
+        yield
+    except KafkaTimeoutError as exc:
+        refusal = login_refusal(settings) if settings.kafka_security_protocol != "PLAINTEXT" \
+            else None
+        if refusal is not None:
+            raise refusal from exc
+        raise
+
+
+def admin_client(settings: Settings, **options: Any) -> KafkaAdminClient:
+    with _explained_bootstrap(settings):
+        return KafkaAdminClient(**connection_options(settings) | options)
+
+
+def consumer_client(settings: Settings, *topics: str, **options: Any) -> KafkaConsumer:
+    with _explained_bootstrap(settings):
+        return KafkaConsumer(*topics, **connection_options(settings) | options)
 
 
 def create_topics(settings: Settings, changelogs: Mapping[str, int],
@@ -36,7 +125,7 @@ def create_topics(settings: Settings, changelogs: Mapping[str, int],
     tables' `changelogs` (name: partitions, compacted) too, before any worker starts: a stage
     that writes a table whose changelog the broker does not know yet stops the worker
     (PartitionsMismatch)."""
-    admin = KafkaAdminClient(**connection_options(settings))
+    admin = admin_client(settings)
     try:
         existing = set(admin.list_topics())
         wanted = {settings.topic(name): {"num_partitions": settings.partitions(name),
@@ -59,26 +148,32 @@ def create_topics(settings: Settings, changelogs: Mapping[str, int],
 def require_topics(settings: Settings, topics: Iterable[str]) -> None:
     """Fail at once when a topic is missing: a producer would wait a minute for its metadata
     and then time out without naming it."""
-    admin = KafkaAdminClient(**connection_options(settings))
+    admin = admin_client(settings)
     try:
-        existing = set(admin.list_topics())
+        # A principal sees only the topics it may describe: one it may not is refused here,
+        # by the broker's own error, rather than reported missing.
+        missing = sorted(set(topics) - set(admin.list_topics()))
+        described = admin.describe_topics(missing) if missing else []
+        refused = [found["name"] for found in described
+                   if found["error_code"] == TopicAuthorizationFailedError.errno]
     finally:
         admin.close()
-    missing = sorted(set(topics) - existing)
+    if refused:
+        raise TopicAuthorizationFailedError(", ".join(refused))
     if missing:
         raise TopicsMissingError(f"topic(s) missing: {', '.join(missing)}")
 
 
 def producer(settings: Settings) -> KafkaProducer:
-    return KafkaProducer(**connection_options(settings), linger_ms=20, batch_size=256 * 1024,
-                         compression_type=None)
+    with _explained_bootstrap(settings):
+        return KafkaProducer(**connection_options(settings), linger_ms=20,
+                             batch_size=256 * 1024, compression_type=None)
 
 
 def partition_offsets(settings: Settings, group_id: str, topics: list[str]
                       ) -> dict[TopicPartition, tuple[int, int]]:
     """Per partition of `topics`: (offset committed by `group_id`, 0 if none; end offset)."""
-    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
-                             enable_auto_commit=False)
+    consumer = consumer_client(settings, group_id=group_id, enable_auto_commit=False)
     try:
         partitions = [TopicPartition(topic, p) for topic in topics
                       for p in (consumer.partitions_for_topic(topic) or ())]
@@ -112,9 +207,8 @@ def read_back(settings: Settings, topic: str, group_id: str, since_ms: int,
     `to_end`, up to the end instead: everything written (what a stage published before it
     stopped). The partitions are assigned by hand, so reading back neither joins the group
     nor commits."""
-    consumer = KafkaConsumer(**connection_options(settings), group_id=group_id,
-                             enable_auto_commit=False, max_poll_records=5000,
-                             fetch_max_bytes=50 * 1024 * 1024)
+    consumer = consumer_client(settings, group_id=group_id, enable_auto_commit=False,
+                               max_poll_records=5000, fetch_max_bytes=50 * 1024 * 1024)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         starts = consumer.offsets_for_times(dict.fromkeys(partitions, since_ms))

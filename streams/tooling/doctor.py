@@ -52,11 +52,9 @@ def settings_row() -> tuple[Settings | None, Row]:
 
 
 def _admin(settings: Settings) -> Any:
-    from kafka import KafkaAdminClient
+    from streams.runtime.broker import admin_client
 
-    from streams.runtime.broker import connection_options
-
-    return KafkaAdminClient(**dict(connection_options(settings), bootstrap_timeout_ms=5000))
+    return admin_client(settings, bootstrap_timeout_ms=5000)
 
 
 def kafka_rows(settings: Settings) -> list[Row]:
@@ -107,9 +105,7 @@ def _topics_row(name: str, wanted: dict[str, int], partitions: dict[str, int]) -
 
 def lag_rows(settings: Settings, admin: Any) -> list[Row]:
     """Messages each stage has not yet committed, when the worker's group has committed."""
-    from kafka import KafkaConsumer
-
-    from streams.runtime.broker import connection_options
+    from streams.runtime.broker import consumer_client
     from streams.stages import STAGES
 
     groups = {group["group_id"] for group in admin.list_groups()}
@@ -120,7 +116,7 @@ def lag_rows(settings: Settings, admin: Any) -> list[Row]:
                                         "nothing): start one with `misuse worker`")]
     stages = {spec.stage.name: spec.reads for spec in STAGES}
     stages["index"] = ("misuse.alerts", "misuse.documents")
-    consumer = KafkaConsumer(**dict(connection_options(settings), bootstrap_timeout_ms=5000))
+    consumer = consumer_client(settings, bootstrap_timeout_ms=5000)
     try:
         rows = []
         for stage, reads in stages.items():

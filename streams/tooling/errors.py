@@ -27,13 +27,19 @@ def _flat(text: str, limit: int = 300) -> str:
 def _kafka(exc: BaseException, settings: Settings) -> str | None:
     from kafka import errors as kafka_errors
 
+    from streams.runtime.broker import tls_failure
+
     where = settings.kafka_bootstrap
     if isinstance(exc, kafka_errors.SaslAuthenticationFailedError):
         return (f"Kafka at {where} refused the credentials ({type(exc).__name__}): set "
                 "MISUSE_KAFKA_USERNAME, MISUSE_KAFKA_PASSWORD and MISUSE_KAFKA_SASL_MECHANISM")
+    if tls_failure(exc):
+        return (f"Kafka at {where}: TLS failed ({_flat(str(exc), 110)}): set "
+                "MISUSE_KAFKA_SSL_CAFILE to the CA of the brokers' certificates")
     if isinstance(exc, kafka_errors.AuthorizationError):
-        return (f"Kafka at {where} denied access ({type(exc).__name__}): grant the ACLs in "
-                "ops/kafka-acls.sh to the user in MISUSE_KAFKA_USERNAME")
+        who = settings.kafka_username or "this client"
+        return (f"Kafka at {where} denied {who} access ({_flat(str(exc), 150)}): grant the "
+                "ACLs in ops/kafka-acls.sh to the user in MISUSE_KAFKA_USERNAME")
     if isinstance(exc, kafka_errors.KafkaConnectionError) or (
             isinstance(exc, kafka_errors.KafkaTimeoutError) and "bootstrap" in str(exc)):
         return (f"Kafka is not reachable at {where} ({type(exc).__name__}): {STACK_FIX}, "
@@ -134,6 +140,8 @@ def _setting_problem(error: Any) -> str:
     """One validation error of the settings as `MISUSE_NAME=value: why`, never showing a
     secret's value (nor a URL's, which may carry a password; the reason shows its host)."""
     name, *inside = map(str, error["loc"] or ("",))
+    if not name:  # a check across settings: its message names the variables
+        return str(error["msg"]).removeprefix("Value error, ")
     field = Settings.model_fields.get(name)
     variable = f"MISUSE_{name.upper()}" + (f" (item {'.'.join(inside)})" if inside else "")
     why = str(error["msg"]).removeprefix("Value error, ")

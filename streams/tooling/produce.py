@@ -23,11 +23,14 @@ def send_lines(settings: Settings, lines: Iterable[Line], topic: str) -> int:
     return how many were sent."""
     require_topics(settings, [topic])
     kafka = producer(settings)
+    failures: list[Exception] = []  # a send the broker refused (a missing ACL, say)
     count = 0
     for line in tqdm(lines, unit="events", desc="producing", disable=not sys.stderr.isatty()):
         if not line.problem:
-            kafka.send(topic, key=line.key, value=line.value)
+            kafka.send(topic, key=line.key, value=line.value).add_errback(failures.append)
             count += 1
     kafka.flush()
     kafka.close()
+    if failures:
+        raise failures[0]
     return count

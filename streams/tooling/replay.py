@@ -8,9 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from elasticsearch import Elasticsearch
-from kafka import KafkaConsumer
 
-from streams.runtime.broker import connection_options, create_topics
+from streams.runtime.broker import consumer_client, create_topics
 from streams.runtime.messages import alerts_in
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options, install_templates, search_sources
@@ -41,9 +40,9 @@ def account_keys(lines: list[bytes]) -> dict[str, str]:
 def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
     """Every version of every alert, in the order the detectors sent them: the first version
     of an incident dates its detection."""
-    consumer = KafkaConsumer(settings.topic("misuse.alerts"), **connection_options(settings),
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
+    consumer = consumer_client(settings, settings.topic("misuse.alerts"),
+                               auto_offset_reset="earliest", enable_auto_commit=False,
+                               consumer_timeout_ms=3000)
     alerts = [alert.to_dict() for record in consumer for alert in alerts_in(record.value)]
     consumer.close()
     return alerts
@@ -51,9 +50,9 @@ def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
 
 def dead_letters(settings: Settings) -> list[tuple[str, str]]:
     """(logical source topic, reason) of every dead letter of the run."""
-    consumer = KafkaConsumer(settings.topic("misuse.deadletter"), **connection_options(settings),
-                             auto_offset_reset="earliest", enable_auto_commit=False,
-                             consumer_timeout_ms=3000)
+    consumer = consumer_client(settings, settings.topic("misuse.deadletter"),
+                               auto_offset_reset="earliest", enable_auto_commit=False,
+                               consumer_timeout_ms=3000)
     letters = []
     for record in consumer:
         headers = {key: value for key, value in record.headers or ()}

@@ -13,10 +13,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from elasticsearch import Elasticsearch
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from streams.runtime.broker import connection_options, consumer_lag
+from streams.runtime.broker import admin_client, consumer_lag
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
 from streams.tooling.progress import PENDING_RECORDS, WORKER_CRASHES, WORKER_READY, worker_metric
@@ -198,7 +197,7 @@ def remove_run(settings: Settings) -> None:
             es.indices.delete_index_template(name=template["name"])
     finally:
         es.close()
-    admin = KafkaAdminClient(**connection_options(settings))
+    admin = admin_client(settings)
     try:
         ours = [t for t in admin.list_topics()
                 if t.startswith((settings.topic_prefix, settings.app_id))]

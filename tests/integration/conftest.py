@@ -16,6 +16,7 @@ import pytest
 from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
 
+from streams.runtime.broker import connection_options
 from streams.runtime.messages import encode_batch
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import search_sources
@@ -32,7 +33,7 @@ class Pipeline:
         self.settings = settings
         self.worker = worker
         self.es = Elasticsearch(settings.elasticsearch_url, request_timeout=30)
-        self.producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+        self.producer = KafkaProducer(**connection_options(settings), linger_ms=5)
 
     def produce(self, events: list[Any], topic: str = "api.usage") -> None:
         """Usage events (dicts, or raw bytes to test bad input) into api.usage; records into
@@ -76,7 +77,7 @@ class Pipeline:
 
     def dead_letters(self, expected: int, timeout_s: float = 60) -> list[Any]:
         consumer = KafkaConsumer(self.settings.topic("misuse.deadletter"),
-                                 bootstrap_servers=self.settings.kafka_bootstrap,
+                                 **connection_options(self.settings),
                                  auto_offset_reset="earliest", enable_auto_commit=False,
                                  consumer_timeout_ms=2000)
         records: list[Any] = []

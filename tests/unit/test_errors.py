@@ -4,6 +4,7 @@ import pytest
 from elastic_transport import ApiResponseMeta, ConnectionError, HttpHeaders, NodeConfig
 from elasticsearch import AuthenticationException, AuthorizationException
 from kafka.errors import (
+    KafkaConnectionError,
     KafkaTimeoutError,
     SaslAuthenticationFailedError,
     TopicAuthorizationFailedError,
@@ -35,7 +36,11 @@ def api_error(kind: type, status: int) -> Exception:
      ["kafka.example:9093", "misuse setup"]),
     (SaslAuthenticationFailedError("bad password"),
      ["kafka.example:9093", "MISUSE_KAFKA_USERNAME"]),
-    (TopicAuthorizationFailedError(), ["kafka.example:9093", "ops/kafka-acls.sh"]),
+    (TopicAuthorizationFailedError("t.misuse.signals"),
+     ["kafka.example:9093", "t.misuse.signals", "ops/kafka-acls.sh"]),
+    (KafkaConnectionError("Handshake failed: [SSL: CERTIFICATE_VERIFY_FAILED] certificate "
+                          "verify failed"),
+     ["kafka.example:9093", "CERTIFICATE_VERIFY_FAILED", "MISUSE_KAFKA_SSL_CAFILE"]),
     (ConnectionError("Connection refused"),
      ["Elasticsearch is not reachable at https://es.example:9243", "make up",
       "MISUSE_ELASTICSEARCH_URL"]),

@@ -47,6 +47,9 @@ def no_env_file(tmp_path, monkeypatch):
     ("ALERTMANAGER_URL", "http://am:ninety/", ["not a URL"]),
     ("KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2", ["'kafka-2' is not host:port"]),
     ("REVIEW_KEYS", '{"alice": ""}', ["empty analyst name or key", "'alice'"]),
+    ("KAFKA_SECURITY_PROTOCOL", "SASL_TLS", ["'SASL_SSL'"]),
+    ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-1", ["'SCRAM-SHA-512'"]),
+    ("KAFKA_SSL_CAFILE", "/nonexistent/ca.crt", ["no such file"]),
     ("REVIEW_KEYS", "alice=key", ["not valid JSON"]),
 ])
 def test_a_malformed_setting_is_one_line_naming_the_variable_and_the_fix(
@@ -99,3 +102,23 @@ def test_the_doctor_reports_a_malformed_secret_as_its_settings_row() -> None:
     assert result.output.splitlines()[0].startswith("FAIL  settings  invalid setting "
                                                     "MISUSE_SUSPENSION_WEBHOOK_URLS")
     assert "fix: write it as JSON" in result.output
+
+
+@pytest.mark.parametrize(("variables", "parts"), [
+    ({"SECURITY_PROTOCOL": "SASL_SSL", "USERNAME": "misuse-worker"},
+     ["MISUSE_KAFKA_SECURITY_PROTOCOL=SASL_SSL needs", "MISUSE_KAFKA_PASSWORD"]),
+    ({"SASL_MECHANISM": "SCRAM-SHA-512", "USERNAME": "misuse-worker", "PASSWORD": "pw"},
+     ["MISUSE_KAFKA_SASL_MECHANISM=SCRAM-SHA-512 needs", "SASL_SSL"]),
+])
+def test_kafka_security_settings_that_do_not_fit_together_are_one_line(
+        monkeypatch, variables: dict[str, str], parts: list[str]) -> None:
+    """A mechanism without a SASL protocol would connect without the credentials given."""
+    for name, value in variables.items():
+        monkeypatch.setenv(f"MISUSE_KAFKA_{name}", value)
+    with pytest.raises(ValueError) as refused:
+        Settings()
+    line = one_line(refused.value, Settings.model_construct())
+    assert line is not None and line.startswith("invalid setting MISUSE_KAFKA_")
+    for part in parts:
+        assert part in line
+    assert "pw" not in line
