@@ -295,8 +295,10 @@ def redact_values(value: Any) -> Any:
 
 
 def redacted_sample(text: str, max_chars: int = 200) -> str:
-    """A short redacted excerpt, the only form in which a prompt is ever stored."""
-    short = redact(text[: max_chars * 2])
+    """A short redacted excerpt, the only form in which a prompt is ever stored. The whole text
+    is redacted before it is cut: cut first, a value across the cut would leave its first half,
+    too short for any pattern to know it."""
+    short = redact(text)
     return short if len(short) <= max_chars else short[: max_chars - 1] + "…"
 
 

@@ -119,3 +119,26 @@ def test_a_megabyte_of_adversarial_text_is_redacted():
     for unit in ("1.", "a.", "a@", "1 ", "-", "sk-", "a=", "password ", "DE89 "):
         text = unit * (1_000_000 // len(unit))
         assert len(redact(text)) > 0
+
+
+KEY_BLOCK = "-----BEGIN PRIVATE KEY-----\n" + "A" * 300 + "\n-----END PRIVATE KEY-----\n"
+
+
+@pytest.mark.parametrize(("value", "tag"), [
+    ("jane.roe@example.org", "[EMAIL]"),
+    ("+1 (415) 555-0132", "[PHONE]"),
+    ("2001:db8:85a3::8a2e:370:7334", "[IP]"),
+])
+# Across the 400th character, where samples were cut before they were redacted (the key block
+# shrinks to a tag and brings it into the sample), and across the 200th, where they are cut now.
+@pytest.mark.parametrize(("cut", "head"), [(400, KEY_BLOCK + "word " * 20), (200, "word " * 50)])
+def test_a_value_across_the_cut_of_a_sample_leaves_nothing(value, tag, cut, head):
+    """A sample is the redacted text cut, never the cut text redacted: half a value left at a
+    cut is too short for any pattern to know it."""
+    half = len(value) // 2
+    text = head[: cut - half - 1] + " " + value + " and more words after it"
+    assert text.index(value) + half == cut
+    sample = redacted_sample(text, max_chars=200)
+    assert value[:half] not in sample and value[half:] not in sample
+    if cut == 400:
+        assert tag in sample
