@@ -138,8 +138,8 @@ _PASSPORT = re.compile(
     r"(?:\s{0,3}(?:number|numéro|numero|nummer|num|no|nr|n°|#|id)\.?)?"
     r"(?:\s{1,3}(?:is|es|est|ist)\b|\s{0,3}[:#=])?\s{0,3}(?P<value>[A-Z0-9]{6,10})\b")
 # The machine-readable zone of a passport: the name line and the number line.
-_MRZ = re.compile(r"\bP[A-Z<][A-Z]{3}[A-Z<]{2,39}<<[A-Z<]{1,39}|"
-                  r"\b[A-Z0-9<]{9}\d[A-Z<]{3}\d{6}\d[MFX<]\d{6}\d[A-Z0-9<]{14,16}\d{0,2}")
+_MRZ_NAMES = re.compile(r"\bP[A-Z<][A-Z]{3}[A-Z<]{2,39}<<[A-Z<]{1,39}")
+_MRZ_NUMBERS = re.compile(r"\b[A-Z0-9<]{9}\d[A-Z<]{3}\d{6}\d[MFX<]\d{6}\d[A-Z0-9<]{14,16}\d{0,2}")
 _PHONE = re.compile(rf"(?<![A-Za-z0-9_+{_DASH}])\+?\(?\d{{1,4}}\)?"
                     rf"(?:[ .{_DASH}]?\(?\d{{2,4}}\)?){{2,5}}(?![A-Za-z0-9_])")
 
@@ -244,7 +244,8 @@ RULES = (
     Rule(_ETHEREUM, "[WALLET]", ("0x",)),
     Rule(_BITCOIN_BASE58, _unless(checks.is_base58check_address, "[WALLET]"), needs_digit=True),
     Rule(_BITCOIN_BECH32, _unless(checks.is_bech32_address, "[WALLET]"), ("bc1", "tb1")),
-    Rule(_MRZ, "[ID]", ("<",)),
+    Rule(_MRZ_NAMES, "[ID]", ("<<",)),
+    Rule(_MRZ_NUMBERS, "[ID]", needs_digit=True),
     Rule(_UK_NINO, "[ID]", needs_digit=True),
     Rule(_PASSPORT, _keyword_kept("[ID]"), ("pas", "reisepass"), needs_digit=True),
     Rule(_MAC, "[MAC]", (":", "-")),
