@@ -165,7 +165,8 @@ _ADDRESSES = _one_of([
     r"\s{1,3}\d{5}(?:-\d{4})?\b",
     # German: "Musterstraße 12a", "Berliner Allee 45", "Am Lindenweg 7, 01067 Dresden"
     r"\b(?:(?:Am|An der|Im|Zum|Zur|Auf der|In der)\s{1,2})?(?:"
-    r"[A-ZÄÖÜ][a-zäöüß\-]{1,30}(?:straße|strasse|str\.|weg|gasse|allee|platz|ring|damm|ufer|"
+    # (not "-ring": During, String, Spring)
+    r"[A-ZÄÖÜ][a-zäöüß\-]{1,30}(?:straße|strasse|str\.|weg|gasse|allee|platz|damm|ufer|"
     r"chaussee|steig|pfad)|"
     r"[A-ZÄÖÜ][a-zäöüß]{1,20}\s{1,2}(?:Straße|Strasse|Str\.|Weg|Gasse|Allee|Platz|Ring|Damm|"
     r"Ufer|Chaussee))"
@@ -199,12 +200,13 @@ def _redact_ipv6(match: re.Match[str]) -> str:
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_YEAR_RANGE = re.compile(rf"\(?(?:1\d|20)\d\d ?[{_DASH}/] ?(?:1\d|20)\d\d\)?")
 
 
 def _redact_phone(match: re.Match[str]) -> str:
     digits = sum(c.isdigit() for c in match.group(0))
-    if _ISO_DATE.fullmatch(match.group(0)):
-        return match.group(0)  # a date, which prompts are full of
+    if _ISO_DATE.fullmatch(match.group(0)) or _YEAR_RANGE.fullmatch(match.group(0)):
+        return match.group(0)  # a date or a span of years ("1685-1753"): prompts are full of them
     return "[PHONE]" if 7 <= digits <= 15 else match.group(0)
 
 

@@ -38,8 +38,8 @@ def test_sample_is_short_and_redacted():
     assert len(sample) <= 50 and "bob@" not in sample
 
 
-# A corpus of the formats that leaked (and more), each case leaking or not: 149 texts whose
-# secret or personal datum must not survive, 76 ordinary ones (code, versions, dates, prices,
+# A corpus of the formats that leaked (and more), each case leaking or not: 150 texts whose
+# secret or personal datum must not survive, 79 ordinary ones (code, versions, dates, prices,
 # prose about streets, passwords and passports) that must come through as they are.
 # tests/data/redaction-corpus.jsonl; the newer cases name their format.
 CORPUS = [json.loads(line) for line in
