@@ -203,6 +203,9 @@ class Automation(_Strict):
     breaker_multiple: float = Field(3.0, gt=1)
     breaker_min_suspensions: int = Field(20, ge=1)
     breaker_baseline_hours: int = Field(168, ge=1)
+    # An analyst's signed decision is applied only this long after it was made (and once):
+    # a genuine one written back to the topic later is refused as a replay.
+    max_decision_age_minutes: int = Field(60, ge=1)
 
 
 Receiver = Literal["pagerduty", "alertmanager"]

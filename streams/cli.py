@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -279,7 +280,8 @@ def review(account: str | None, decision: str, alert_id: str | None,
         elif decision == "allowlisted":
             until_ms = now_ms + ALLOWLIST_DAYS * 86_400_000
         records = [FeedbackRecord(account_id=account, decision=decision, until_ms=until_ms,
-                                  analyst=analyst, note=note, ts_ms=now_ms)]
+                                  analyst=analyst, note=note, ts_ms=now_ms,
+                                  decision_id=uuid.uuid4().hex)]
     send_decisions([sign(record, key) for record in records],
                    "misuse.account-actions" if decision in ACT_DECISIONS else "misuse.feedback")
     click.echo(f"{decision}: {alert_id or account} (by {analyst})")
@@ -308,7 +310,7 @@ def alert_decisions(alert_id: str | None, decision: str, close_reason: str | Non
     return [FeedbackRecord(account_id=account, decision=decision, analyst=analyst,
                            ts_ms=now_ms, note=note, alert_id=alert_id,
                            close_reason=close_reason or "",
-                           page_group=group if n == 0 else "")
+                           page_group=group if n == 0 else "", decision_id=uuid.uuid4().hex)
             for n, account in enumerate(accounts or [""])]
 
 

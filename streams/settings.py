@@ -224,8 +224,23 @@ def _check_url(url: str) -> None:
     except ValueError as exc:
         raise ValueError(f"not a URL: {exc}") from None  # the URL may hold a password
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{parts._replace(netloc=parts.hostname or '').geturl()!r} is not an "
+        raise ValueError(f"{printable_url(url)!r} is not an "
                          "http(s) URL with a host, e.g. https://hooks.example.com/path")
+
+
+def printable_url(url: str) -> str:
+    """The URL as it may be recorded (a document, a topic record, a log line, an error):
+    scheme, host, port and path; never the user and password, the query or the fragment,
+    which is where credentials and tokens travel."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "(not a URL)"
+    netloc = f"[{host}]" if ":" in host else host
+    if port is not None:
+        netloc += f":{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 @lru_cache(maxsize=1)

@@ -264,6 +264,8 @@ class FeedbackRecord(PlainRecord):
     alert_id: str = ""
     close_reason: str = ""  # true_positive, false_positive, benign_positive, duplicate
     page_group: str = ""  # the page the closed alert's incident resolves
+    # Its own id, signed with the rest: the worker applies a decision once (review.py)
+    decision_id: str = ""
 
     def check(self) -> None:
         for name in ("account_id", "decision", "analyst"):

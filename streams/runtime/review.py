@@ -7,6 +7,12 @@ analyst's key: HMAC-SHA256 over the decision's canonical fields. The worker appl
 only when the signature verifies under the key of the analyst it names, so the audit trail's
 name is a verified identity; any other decision is refused (a dead letter) and raises a
 security alert.
+
+A signature proves who decided, not when nor how often: a genuine record copied off the topic
+and written back later would act again. So a decision carries its own id and the time it was
+made, both signed, and `DecisionGate` applies it only while it is fresh (within the policy's
+`max_decision_age_minutes` of the worker's clock, either way) and only once: the ids applied
+are state, kept as long as a decision stays fresh.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Mapping
-from typing import NoReturn
+from collections.abc import Mapping, MutableMapping
+from typing import Any, NoReturn
 
 from elasticsearch import Elasticsearch
 from pydantic import SecretStr
@@ -53,20 +59,26 @@ def verified(record: FeedbackRecord, keys: Mapping[str, SecretStr]) -> bool:
     return hmac.compare_digest(sign(record, key).signature, record.signature)
 
 
-def refuse(record: FeedbackRecord, keys: Mapping[str, SecretStr], emit: Emit) -> NoReturn:
+def refuse(record: FeedbackRecord, keys: Mapping[str, SecretStr], emit: Emit,
+           why: str | None = None) -> NoReturn:
     """A decision a stage will not apply: the security alert goes out, and raising makes the
-    record a dead letter with the reason."""
-    alert = unverified_alert(record, keys)
-    log.warning("decision_refused account=%s analyst=%r", record.account_id, record.analyst)
+    record a dead letter with the reason. `why`: for a decision that verifies (stale, replayed);
+    without it, why the signature does not."""
+    alert = unverified_alert(record, keys, why)
+    log.warning("decision_refused account=%s analyst=%r decision_id=%r", record.account_id,
+                record.analyst, record.decision_id)
     emit(ALERTS, alert.alert_id, AlertRecord(alert))
-    raise ValueError(f"unverified analyst decision: {alert.reasons[0]}")
+    kind = "unverified" if why is None else "refused"
+    raise ValueError(f"{kind} analyst decision: {alert.reasons[0]}")
 
 
-def unverified_alert(record: FeedbackRecord, keys: Mapping[str, SecretStr]) -> Alert:
-    """High severity: someone who is not a known analyst tried to decide on an account."""
-    why = ("unsigned" if not record.signature else
-           "signed by no known analyst" if record.analyst not in keys else
-           "signature does not verify")
+def unverified_alert(record: FeedbackRecord, keys: Mapping[str, SecretStr],
+                     why: str | None = None) -> Alert:
+    """High severity: someone who is not a known analyst tried to decide on an account, or
+    a genuine decision came again or too late."""
+    why = why or ("unsigned" if not record.signature else
+                  "signed by no known analyst" if record.analyst not in keys else
+                  "signature does not verify")
     return Alert(
         rule_id=FORGED_RULE, severity="high", score=1.0,
         entity=Entity("account", record.account_id), incident_start_ms=record.ts_ms,
@@ -75,6 +87,49 @@ def unverified_alert(record: FeedbackRecord, keys: Mapping[str, SecretStr]) -> A
                  f"{record.analyst!r} was refused: {why}",),
         evidence={"decision": record.decision, "claimed_analyst": record.analyst,
                   "refused_because": why})
+
+
+class DecisionGate:
+    """What a stage applies of the signed decisions it reads: verified, fresh and not applied
+    before. `applied` is the stage's state table of decision id -> the time it was made."""
+
+    def __init__(self, keys: Mapping[str, SecretStr], applied: MutableMapping[str, Any],
+                 max_age_minutes: int) -> None:
+        self.keys = dict(keys)
+        self.applied = applied
+        self.max_age_ms = max_age_minutes * 60_000
+
+    def check(self, record: FeedbackRecord, emit: Emit, now_ms: int) -> None:
+        """Refuses (a security alert and a dead letter) a decision not to apply."""
+        if not verified(record, self.keys):
+            refuse(record, self.keys, emit)
+        why = self.refusal(record, now_ms)
+        if why is not None:
+            refuse(record, self.keys, emit, why)
+
+    def refusal(self, record: FeedbackRecord, now_ms: int) -> str | None:
+        if not record.decision_id:
+            return "it carries no decision id (made before decisions had one?): decide again"
+        age_ms = now_ms - record.ts_ms
+        if abs(age_ms) > self.max_age_ms:
+            when = (f"made {age_ms // 60_000} minutes ago" if age_ms > 0 else
+                    f"dated {-age_ms // 60_000} minutes ahead of the worker's clock")
+            return (f"{when}, over the {self.max_age_ms // 60_000}-minute limit of "
+                    "max_decision_age_minutes")
+        if record.decision_id in self.applied:
+            return f"decision {record.decision_id} was applied already: a replay"
+        return None
+
+    def applied_now(self, record: FeedbackRecord) -> None:
+        """After the decision took effect: it never does again."""
+        self.applied[record.decision_id] = record.ts_ms
+
+    def forget_stale(self, now_ms: int) -> None:
+        """Ids of decisions too old to pass the age check anyway."""
+        stale = [decision_id for decision_id, ts_ms in self.applied.items()
+                 if ts_ms < now_ms - self.max_age_ms]
+        for decision_id in stale:
+            del self.applied[decision_id]
 
 
 class AlertNotFoundError(LookupError):

@@ -10,7 +10,9 @@ every attempt is audited in `misuse-actions`.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import time
 from typing import Any
 
@@ -28,7 +30,7 @@ from streams.runtime.messages import (
 )
 from streams.runtime.publish import DOCUMENTS
 from streams.runtime.stage_agent import Topics, dead_letter, register_sink
-from streams.settings import Settings
+from streams.settings import Settings, printable_url
 from streams.sinks.documents import action_document
 from streams.sinks.pager import PageAlert, alertmanager_payload, encode, pagerduty_event_for
 from streams.sinks.webhooks import (
@@ -40,6 +42,8 @@ from streams.sinks.webhooks import (
 
 log = logging.getLogger(__name__)
 STAGE = "deliver_actions"
+# A whole path segment, long enough to be a token (see `endpoint_of`).
+_TOKEN_SEGMENT = re.compile(r"(?<=/)[A-Za-z0-9_\-]{16,512}(?=/|$)")
 
 
 class Deliverer:
@@ -81,7 +85,7 @@ class Deliverer:
         if not targets:
             log.info("delivery_skipped id=%s receiver=%s: not configured", delivery.id,
                      delivery.receiver)
-        for url, body, secrets in targets:
+        for number, (url, body, secrets) in enumerate(targets):
             try:
                 result = await self.client.deliver(url, body, delivery.id, secrets,
                                                    now_s=lambda: int(time.time()))
@@ -94,7 +98,7 @@ class Deliverer:
                      delivery.id, delivery.receiver, result.outcome, result.status,
                      result.attempts)
             metrics.webhook_deliveries.labels(delivery.receiver, result.outcome).inc()
-            audits.append(audit_record(delivery, url, result))
+            audits.append(audit_record(delivery, url, number, result))
             # An invalid URL is rejected at once, but it is configuration too: replayable.
             if result.outcome == "failed" or result.error == INVALID_URL:
                 failures.append((event, f"delivery {delivery.id} to {delivery.receiver} "
@@ -116,8 +120,10 @@ class Deliverer:
         return []
 
 
-def audit_record(delivery: Delivery, url: str, result: DeliveryResult) -> DocumentRecord:
-    """Each delivery to each endpoint: what, to where, attempts, response status, latency."""
+def audit_record(delivery: Delivery, url: str, number: int,
+                 result: DeliveryResult) -> DocumentRecord:
+    """Each delivery to each endpoint (the `number`th configured for its receiver): what, to
+    where, attempts, response status, latency."""
     action = {"action": f"deliver_{delivery.receiver}", "ts_ms": delivery.ts_ms,
               "account_id": delivery.account_id or None, "automated": True}
     document = action_document(
@@ -126,12 +132,30 @@ def audit_record(delivery: Delivery, url: str, result: DeliveryResult) -> Docume
                   "request": delivery.action, "endpoint": endpoint_of(url),
                   "attempts": result.attempts, "response_status": result.status,
                   "latency_seconds": round(result.latency_s, 3)})
-    return DocumentRecord("actions", f"delivery-{delivery.id}-{endpoint_of(url)}", document)
+    return DocumentRecord("actions", f"delivery-{delivery.id}-{endpoint_key(url, number)}",
+                          document)
 
 
 def endpoint_of(url: str) -> str:
-    """Host and path, never the query string (which may carry a token)."""
-    return url.split("?", 1)[0]
+    """Scheme, host, port and path: never the user and password, the query string or the
+    fragment; and a path segment that looks like a token (Slack and Discord hooks carry theirs
+    in the path: 16 characters or more, with a digit or both cases) is [SECRET]."""
+    return _TOKEN_SEGMENT.sub(_token_redacted, printable_url(url))
+
+
+def _token_redacted(match: re.Match[str]) -> str:
+    segment = match.group(0)
+    both_cases = segment.lower() != segment and segment.upper() != segment
+    return "[SECRET]" if both_cases or any(c.isdigit() for c in segment) else segment
+
+
+def endpoint_key(url: str, number: int) -> str:
+    """The endpoint's part of an audit document's id: a hash, so that no part of the URL is
+    an id (ids are in every request log of Elasticsearch). The printable URL and the
+    endpoint's place in the configuration: two URLs that differ only in their credentials or
+    query keep records of their own."""
+    text = f"{number}:{printable_url(url)}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
 def page_alert(page: dict[str, Any]) -> PageAlert:

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 SECRET_PREFIX = "whsec_"
 SIGNATURE_VERSION = "v1"
 DEFAULT_TOLERANCE_S = 300
+_MAX_TIMESTAMP_DIGITS = 20
 # Statuses that carry a Retry-After worth honouring (the spec names 429 and 503).
 _RETRY_AFTER_STATUSES = {429, 503}
 
@@ -96,18 +97,27 @@ def verify(headers: Mapping[str, str], body: bytes, secrets: Sequence[SecretStr]
            tolerance_s: int = DEFAULT_TOLERANCE_S) -> bool:
     """True when the request carries a `v1` signature made with one of `secrets` over this
     id, timestamp and body, and its timestamp is within `tolerance_s` of `now_s` (replay
-    protection). Header names are matched case-insensitively."""
+    protection). Header names are matched case-insensitively. Whatever the headers hold, the
+    answer is False, never an exception: they are the sender's to choose. (An unusable secret
+    in `secrets` raises WebhookSecretError: that is the receiver's configuration.)"""
     lowered = {name.lower(): value for name, value in headers.items()}
     msg_id = lowered.get("webhook-id")
     timestamp_text = lowered.get("webhook-timestamp")
     signatures = lowered.get("webhook-signature")
     if not (msg_id and timestamp_text and signatures and secrets):
         return False
-    if not timestamp_text.isascii() or not timestamp_text.isdigit():
+    # Seconds since the epoch in ASCII digits; a few more than today's 10 are plenty, and
+    # bounding them keeps int() off the 4,300-digit limit where it raises.
+    if not (timestamp_text.isascii() and timestamp_text.isdigit()
+            and len(timestamp_text) <= _MAX_TIMESTAMP_DIGITS):
         return False
     timestamp = int(timestamp_text)
     if abs(now_s - timestamp) > tolerance_s:
         return False
+    try:
+        msg_id.encode()
+    except UnicodeEncodeError:
+        return False  # a lone surrogate: no signer could have signed it
     expected = [_signature_bytes(secret_key(s.get_secret_value()), msg_id, timestamp, body)
                 for s in secrets]
     for versioned in signatures.split():

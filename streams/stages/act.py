@@ -18,10 +18,11 @@ from pydantic import SecretStr
 from detectors.actions import QUEUE_BREAKER, SEND, AutomationLedger, PageLedger, severity_at_least
 from detectors.policy import Policy
 from detectors.redaction import redact
+from streams.runtime import clock
 from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import ActionRequest, Delivery, FeedbackRecord, PageRequest
 from streams.runtime.publish import emit_document
-from streams.runtime.review import refuse, verified
+from streams.runtime.review import DecisionGate, refuse
 from streams.settings import Settings
 from streams.sinks.documents import action_document
 from streams.sinks.webhooks import message_id
@@ -37,14 +38,16 @@ BREAKER_GROUP = "automation:circuit-breaker"
 class ActStage(Stage):
     name = "act"
     reads = (ActionRequest, PageRequest, FeedbackRecord)
-    tables = ("state-act",)
+    tables = ("state-act", "state-act-decisions")
 
     def __init__(self, policy: Policy, state: StateStore,
                  review_keys: Mapping[str, SecretStr] | None = None) -> None:
         self.policy = policy
-        self.ledgers = state.table("state-act")
+        self.ledgers, applied = map(state.table, self.tables)
         # Whose signed decisions count (analyst -> key); none: every decision is refused.
-        self.review_keys = dict(review_keys or {})
+        self.decisions = DecisionGate(review_keys or {}, applied,
+                                      policy.automation.max_decision_age_minutes)
+        self.pruning = clock.Every(60)
 
     @classmethod
     def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> ActStage:
@@ -52,6 +55,7 @@ class ActStage(Stage):
 
     def reconfigure(self, policy: Policy) -> None:
         self.policy = policy
+        self.decisions.max_age_ms = policy.automation.max_decision_age_minutes * 60_000
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         if isinstance(item, ActionRequest):
@@ -66,12 +70,16 @@ class ActStage(Stage):
         if pages is not None and latest_event_ms:
             pages.forget_before(latest_event_ms, 7 * 86_400_000)
             self.ledgers[PAGES] = pages
+        if self.pruning.due():
+            self.decisions.forget_stale(clock.now_ms())
 
     # Suspensions
 
     def on_request(self, request: dict[str, Any], emit: Emit, now_ms: int) -> None:
         account, action = str(request["account_id"]), str(request["action"])
         audit_id = f"{action}-{account}-{request['ts_ms']}"
+        if request.get("decision_id"):  # an analyst's reversal: the decision's own record
+            audit_id += f"-{request['decision_id']}"
         ledger = self.automation()
         if action == "unsuspend":
             self.reverse(request, ledger, emit, audit_id)
@@ -129,12 +137,13 @@ class ActStage(Stage):
     def on_decision(self, decision: FeedbackRecord, emit: Emit, now_ms: int) -> None:
         """An analyst works the approval queue: approve or reject a held suspension, or resume
         automation after the breaker opened. Only signed decisions count."""
-        if not verified(decision, self.review_keys) \
-                or decision.decision not in APPROVAL_DECISIONS:
-            refuse(decision, self.review_keys, emit)
+        self.decisions.check(decision, emit, now_ms)
+        if decision.decision not in APPROVAL_DECISIONS:
+            refuse(decision, self.decisions.keys, emit,
+                   f"{decision.decision!r} is not a decision on the approval queue")
         ledger = self.automation()
         record = {**decision.to_plain(), "action": decision.decision, "automated": False}
-        audit_id = f"{decision.decision}-{decision.account_id}-{decision.ts_ms}"
+        audit_id = f"{decision.decision}-{decision.account_id}-{decision.decision_id}"
         if decision.decision == "resume":
             ledger.resume()
             audit(emit, audit_id, record, "done", actor=decision.analyst)
@@ -151,6 +160,7 @@ class ActStage(Stage):
             else:
                 audit(emit, audit_id, record, "done", actor=decision.analyst)
         self.ledgers[AUTOMATION] = ledger
+        self.decisions.applied_now(decision)
 
     def automation(self) -> AutomationLedger:
         ledger = self.ledgers.get(AUTOMATION)

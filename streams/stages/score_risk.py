@@ -24,7 +24,7 @@ from streams.runtime import clock
 from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import ActionRequest, AlertRecord, FeedbackRecord, SignalRecord
 from streams.runtime.publish import ACTIONS, ALERTS, emit_document, emit_page_resolve
-from streams.runtime.review import refuse, verified
+from streams.runtime.review import DecisionGate
 from streams.settings import Settings
 from streams.sinks.documents import account_document, action_document
 
@@ -53,18 +53,19 @@ def suspension_allowed(policy: Policy, change: StatusChange) -> bool:
 class RiskStage(Stage):
     name = "score_risk"
     reads = (SignalRecord, FeedbackRecord)
-    tables = ("state-risk", "state-account-status")
+    tables = ("state-risk", "state-account-status", "state-risk-decisions")
 
     def __init__(self, policy: Policy, state: StateStore,
                  review_keys: Mapping[str, SecretStr] | None = None) -> None:
         self.policy = policy
         self.scorer = risk_scorer(policy)
-        self.risk_state, self.records = map(state.table, self.tables)
+        self.risk_state, self.records, applied = map(state.table, self.tables)
         self.scorer.accounts = self.risk_state
         self.touched: dict[str, RiskAssessment] = {}
         self.pruning = clock.Every(60)
         # Whose signed decisions count (analyst -> key); none: every decision is refused.
-        self.review_keys = dict(review_keys or {})
+        self.decisions = DecisionGate(review_keys or {}, applied,
+                                      policy.automation.max_decision_age_minutes)
 
     @classmethod
     def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> RiskStage:
@@ -73,15 +74,16 @@ class RiskStage(Stage):
     def reconfigure(self, policy: Policy) -> None:
         """New weights and thresholds; the decaying contributions stay."""
         self.policy = policy
+        self.decisions.max_age_ms = policy.automation.max_decision_age_minutes * 60_000
         scorer = risk_scorer(policy)
         scorer.accounts = self.risk_state
         self.scorer = scorer
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         if isinstance(item, FeedbackRecord):
-            if not verified(item, self.review_keys):
-                refuse(item, self.review_keys, emit)
+            self.decisions.check(item, emit, now_ms)
             self.on_feedback(item, emit)
+            self.decisions.applied_now(item)
         else:
             self.on_signal(item.signal, emit)
 
@@ -95,6 +97,7 @@ class RiskStage(Stage):
         self.touched.clear()
         if self.pruning.due():
             self.scorer.prune(clock.now_ms())
+            self.decisions.forget_stale(clock.now_ms())
 
     def on_signal(self, signal: Signal, emit: Emit) -> None:
         assessment = self.scorer.add(signal)
@@ -147,6 +150,7 @@ class RiskStage(Stage):
             # The analyst overrules the suspension: the act stage reverses what it did.
             emit(ACTIONS, account, ActionRequest({
                 "account_id": account, "action": "unsuspend", "ts_ms": ts_ms,
+                "decision_id": decision.decision_id,
                 "automated": False, "by": decision.analyst, "analyst": decision.analyst,
                 "reasons": [f"{kind} by {decision.analyst}"]}))
         if kind == "cleared":
@@ -162,7 +166,8 @@ class RiskStage(Stage):
                        "note": decision.note})
         self.records[account] = record
         self.touched[account] = self.scorer.assess(account, ts_ms)
-        emit_document(emit, "actions", f"{kind}-{account}-{ts_ms}", action_document(
+        # Its own audit record: two decisions on one account never share an id.
+        emit_document(emit, "actions", f"{kind}-{account}-{decision.decision_id}", action_document(
             {**decision.to_plain(), "action": kind, "automated": False}, outcome="done"))
 
     def on_alert_decision(self, decision: FeedbackRecord, emit: Emit) -> None:
@@ -183,7 +188,7 @@ class RiskStage(Stage):
             if decision.page_group:
                 emit_page_resolve(emit, decision.page_group, ts_ms)
         emit_document(emit, "actions", f"alert-{decision.decision}-{decision.alert_id}-"
-                      f"{account}", action_document(
+                      f"{account}-{decision.decision_id}", action_document(
                           {**decision.to_plain(), "action": f"alert_{decision.decision}",
                            "alert_ids": [decision.alert_id], "automated": False},
                           outcome="done", reason=decision.close_reason or decision.note,

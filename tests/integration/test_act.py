@@ -1,7 +1,9 @@
 """The act stage through the real worker: suspension requests from the risk stage reach a real
 HTTP receiver signed (Standard Webhooks), once in effect across a SIGKILL mid-delivery; the
 circuit breaker holds the surplus and pages PagerDuty and Alertmanager fakes; an analyst
-approves one held request and resumes automation, which resolves the page."""
+approves one held request and resumes automation, which resolves the page. Every secret
+setting, and the user, password and query of the hook URLs, is a marker that no document,
+topic record, log line or `misuse doctor` output holds at the end."""
 
 from __future__ import annotations
 
@@ -9,13 +11,16 @@ import base64
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import yaml
+from kafka import KafkaConsumer
 from pydantic import SecretStr
 
 from detectors.risk import Signal
@@ -28,6 +33,12 @@ from tests.receiver import HANG, Receiver
 from .conftest import Pipeline, close_pipeline, open_pipeline
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
+# What must never leave: each secret setting, and what a hook URL carries besides its host and
+# path. (SECRET is one too: a random signing secret.)
+MARKERS = {name: f"marker{name.replace('_', '')}{uuid.uuid4().hex[:12]}" for name in (
+    "kafka_password", "elasticsearch_password", "elasticsearch_api_key", "review_key",
+    "second_webhook_secret", "pagerduty_routing_key", "hook_password", "hook_query",
+    "alertmanager_password")}
 
 
 def policy_file(tmp_path: Path) -> Path:
@@ -71,18 +82,65 @@ def delivered(receiver: Receiver, path: str) -> list[dict]:
     return [r.json for r in receiver.requests_to(path) if r.effect]
 
 
+def with_credentials(url: str, user: str, password: str, query: str | None) -> str:
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{user}:{password}@{rest}" + (f"?token={query}" if query else "")
+
+
+def assert_no_secret_left(pipeline: Pipeline, secrets: list[str]) -> None:
+    """No secret in any document (ids included) of the run's indices, in any record (keys
+    included) of its topics and changelogs, in the worker's log or in `misuse doctor`."""
+    settings = pipeline.settings
+    pipeline.es.indices.refresh(index=f"{settings.index_prefix}*")
+    hits = pipeline.es.search(index=f"{settings.index_prefix}*", size=10_000,
+                              query={"match_all": {}})["hits"]["hits"]
+    documents = json.dumps([(hit["_id"], hit["_source"]) for hit in hits])
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=3000)
+    consumer.subscribe(pattern=f"^(?:{re.escape(settings.topic_prefix)}|"
+                               f"{re.escape(settings.app_id)}-).*")
+    try:
+        read = list(consumer)
+    finally:
+        consumer.close()
+    records = [(r.key or b"") + b"\n" + (r.value or b"") for r in read]
+    topics = {r.topic.removeprefix(settings.topic_prefix) for r in read}
+    log = pipeline.worker.log_path.read_text()
+    doctor = subprocess.run([sys.executable, "-m", "streams.cli", "doctor"],
+                            env=pipeline.worker.env, cwd=REPO_ROOT, capture_output=True,
+                            text=True)
+    assert {"misuse.deliveries", "misuse.documents", "misuse.account-actions"} <= topics
+    assert any(t.endswith("-changelog") for t in topics)
+    assert hits and "delivery" in log and "kafka" in doctor.stdout
+    for secret in secrets:
+        assert secret not in documents
+        assert not [r for r in records if secret.encode() in r]
+        assert secret not in log
+        assert secret not in doctor.stdout + doctor.stderr
+
+
 def test_suspensions_are_signed_delivered_once_across_a_kill_and_the_breaker_pages(
         tmp_path: Path) -> None:
     receiver = Receiver(hang_s=5).start_in_thread()
     receiver.require_signatures([SecretStr(SECRET)], path="/suspend")
     receiver.script([HANG, HANG], path="/suspend")  # in flight when the worker is killed
+    m = MARKERS
     env = {"MISUSE_POLICY_FILE": str(policy_file(tmp_path)),
-           "MISUSE_SUSPENSION_WEBHOOK_URLS": json.dumps([receiver.url("/suspend")]),
-           "MISUSE_SUSPENSION_WEBHOOK_SECRETS": json.dumps([SECRET]),
+           "MISUSE_SUSPENSION_WEBHOOK_URLS": json.dumps([with_credentials(
+               receiver.url("/suspend"), "hookuser", m["hook_password"], m["hook_query"])]),
+           "MISUSE_SUSPENSION_WEBHOOK_SECRETS": json.dumps([SECRET, m["second_webhook_secret"]]),
            "MISUSE_PAGERDUTY_URL": receiver.url("/pagerduty"),
-           "MISUSE_PAGERDUTY_ROUTING_KEY": "test-routing-key",
-           "MISUSE_ALERTMANAGER_URL": receiver.url("/alertmanager"),
-           "MISUSE_WEBHOOK_TIMEOUT_SECONDS": "1"}
+           "MISUSE_PAGERDUTY_ROUTING_KEY": m["pagerduty_routing_key"],
+           "MISUSE_ALERTMANAGER_URL": with_credentials(
+               receiver.url("/alertmanager"), "amuser", m["alertmanager_password"], None),
+           "MISUSE_WEBHOOK_TIMEOUT_SECONDS": "1",
+           # Set, and unused or ignored on the open local stack: a marker all the same.
+           "MISUSE_KAFKA_PASSWORD": m["kafka_password"],
+           "MISUSE_ELASTICSEARCH_USERNAME": "elastic",
+           "MISUSE_ELASTICSEARCH_PASSWORD": m["elasticsearch_password"],
+           "MISUSE_ELASTICSEARCH_API_KEY": m["elasticsearch_api_key"],
+           "MISUSE_REVIEW_KEYS": json.dumps({"test-analyst": m["review_key"]})}
     pipeline = open_pipeline("act", tmp_path / "data", tmp_path / "worker.log",
                              env_overrides=env)
     try:
@@ -138,6 +196,8 @@ def test_suspensions_are_signed_delivered_once_across_a_kill_and_the_breaker_pag
         assert all(d["misuse"]["delivery"]["attempts"] >= 1 for d in audit)
         held = pipeline.search("actions", {"term": {"event.outcome": "awaiting_approval"}})
         assert {d["user"]["id"] for d in held} == {accounts[4]}  # the 3rd's is now "sent"
+
+        assert_no_secret_left(pipeline, [SECRET, *MARKERS.values()])
     finally:
         close_pipeline(pipeline)
         receiver.stop()

@@ -135,6 +135,47 @@ def test_a_forged_decision_allowlists_nobody_and_raises_a_security_alert(
     assert not pipeline.search("actions", {"term": {"user.id": account}})  # no audit entry
 
 
+def test_a_replayed_genuine_decision_clears_nothing_and_raises_a_security_alert(
+        pipeline: Pipeline) -> None:
+    """The probe's replay: the real signed clearing, read off misuse.feedback and written back
+    after new evidence flagged the account again, is refused (a dead letter and a security
+    alert); the account stays flagged and the first clearing keeps its audit record."""
+    from kafka import KafkaConsumer
+
+    account = f"acct-replayed-{uuid.uuid4().hex[:6]}"
+    pipeline.produce([signal(account, clock.now_ms() - 600_000, "alert-before")],
+                     topic="misuse.signals")
+    pipeline.wait_drained()
+    review(pipeline, account, "cleared")
+    pipeline.wait_drained()
+    assert account_status(pipeline, account) == "cleared"
+    pipeline.produce([signal(account, clock.now_ms() + 1000, "alert-after")],
+                     topic="misuse.signals")
+    pipeline.wait_drained()
+    assert account_status(pipeline, account) == "flagged"
+
+    consumer = KafkaConsumer(pipeline.settings.topic("misuse.feedback"),
+                             bootstrap_servers=pipeline.settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             consumer_timeout_ms=2000)
+    try:
+        [genuine] = [r for r in consumer if account.encode() in (r.value or b"")]
+    finally:
+        consumer.close()
+    pipeline.producer.send(genuine.topic, key=genuine.key, value=genuine.value).get(timeout=30)
+    pipeline.wait_drained()
+    assert account_status(pipeline, account) == "flagged"
+    hits = pipeline.wait_for_alerts(1, **{"misuse.entity.id": account,
+                                          "rule.id": "security.unverified_decision"})
+    assert "a replay" in hits[0]["_source"]["misuse"]["reasons"][0]
+    refused = [r for r in pipeline.dead_letters(expected=10**6, timeout_s=10)
+               if account.encode() in (r.value or b"")]
+    assert refused and b"refused analyst decision" in dict(refused[0].headers)[
+        "misuse.reason"]
+    actions = pipeline.search("actions", {"term": {"user.id": account}})
+    assert [a["event"]["action"] for a in actions] == ["cleared"]
+
+
 def test_a_campaign_keeps_its_id_and_grows_after_the_worker_is_killed(
         pipeline: Pipeline, tmp_path) -> None:
     """Clusters live in memory: a restarted worker rebuilds them from the vectors it had

@@ -1,6 +1,7 @@
 """The act stage with lists of messages: dry runs, the hourly cap and its approval queue,
 the circuit breaker, reversals, and pages grouped per campaign."""
 
+import uuid
 from collections import Counter
 
 from pydantic import SecretStr
@@ -43,7 +44,7 @@ def suspension(account: str, dry_run: bool = False, ts_ms: int = NOW_MS) -> byte
 
 def decided(account: str, decision: str) -> bytes:
     record = sign(FeedbackRecord(account_id=account, decision=decision, analyst="alice",
-                                 ts_ms=NOW_MS), KEYS["alice"])
+                                 ts_ms=NOW_MS, decision_id=uuid.uuid4().hex), KEYS["alice"])
     return encode_batch(FeedbackRecord.TYPE, [record])
 
 
@@ -76,6 +77,24 @@ def test_over_the_cap_requests_wait_for_an_analyst_who_approves_or_rejects():
     assert Counter(audits.values()) == {"sent": 1, "done": 2}
     # The approved request keeps the id it was asked for with: stable across retries.
     assert deliveries[0].id == message_id(f"suspend-acct-2-{NOW_MS}")
+
+
+def test_a_replayed_approval_approves_nothing_and_raises_a_security_alert():
+    """A genuine approval, written back once the same account waits again: refused."""
+    driver = act_stage(Policy(automation=LIVE))
+    driver.run([suspension(f"acct-{i}") for i in range(3)], NOW_MS)  # acct-2 waits
+    approval = decided("acct-2", "approved")
+    deliveries, _ = outputs(driver.run([approval], NOW_MS))
+    assert [d.account_id for d in deliveries] == ["acct-2"]
+    driver.run([suspension("acct-2", ts_ms=NOW_MS + 1)], NOW_MS + 1)  # waits again
+
+    result = driver.run([approval], NOW_MS + 2)
+    deliveries, replay_audits = outputs(result)
+    assert deliveries == [] and not replay_audits
+    assert len(result.dead_letters) == 1 and "a replay" in result.dead_letters[0].reason
+    alerts = [r.alert for e in result.envelopes if e.topic == "misuse.alerts"
+              for r in records_in(e.value)]
+    assert [a.rule_id for a in alerts] == ["security.unverified_decision"]
 
 
 def test_a_live_request_under_a_dry_run_policy_is_not_sent():

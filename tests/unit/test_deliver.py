@@ -10,7 +10,7 @@ from pydantic import SecretStr
 
 from streams.runtime.messages import Delivery
 from streams.settings import Settings
-from streams.sinks.deliver import Deliverer
+from streams.sinks.deliver import Deliverer, endpoint_of
 from tests.receiver import HANG, Receiver
 
 SECRET = SecretStr("whsec_" + "c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
@@ -91,3 +91,28 @@ def test_a_delivery_that_fails_because_of_configuration_is_a_dead_letter_not_a_c
     audits, failures = deliver(["not a url"], suspension())
     assert outcomes(audits) == ["rejected"]
     assert failures == [("the-event", "delivery msg_1 to suspension failed: invalid url")]
+
+
+def test_no_part_of_a_url_but_its_host_and_path_is_recorded_and_ids_are_hashes():
+    """A hook URL with a user, a password, a query token and a fragment: the request goes out,
+    but the audit record (document and id, which travel on misuse.documents too) holds none
+    of them; two URLs that differ only in their query keep a record each."""
+    with Receiver(secrets=[SECRET]) as receiver:
+        host = receiver.url("/a").split("//", 1)[1].split("/", 1)[0]
+        urls = [f"http://hookuser:pa55word@{host}/a?token=t0ken-one#frag",
+                f"http://{host}/a?token=t0ken-two"]
+        audits, failures = deliver(urls, suspension())
+        assert outcomes(audits) == ["delivered", "delivered"] and not failures
+        assert len(receiver.requests_to("/a")) == 2
+        recorded = json.dumps([(a.id, a.source) for a in audits])
+        for secret in ("hookuser", "pa55word", "t0ken", "frag", "token="):
+            assert secret not in recorded
+        assert [a.source["misuse"]["delivery"]["endpoint"] for a in audits] == \
+            [f"http://{host}/a"] * 2
+        assert len({a.id for a in audits}) == 2 and not any(host in a.id for a in audits)
+
+
+def test_a_token_in_a_hook_path_is_redacted_from_the_record():
+    endpoint = endpoint_of("https://hooks.slack.com/services/T0A1B2C3D/B4E5F6G7H/"
+                           "abcdEFGHijklMNOPqrstUVWX")
+    assert "abcdEFGH" not in endpoint and endpoint.startswith("https://")

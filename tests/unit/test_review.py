@@ -1,8 +1,10 @@
 """Analysts' decisions are applied only when signed by the analyst they name."""
 
 import dataclasses
+import uuid
 from collections import Counter
 
+import pytest
 from pydantic import SecretStr
 
 from detectors.policy import Policy
@@ -20,7 +22,8 @@ KEYS = {"alice": SecretStr("alice-secret"), "bob": SecretStr("bob-secret")}
 
 def decision(**changes) -> FeedbackRecord:
     record = FeedbackRecord(account_id="acct-1", decision="allowlisted", analyst="alice",
-                            ts_ms=NOW_MS, until_ms=NOW_MS + 86_400_000, note="checked")
+                            ts_ms=NOW_MS, until_ms=NOW_MS + 86_400_000, note="checked",
+                            decision_id=uuid.uuid4().hex)
     return dataclasses.replace(record, **changes)
 
 
@@ -105,3 +108,64 @@ def test_closing_an_alert_as_a_false_positive_stops_it_feeding_risk():
     bad = sign(decision(decision="closed", alert_id="alert-scraping", close_reason="meh"),
                KEYS["alice"])
     assert driver.run([encode_batch(FeedbackRecord.TYPE, [bad])], NOW_MS).dead_letters
+
+
+def refused_reason(result) -> str:
+    [dead] = result.dead_letters
+    alerts = [r.alert for e in result.envelopes if e.topic == "misuse.alerts"
+              for r in records_in(e.value)]
+    assert [a.rule_id for a in alerts] == [FORGED_RULE]  # every refusal is a security alert
+    return dead.reason
+
+
+def test_a_genuine_decision_applies_once_and_its_replay_is_refused():
+    """The probe's replay: a signed clearing, taken off the topic and written back after new
+    evidence flagged the account again, clears nothing the second time."""
+    driver, state = risk_stage()
+    statuses = state.table("state-account-status")
+    old = SignalRecord(Signal("acct-1", "jailbreak", "jailbreak.spray", 1.0, NOW_MS - 60_000,
+                              "alert-old", "evidence"))
+    driver.run([encode_batch(SignalRecord.TYPE, [old])], NOW_MS)
+    cleared = encode_batch(FeedbackRecord.TYPE, [sign(decision(
+        decision="cleared", until_ms=None, ts_ms=NOW_MS - 30_000), KEYS["alice"])])
+    first = driver.run([cleared], NOW_MS)
+    assert not first.dead_letters and statuses["acct-1"].status.status == "cleared"
+    new = SignalRecord(Signal("acct-1", "jailbreak", "jailbreak.spray", 1.0, NOW_MS - 1000,
+                              "alert-new", "evidence"))
+    driver.run([encode_batch(SignalRecord.TYPE, [new])], NOW_MS)
+    assert statuses["acct-1"].status.status == "flagged"
+
+    replay = driver.run([cleared], NOW_MS + 1000)
+    assert "was applied already: a replay" in refused_reason(replay)
+    assert statuses["acct-1"].status.status == "flagged"
+    assert not [e for e in replay.envelopes if e.topic != "misuse.alerts"]  # no audit, action
+
+
+@pytest.mark.parametrize(("change", "why"), [
+    ({"ts_ms": NOW_MS - 61 * 60_000}, "made 61 minutes ago, over the 60-minute limit"),
+    ({"ts_ms": NOW_MS + 61 * 60_000}, "dated 61 minutes ahead"),
+    ({"decision_id": ""}, "carries no decision id"),
+])
+def test_a_stale_future_or_anonymous_decision_is_refused(change, why):
+    driver, state = risk_stage()
+    record = sign(decision(**change), KEYS["alice"])
+    result = driver.run([encode_batch(FeedbackRecord.TYPE, [record])], NOW_MS)
+    assert why in refused_reason(result)
+    assert "acct-1" not in state.table("state-account-status")
+
+
+def test_every_decision_has_an_audit_record_of_its_own_and_stale_ids_are_forgotten():
+    driver, state = risk_stage()
+    # Two analysts clear the account in the same millisecond: two decisions, two records.
+    twice = [sign(decision(decision="cleared", until_ms=None, analyst=analyst), KEYS[analyst])
+             for analyst in ("alice", "bob")]
+    result = driver.run([encode_batch(FeedbackRecord.TYPE, twice)], NOW_MS)
+    documents = [r for e in result.envelopes for r in records_in(e.value)
+                 if getattr(r, "index", None) == "actions"]
+    assert len({d.id for d in documents}) == 2
+    applied = state.table("state-risk-decisions")
+    assert set(applied) == {r.decision_id for r in twice}
+
+    stage = driver.stage
+    stage.decisions.forget_stale(NOW_MS + 61 * 60_000)
+    assert not applied

@@ -38,7 +38,7 @@ def no_env_file(tmp_path, monkeypatch):
      ["secret 2 of 2", "not valid base64", "whsec_ followed by base64"]),
     ("SUSPENSION_WEBHOOK_SECRETS", '["whsec_"]', ["secret 1 of 1", "empty"]),
     ("SUSPENSION_WEBHOOK_SECRETS", "whsec_b2xk", ["not valid JSON", "write it as JSON"]),
-    ("SUSPENSION_WEBHOOK_URLS", '["ftp://user:pw@hooks.example/x"]',
+    ("SUSPENSION_WEBHOOK_URLS", '["ftp://user:pw@hooks.example/x?token=t0k#frag"]',
      ["http(s) URL with a host", "ftp://hooks.example/x"]),
     ("SUSPENSION_WEBHOOK_URLS", "https://hooks.example/x", ["not valid JSON"]),
     ("ELASTICSEARCH_URL", "es.example:9200", ["http(s) URL with a host"]),
@@ -62,7 +62,8 @@ def test_a_malformed_setting_is_one_line_naming_the_variable_and_the_fix(
     assert line.startswith(f"invalid setting MISUSE_{name}")
     for part in parts:
         assert part in line
-    assert SECRET not in line and "pw" not in line  # never a secret, nor a URL's password
+    # Never a secret, nor a URL's password or query
+    assert SECRET not in line and "pw" not in line and "t0k" not in line
     # The doctor shows the same line, as a failing row, and checks nothing else.
     settings, row = settings_row()
     assert settings is None and not row.ok and row.name == "settings"

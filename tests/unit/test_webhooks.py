@@ -13,6 +13,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from streams.sinks.webhooks import (
@@ -177,6 +179,50 @@ def test_verify_without_secrets_accepts_nothing() -> None:
     headers = {"webhook-id": REF_ID, "webhook-timestamp": str(REF_TIMESTAMP),
                "webhook-signature": REF_SIGNATURE}
     assert not verify(headers, REF_BODY, [], now_s=REF_TIMESTAMP)
+
+
+FULL_WIDTH_TIMESTAMP = str(REF_TIMESTAMP).translate({c: c + 0xFEE0 for c in range(48, 58)})
+# Any string a client can put in a header: surrogates and other non-ASCII, empty, negative and
+# absurdly long numbers (5,000 digits: past Python's int conversion limit).
+ANY_TEXT = st.text(st.characters(exclude_categories=()), max_size=64)
+HEADER_VALUES = st.one_of(
+    ANY_TEXT, st.integers().map(str), st.just(""),
+    st.text("0123456789", min_size=1, max_size=6000),
+    st.integers(min_value=1, max_value=6000).map(lambda n: "9" * n),
+    st.just(str(REF_TIMESTAMP)), st.just(REF_ID), st.just(REF_SIGNATURE))
+HEADER_NAMES = st.one_of(
+    st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature",
+                     "Webhook-Timestamp", "WEBHOOK-SIGNATURE"]), ANY_TEXT)
+
+
+@given(st.dictionaries(HEADER_NAMES, HEADER_VALUES, max_size=6))
+def test_verify_refuses_and_never_raises_whatever_the_headers(headers: dict[str, str]) -> None:
+    result = verify(headers, REF_BODY, [SecretStr(REF_SECRET)], now_s=REF_TIMESTAMP)
+    assert result is False or (headers.get("webhook-id") == REF_ID and result is True)
+
+
+@given(msg_id=HEADER_VALUES, timestamp=HEADER_VALUES, signature=HEADER_VALUES)
+def test_verify_refuses_every_value_of_each_header(msg_id: str, timestamp: str,
+                                                   signature: str) -> None:
+    headers = {"webhook-id": msg_id, "webhook-timestamp": timestamp,
+               "webhook-signature": signature}
+    genuine = (msg_id, timestamp, signature) == (REF_ID, str(REF_TIMESTAMP), REF_SIGNATURE)
+    assert verify(headers, REF_BODY, [SecretStr(REF_SECRET)], now_s=REF_TIMESTAMP) is genuine
+
+
+@pytest.mark.parametrize("msg_id", ["msg_\ud800", "msg_ü", "", " ", "msg.with.dots"])
+def test_verify_refuses_an_id_it_was_not_signed_with(msg_id: str) -> None:
+    headers = {"webhook-id": msg_id, "webhook-timestamp": str(REF_TIMESTAMP),
+               "webhook-signature": REF_SIGNATURE}
+    assert verify(headers, REF_BODY, [SecretStr(REF_SECRET)], now_s=REF_TIMESTAMP) is False
+
+
+@pytest.mark.parametrize("timestamp", ["9" * 5000, "1" * 4301, "-1614265330", "", " ",
+                                       FULL_WIDTH_TIMESTAMP, "1614265330\n", "0x60375bf2"])
+def test_verify_refuses_an_absurd_timestamp(timestamp: str) -> None:
+    headers = {"webhook-id": REF_ID, "webhook-timestamp": timestamp,
+               "webhook-signature": REF_SIGNATURE}
+    assert verify(headers, REF_BODY, [SecretStr(REF_SECRET)], now_s=REF_TIMESTAMP) is False
 
 
 # -- ids, backoff, retry table --
