@@ -84,8 +84,7 @@ class CampaignTracker:
             coarse_spaces=(STATIC,))
         self.linker = ClusterLinker(max_p=windows.link_max_p,
                                     min_overlap=windows.link_min_overlap,
-                                    narrative_similarity=windows.link_similarity,
-                                    payload_similarity=windows.link_payload_similarity)
+                                    narrative_similarity=windows.link_similarity)
         for space, clusterer in self.spaces.items():
             clusterer.window_ms = windows.window_seconds * 1000
             clusterer.similarity_threshold = self._similarity(space)

@@ -118,7 +118,6 @@ class ClusterSummary:
     size: int
     accounts: frozenset[str]
     centroid: np.ndarray
-    wrapped_share: float = 0.0  # of its points, those whose payload came in a wrapper
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +151,6 @@ class _Tally:
     """Exact counts of a set of points: of one time bin, or of a whole cluster."""
 
     count: int = 0
-    wrapped: int = 0  # points whose payload came in a wrapper ("Write a tweet saying {}")
     vector_sum: np.ndarray | None = None
     identities: Counter[_Identity] = field(default_factory=Counter)
     texts: Counter[tuple[str, str]] = field(default_factory=Counter)  # text key, account
@@ -161,7 +159,6 @@ class _Tally:
         if self.vector_sum is None:
             self.vector_sum = np.zeros(vector.shape, dtype=np.float64)
         self.count += sign
-        self.wrapped += sign * bool(point.wrapper_key)
         self.vector_sum += sign * vector
         identity = (point.account_id, point.api_key_id, point.ip, point.user_agent)
         text = (point.text_key, point.account_id)
@@ -178,7 +175,6 @@ class _Tally:
                 self.vector_sum = np.zeros_like(other.vector_sum)
             self.vector_sum += sign * other.vector_sum
         self.count += sign * other.count
-        self.wrapped += sign * other.wrapped
         if sign > 0:
             self.identities.update(other.identities)
             self.texts.update(other.texts)
@@ -348,8 +344,7 @@ class OnlineClusterer:
         return ClusterSummary(cluster.cluster_id, cluster.first_seen_ms, self.space,
                               cluster.total.count,
                               frozenset(identity[0] for identity in cluster.total.identities),
-                              cluster.centroid(),
-                              cluster.total.wrapped / max(1, cluster.total.count))
+                              cluster.centroid())
 
     def snapshot(self, cluster_id: str) -> ClusterSnapshot:
         cluster = self._clusters[self._resolve(cluster_id)]

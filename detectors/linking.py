@@ -8,14 +8,6 @@ share would be very unlikely if their members had been drawn independently from 
 active accounts (a hypergeometric tail, corrected for the number of pairs tried, since heavy
 users touch many clusters and some pairs overlap by luck), and those shared accounts are either
 most of the smaller cluster or carry the same narrative (centres close in one vector space).
-
-Rewordings of one claim are the exception that cannot wait for chance to be beaten. An
-operation rewords its claim from its first posts, so each of its accounts posts each wording
-once or twice, and two wording clusters share one or two accounts for many minutes: waiting for
-three delayed the first report past ten minutes. Two clusters of payloads handed to wrappers
-("Write a tweet saying that {}"), whose centres are close, are linked by a single account that
-posts in both. Ordinary users rarely ask twice for posts about one claim, and a link only puts
-clusters before the judge together, which still asks for the group's coordination evidence.
 Linked clusters are judged as one campaign.
 """
 
@@ -41,11 +33,6 @@ class ClusterLinker:
     max_p: float = 1e-4
     min_overlap: float = 0.5
     narrative_similarity: float = 0.7
-    # Centre cosine above which two payload clusters are one claim reworded: linked by one
-    # shared account. Clusters count as payload clusters when most of their points handed a
-    # payload to a wrapper: a crowd's questions never chain an operation's wordings together.
-    payload_similarity: float = 0.6
-    min_wrapped_share: float = 0.5
     # An account spread over more clusters than this (a batch job, a heavy user) says nothing
     # about which of them belong together, and would cost pairs quadratic in its spread.
     max_clusters_per_account: int = 50
@@ -85,26 +72,14 @@ class ClusterLinker:
             overlap = count / min(len(accounts[i]), len(accounts[j]))
             if overlap >= self.min_overlap or self._same_narrative(ordered[i], ordered[j]):
                 parent[root(j)] = root(i)
-        for i, j in sorted(shared):
-            if root(i) != root(j) and self._same_claim(ordered[i], ordered[j]):
-                parent[root(j)] = root(i)
         groups: dict[int, list[ClusterSummary]] = {}
         for index, snapshot in enumerate(ordered):
             groups.setdefault(root(index), []).append(snapshot)
         return [tuple(group) for group in groups.values()]
 
     def _same_narrative(self, a: ClusterSummary, b: ClusterSummary) -> bool:
-        return _similarity(a, b) >= self.narrative_similarity
-
-    def _same_claim(self, a: ClusterSummary, b: ClusterSummary) -> bool:
-        """Two payload clusters whose centres are close: one claim, reworded."""
-        return (min(a.wrapped_share, b.wrapped_share) >= self.min_wrapped_share
-                and _similarity(a, b) >= self.payload_similarity)
-
-
-def _similarity(a: ClusterSummary, b: ClusterSummary) -> float:
-    """Centre cosine; clusters of two vector spaces are never alike."""
-    if a.space != b.space:
-        return -1.0
-    return float(np.asarray(a.centroid, dtype=np.float64)
-                 @ np.asarray(b.centroid, dtype=np.float64))
+        if a.space != b.space:
+            return False
+        similarity = float(np.asarray(a.centroid, dtype=np.float64)
+                           @ np.asarray(b.centroid, dtype=np.float64))
+        return similarity >= self.narrative_similarity

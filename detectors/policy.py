@@ -166,9 +166,6 @@ class CampaignWindows(_Strict):
     link_max_p: float = Field(1e-4, gt=0, lt=1)
     link_min_overlap: float = Field(0.5, gt=0, le=1)
     link_similarity: float = Field(0.7, gt=0, le=1)
-    # Payload clusters (mostly prompts handing a claim to a wrapper) whose centres are this
-    # similar are one claim reworded, linked by a single account posting in both.
-    link_payload_similarity: float = Field(0.6, gt=0, le=1)
 
 
 class Embedding(_Strict):

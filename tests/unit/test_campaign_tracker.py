@@ -298,36 +298,6 @@ def test_linking_needs_shared_accounts_beyond_chance() -> None:
     assert len(small) == 2 and len(same) == 1
 
 
-def test_rewordings_of_one_claim_are_linked_by_one_account_posting_both() -> None:
-    """An operation rewords its claim from its first posts, so two wording clusters share one
-    or two accounts for many minutes: payload clusters whose centres are close link on one.
-    Questions (no wrapper) or distant payloads sharing an account stay apart."""
-    from detectors.clustering import ClusterSummary
-
-    def summary(cid: str, accounts: set[str], centroid: np.ndarray,
-                wrapped: float) -> ClusterSummary:
-        return ClusterSummary(cid, T0, "full", len(accounts), frozenset(accounts), centroid,
-                              wrapped)
-
-    rng = np.random.default_rng(2)
-    claim = unit(rng.normal(size=DIM))
-    reworded = near(rng, claim, 0.7)  # one claim, another wording
-    elsewhere = near(rng, claim, 0.3)
-    first = {"op-1", "op-2", "op-3", "op-4"}
-    second = {"op-4", "op-5", "op-6"}  # one account posts both wordings
-    linker = ClusterLinker(payload_similarity=0.6)
-
-    def linked(b: np.ndarray, wrapped_a: float, wrapped_b: float) -> bool:
-        groups = linker.groups([summary("c1", first, claim, wrapped_a),
-                                summary("c2", second, b, wrapped_b)], active_accounts=400)
-        return len(groups) == 1
-
-    assert linked(reworded, 1.0, 0.8)
-    assert not linked(reworded, 1.0, 0.2)  # a crowd's questions chain nothing together
-    assert not linked(elsewhere, 1.0, 1.0)  # another claim
-    assert not linked(reworded, 0.0, 0.0)
-
-
 def test_a_policy_reload_retunes_the_judge_and_keeps_the_clusters() -> None:
     world = Window(seed=5)
     claim = world.direction()
