@@ -8,10 +8,10 @@ from __future__ import annotations
 import pytest
 
 # Longest first (seconds each on two cores shared by three files: detection ~350, faults ~300,
-# state ~250, scale-out ~190, the secured broker ~80 alone, then act, poison and policy
-# reload ~50). xdist gives a process
-# another file while it has two tests or fewer left: the process that takes scale-out (one
-# test) takes state with it at once, so the four longest land on three processes.
+# state ~250, scale-out ~190, the secured broker ~80 alone, then act, poison and policy reload
+# ~50). xdist gives a process another file while it has two tests or fewer left: the process
+# that takes scale-out (one test) takes state with it at once, so the four longest land on
+# three processes.
 LONGEST = ("integration/test_detection.py", "integration/test_faults.py",
            "integration/test_scale_out.py", "integration/test_state.py",
            "integration/test_secure_broker.py", "integration/test_act.py",
