@@ -53,10 +53,12 @@ def worker(loglevel: str) -> None:
     from streams.runtime.broker import require_topics
     from streams.runtime.faust_wall import CrashCounter, Worker
     from streams.runtime.policy import current_policy
+    from streams.runtime.sealing import require_key
     from streams.settings import TOPIC_NAMES
     from streams.stages import build_app, changelog_topics
 
     settings = get_settings()
+    require_key(settings.internal_key, settings.kafka_security_protocol)
     current_policy()  # an invalid policy stops the worker here, with the reason
     check_model_available(settings.embedding_model)
     # Kafka down or topics missing: one line now, not an agent crash after a minute.

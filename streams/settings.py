@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from streams.runtime.sealing import KeyRing
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Every topic of the pipeline (DESIGN.md), before the configured prefix.
@@ -54,6 +58,12 @@ class Settings(BaseSettings):
     # Analyst (or review service) -> secret key, as JSON in MISUSE_REVIEW_KEYS: decisions on
     # misuse.feedback are applied only when signed by the key of the analyst they name.
     review_keys: dict[str, SecretStr] = {}
+    # The worker's own key, which seals the records it acts on (signals, action requests,
+    # deliveries, changelog state: `streams/runtime/sealing.py`): one secret, or a JSON list
+    # during a rotation (the first seals, every one is accepted). Unset on a PLAINTEXT stack:
+    # the public development key (`misuse doctor` warns); on a secured broker the worker
+    # refuses to start without one.
+    internal_key: Annotated[list[SecretStr], NoDecode] = []
 
     elasticsearch_url: str = "http://127.0.0.1:9200"
     elasticsearch_username: str | None = None
@@ -157,6 +167,19 @@ class Settings(BaseSettings):
             raise ValueError(f"empty analyst name or key for {', '.join(map(repr, empty))}")
         return keys
 
+    @field_validator("internal_key", mode="before")
+    @classmethod
+    def _internal_key(cls, value: Any) -> Any:
+        if isinstance(value, str):  # one key, or a JSON list of them during a rotation
+            try:
+                value = json.loads(value) if value.lstrip().startswith("[") else [value]
+            except json.JSONDecodeError:
+                raise ValueError("not one key, nor a JSON list of keys") from None
+        if isinstance(value, list) and not all(
+                (v.get_secret_value() if isinstance(v, SecretStr) else v) for v in value):
+            raise ValueError("an empty key would let anyone seal records")
+        return value
+
     @field_validator("kafka_bootstrap")
     @classmethod
     def _bootstrap(cls, value: str) -> str:
@@ -184,6 +207,14 @@ class Settings(BaseSettings):
         if self.kafka_ssl_cafile is not None and not self.kafka_ssl_cafile.is_file():
             raise ValueError(f"MISUSE_KAFKA_SSL_CAFILE={self.kafka_ssl_cafile}: no such file")
         return self
+
+    @property
+    def internal_keys(self) -> KeyRing:
+        """The ring that seals and opens the worker's own records (`streams/runtime/sealing.py`):
+        the development ring when MISUSE_INTERNAL_KEY is unset."""
+        from streams.runtime.sealing import ring_of
+
+        return ring_of(self.internal_key)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -37,8 +37,16 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from detectors.policy import Policy
-from streams.runtime.messages import MessageError, Record, decode_batch
+from streams.runtime.messages import (
+    ALERTS,
+    AlertRecord,
+    MessageError,
+    Record,
+    UnverifiedRecordError,
+    decode_batch,
+)
 from streams.runtime.outbox import Envelope, Outbox
+from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing, forged_alert
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -118,9 +126,10 @@ class Stage:
         worker is not caught up while any stage has some (`WorkerProcess.wait_drained`)."""
         return 0
 
-    def decode(self, raw: bytes | None) -> list[Record]:
-        """The records of one Kafka message: a batch of one of the types this stage reads."""
-        batch = decode_batch(raw)
+    def decode(self, raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> list[Record]:
+        """The records of one Kafka message: a batch of one of the types this stage reads,
+        sealed by `ring` if its type is sealed."""
+        batch = decode_batch(raw, ring)
         for record_type in self.reads:
             if batch.type == record_type.TYPE:
                 return [record_type.from_plain(plain) for plain in batch.records]
@@ -168,6 +177,8 @@ class Prepared(Generic[M]):
 
     messages: list[tuple[M, list[tuple[Record, Any]]]] = field(default_factory=list)
     dead_letters: list[DeadLetter[M]] = field(default_factory=list)
+    # Batches refused for a missing or wrong MAC: each raises a security alert in `finish`.
+    unverified: list[tuple[M, UnverifiedRecordError]] = field(default_factory=list)
 
 
 class StageError(RuntimeError):
@@ -180,7 +191,9 @@ class StageDriver(Generic[M]):
     """Runs batches of messages through a stage. `value` and `activate` are the adapter's:
     the raw value of a message, and making a message the current event (for per-partition
     state); both are plain functions in tests. `state` is the store the stage was built with:
-    written back after every batch."""
+    written back after every batch. `ring`: the worker's keys, which open the sealed batches
+    it reads (its outbox seals with the same ring). `source`: where a message came from (its
+    topic), for the security alert of one refused as unverified."""
 
     stage: Stage
     outbox: Outbox
@@ -188,6 +201,8 @@ class StageDriver(Generic[M]):
     activate: Callable[[M], None] = lambda message: None
     policy: Policy | None = None
     state: StateStore = field(default_factory=MemoryState)
+    ring: KeyRing = DEVELOPMENT_RING
+    source: Callable[[M], str] = lambda message: "an internal topic"
 
     def run(self, messages: Sequence[M], now_ms: int, policy: Policy | None = None
             ) -> BatchResult[M]:
@@ -198,7 +213,12 @@ class StageDriver(Generic[M]):
         prepared: Prepared[M] = Prepared()
         for message in messages:
             try:
-                records = self.stage.decode(self.value(message))
+                records = self.stage.decode(self.value(message), self.ring)
+            except UnverifiedRecordError as exc:
+                log.warning("record_unverified stage=%s %s", self.stage.name, exc)
+                prepared.dead_letters.append(DeadLetter(message, str(exc)))
+                prepared.unverified.append((message, exc))
+                continue
             except MessageError as exc:
                 prepared.dead_letters.append(DeadLetter(message, str(exc)))
                 continue
@@ -218,6 +238,9 @@ class StageDriver(Generic[M]):
                 self.stage.reconfigure(policy)
             self.policy = policy
         result: BatchResult[M] = BatchResult(dead_letters=list(prepared.dead_letters))
+        for message, refused in prepared.unverified:
+            alert = forged_alert(refused.record_type, self.source(message), refused.why, now_ms)
+            self.outbox.put(ALERTS, alert.alert_id, AlertRecord(alert))
         latest_ms = 0
         current: M | None = None
         for message, record, item in self._in_order(prepared):

@@ -20,6 +20,13 @@ let in it would fail the stage's end-of-batch work on every restart. The range i
 already held each event to a day ahead of the wall clock, so every time a record carries, being
 derived from event times, is inside it.
 
+A batch of a type that leads to an action (`SEALED_TYPES`: signals, action and page requests,
+deliveries) is sealed with the worker's key (`streams/runtime/sealing.py`): the message is the
+batch's bytes behind a MAC, and a reader refuses one whose MAC is missing or wrong with
+`UnverifiedRecordError`, which the stage runtime dead-letters with a security alert. Batches
+of the other types stay as they are: readable by tools and written by other services (an
+analyst's decision on `misuse.feedback` carries its analyst's own signature).
+
 Why batches: a stage that sends one Kafka message per record spends most of its time in the
 producer's send path. Records bound for one partition (chosen with the same murmur2
 partitioner as a keyed send, `streams/runtime/outbox.py`) share one message, so keyed state still
@@ -44,8 +51,17 @@ from detectors.events import (
     not_strict_json,
 )
 from detectors.risk import Signal
+from streams.runtime.sealing import (
+    DEVELOPMENT_RING,
+    HEADER_BYTES,
+    MAGIC,
+    UNSEALED,
+    KeyRing,
+    UnsealedError,
+)
 
 WIRE_VERSION = 1
+ALERTS = "misuse.alerts"  # where a refused sealed batch raises its security alert
 EARLIEST_RECORD_MS = EARLIEST_EVENT_MS  # 2015-01-01
 LATEST_RECORD_MS = 4_102_444_800_000  # 2100-01-01
 LATEST_DATE_MS = 253_402_214_400_000  # 9999-12-31, the last a date can show: ends chosen by hand
@@ -59,6 +75,15 @@ T = TypeVar("T")
 class MessageError(ValueError):
     """A batch that cannot be read: not msgpack, unknown version or type, or a record that
     does not fit its type. The text says which."""
+
+
+class UnverifiedRecordError(MessageError):
+    """A batch of a sealed type whose MAC is missing or does not verify: not the worker's."""
+
+    def __init__(self, record_type: str, why: str) -> None:
+        record_type = record_type[:60]  # a forger's claim: kept short
+        super().__init__(f"unverified {record_type} batch: {why}")
+        self.record_type, self.why = record_type, why
 
 
 class Record(Protocol):
@@ -105,17 +130,42 @@ class Batch:
     records: tuple[Mapping[str, Any], ...]
 
 
-def encode_batch(record_type: str, records: Sequence[Record]) -> bytes:
-    return msgpack.packb({"v": WIRE_VERSION, "type": record_type,
-                          "records": [r.to_plain() for r in records]}, use_bin_type=True)
+def encode_batch(record_type: str, records: Sequence[Record],
+                 ring: KeyRing = DEVELOPMENT_RING) -> bytes:
+    """One message; sealed with `ring` when the type is one of `SEALED_TYPES`."""
+    packed = msgpack.packb({"v": WIRE_VERSION, "type": record_type,
+                            "records": [r.to_plain() for r in records]}, use_bin_type=True)
+    return ring.seal(packed) if record_type in SEALED_TYPES else packed
 
 
-def decode_batch(raw: bytes | None) -> Batch:
-    """The envelope of one Kafka message; its records stay plain until `records_of`."""
+def decode_batch(raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> Batch:
+    """The envelope of one Kafka message; its records stay plain until `records_of`. A batch
+    of a sealed type (or any sealed message) is read only when its MAC verifies under
+    `ring`, before anything in it is decoded."""
     if raw is None:
         raise MessageError("empty message: a batch has a value")
     if len(raw) > MAX_BATCH_BYTES:
         raise MessageError(f"batch of {len(raw)} bytes is over {MAX_BATCH_BYTES}")
+    if raw.startswith(MAGIC):
+        try:
+            return _envelope(ring.open(raw))
+        except UnsealedError as exc:
+            raise UnverifiedRecordError(_type_of(raw[HEADER_BYTES:]), str(exc)) from None
+    batch = _envelope(raw)
+    if batch.type in SEALED_TYPES:
+        raise UnverifiedRecordError(batch.type, UNSEALED)
+    return batch
+
+
+def _type_of(payload: bytes) -> str:
+    """The type a refused batch claims, for its security alert."""
+    try:
+        return _envelope(payload).type
+    except MessageError:
+        return "unreadable"
+
+
+def _envelope(raw: bytes) -> Batch:
     try:
         envelope = msgpack.unpackb(raw, raw=False, strict_map_key=True,
                                    max_bin_len=MAX_BATCH_BYTES, max_str_len=MAX_BATCH_BYTES)
@@ -418,14 +468,18 @@ class PromptVector(PlainRecord):
 _NO_CLOCK_CHECK = 2**62
 
 
+# The record types that lead to an action: their batches travel sealed (see the module's doc).
+SEALED_TYPES = frozenset({SignalRecord.TYPE, ActionRequest.TYPE, PageRequest.TYPE,
+                          Delivery.TYPE})
+
 RECORD_TYPES: dict[str, type[Record]] = {
     t.TYPE: t for t in (EventRecord, AlertRecord, SignalRecord, DocumentRecord, FeedbackRecord,
                         JailbreakMatch, ActionRequest, PageRequest, Delivery, PromptVector)}
 
 
-def records_in(raw: bytes | None) -> list[Record]:
+def records_in(raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> list[Record]:
     """The records of one message, whatever their type (for tools that read any topic)."""
-    batch = decode_batch(raw)
+    batch = decode_batch(raw, ring)
     if batch.type not in RECORD_TYPES:
         raise MessageError(f"unknown record type {batch.type!r}")
     return records_of(batch, RECORD_TYPES[batch.type])

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from aiokafka.partitioner import murmur2
 
 from streams.runtime.messages import Record, encode_batch
+from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing
 
 MAX_RECORDS = 1000
 MAX_BYTES = 900 * 1024  # the broker refuses messages over 1 MiB by default
@@ -37,9 +38,11 @@ class Envelope:
 
 @dataclass
 class Outbox:
-    """`partitions`: how many partitions a topic has (it is asked once per topic)."""
+    """`partitions`: how many partitions a topic has (it is asked once per topic); `ring`:
+    the worker's keys, which seal the batches of sealed types."""
 
     partitions: Callable[[str], int]
+    ring: KeyRing = DEVELOPMENT_RING
     max_records: int = MAX_RECORDS
     max_bytes: int = MAX_BYTES
     _groups: dict[tuple[str, int, str], list[Record]] = field(default_factory=dict)
@@ -66,7 +69,7 @@ class Outbox:
                  records: list[Record]) -> Iterator[Envelope]:
         for start in range(0, len(records), self.max_records):
             chunk = records[start:start + self.max_records]
-            value = encode_batch(record_type, chunk)
+            value = encode_batch(record_type, chunk, self.ring)
             if len(value) > self.max_bytes and len(chunk) > 1:
                 half = len(chunk) // 2
                 yield from self._encoded(topic, partition, record_type, chunk[:half])

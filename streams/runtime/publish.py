@@ -11,11 +11,17 @@ from detectors.alerts import Alert
 from detectors.policy import RulePolicy
 from detectors.risk import Signal, signals_from_alert
 from streams.runtime.driver import Emit
-from streams.runtime.messages import AlertRecord, DocumentRecord, PageRequest, SignalRecord
+from streams.runtime.messages import (
+    ALERTS,
+    AlertRecord,
+    DocumentRecord,
+    PageRequest,
+    SignalRecord,
+)
 
 log = logging.getLogger(__name__)
 
-ALERTS, SIGNALS, DOCUMENTS = "misuse.alerts", "misuse.signals", "misuse.documents"
+SIGNALS, DOCUMENTS = "misuse.signals", "misuse.documents"
 ACTIONS = "misuse.account-actions"
 
 

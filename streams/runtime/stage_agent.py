@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from faust.types import TP, AppT, EventT, StreamT, TopicT
 
+from detectors.alerts import Alert
 from streams.runtime import clock, metrics
 from streams.runtime.alignment import InputOrder
 from streams.runtime.driver import Prepared, StageDriver, StageSpec
@@ -32,9 +33,10 @@ from streams.runtime.faust_wall import (
     set_current_event,
     stop_worker,
 )
-from streams.runtime.messages import Record
+from streams.runtime.messages import ALERTS, AlertRecord, Record, encode_batch
 from streams.runtime.outbox import Outbox
 from streams.runtime.policy import current_policy
+from streams.runtime.sealing import forged_alert
 from streams.runtime.state import FaustState
 from streams.settings import Settings
 
@@ -149,7 +151,7 @@ class StageAgent:
     def __init__(self, app: App, topics: Topics, spec: StageSpec) -> None:
         self.app, self.topics, self.spec, self.name = app, topics, spec, spec.stage.name
         # Tables are declared now: Faust subscribes to their changelogs when the worker starts.
-        self.state = FaustState(app, spec.stage.tables)
+        self.state = FaustState(app, spec.stage.tables, topics.settings.internal_keys)
         self.topic_names = {topics.settings.topic(logical) for logical in spec.reads}
         self.driver: StageDriver[EventT] | None = None  # once built, in `run`
         self.turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
@@ -164,9 +166,11 @@ class StageAgent:
         make_stage = spec.build or spec.stage.configured
         stage = await loop.run_in_executor(None, make_stage, policy, self.state,
                                            self.topics.settings)
-        self.driver = StageDriver(stage, Outbox(partitions=self.topics.settings.partitions),
+        ring = self.topics.settings.internal_keys
+        self.driver = StageDriver(stage, Outbox(self.topics.settings.partitions, ring),
                                   value=lambda event: event.message.value,
-                                  activate=set_current_event, policy=policy, state=self.state)
+                                  activate=set_current_event, policy=policy, state=self.state,
+                                  ring=ring, source=lambda event: event.message.topic)
         log.info("stage_ready stage=%s reads=%s", self.name, ",".join(spec.reads))
         async for events in batches(stream, spec.batch_size, spec.within):
             await self.run_or_stop(events)
@@ -226,6 +230,8 @@ class StageAgent:
         for envelope in result.envelopes:
             sent.append(await self.topics.send(self.name, envelope.topic, envelope.value,
                                                envelope.partition))
+        sent += [await self.topics.send(self.name, ALERTS, encode_batch(AlertRecord.TYPE, [
+            AlertRecord(alert)])) for alert in self.unverified_state(now_ms)]
         # The batch is acknowledged when this returns: everything it produced, and the
         # state it changed, must be in Kafka by then (at-least-once across a crash or a
         # rebalance), not only in the producer's buffer.
@@ -235,6 +241,19 @@ class StageAgent:
         # Only once what it produced is in Kafka: a test or a replay that waits for the worker
         # to catch up must not see 0 between a judging round and its documents.
         metrics.stage_pending_records.labels(self.name).set(driver.stage.pending())
+
+    def unverified_state(self, now_ms: int) -> list[Alert]:
+        """A security alert per table for the values this batch found sealed by no key of
+        ours (they were skipped: the entities started afresh)."""
+        keys: dict[str, list[str]] = {}
+        why: dict[str, str] = {}
+        for table, key, reason in self.state.unverified():
+            keys.setdefault(table, []).append(key[:60])
+            why[table] = reason
+        return [forged_alert(f"state:{table}", f"the changelog of {table}",
+                             f"{len(found)} value(s) (keys {', '.join(found[:5])}): "
+                             f"{why[table]}", now_ms)
+                for table, found in keys.items()]
 
     def owned(self, events: list[EventT]) -> list[EventT]:
         """The events of partitions this worker still owns. A rebalance can revoke a partition
@@ -287,7 +306,7 @@ class AlignedInput:
         start_offsets = self.app.start_offsets
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
                                       self.app.consumer.highwater, now_s)
-        return Prepared(released, prepared.dead_letters)
+        return Prepared(released, prepared.dead_letters, prepared.unverified)
 
     def hold(self, event: EventT, taken: bool) -> None:
         """Keep the batch's end from acknowledging a message held (`taken`), or a copy of

@@ -6,7 +6,10 @@ mapping keeps the working set in memory and writes each changed entity once per 
 the batch is acknowledged, so a restarted worker resumes from the last acknowledged batch.
 
 The tables hold bytes: each value is encoded by the state codec (`detectors/state_codec.py`),
-plain versioned data that only builds the state types it knows, never arbitrary objects.
+plain versioned data that only builds the state types it knows, never arbitrary objects, and
+sealed with the worker's key for its table and key (`streams/runtime/sealing.py`): a value
+written to a changelog by anyone else (or before the worker sealed its state) is never loaded;
+it is skipped like an unreadable one, counted, and raises a security alert.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from faust.types import AppT, EventT, TableT
 from detectors.state_codec import StateCodecError, decode_state, encode_state
 from streams.runtime.faust_wall import current_event, recovering_table, write_table
 from streams.runtime.metrics import state_unreadable
+from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing, UnsealedError
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +51,8 @@ def _skip_undecodable(table: TableT, event: EventT, reason: str) -> None:
 
 
 class TableState(MutableMapping[str, Any]):
-    def __init__(self, table: TableT) -> None:
-        self.table = table
+    def __init__(self, table: TableT, ring: KeyRing = DEVELOPMENT_RING) -> None:
+        self.table, self.ring = table, ring
         self.cache: dict[str, Any] = {}
         # The event that last read or changed each key. Faust's store is per partition and
         # looks a key up in the partition of the current event, so a changed key must be
@@ -57,6 +61,7 @@ class TableState(MutableMapping[str, Any]):
         self.dirty: set[str] = set()
         self._scanned = False
         self.unreadable: set[str] = set()  # reported already
+        self.unverified: list[tuple[str, str]] = []  # (key, why), for security alerts
 
     def __getitem__(self, key: str) -> Any:
         try:
@@ -101,14 +106,20 @@ class TableState(MutableMapping[str, Any]):
         one window of evidence, rather than stopping the stage on every event of that entity.
         Reported once per key, however often it is looked up before it is written again."""
         try:
-            return decode_state(raw)
-        except StateCodecError as exc:
+            return decode_state(self.ring.open(raw, self.context(key)))
+        except (StateCodecError, UnsealedError) as exc:
+            if key not in self.unreadable and isinstance(exc, UnsealedError):
+                self.unverified.append((key, str(exc)))
             if key not in self.unreadable:
                 self.unreadable.add(key)
                 state_unreadable.labels(self.table.name).inc()
                 log.error("state_unreadable table=%s key=%s reason=%s", self.table.name, key,
                           " ".join(str(exc).split()))
             return UNREADABLE
+
+    def context(self, key: str) -> bytes:
+        """What a value's MAC binds it to: its table and key."""
+        return f"{self.table.name}\0{key}".encode()
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
@@ -125,7 +136,8 @@ class TableState(MutableMapping[str, Any]):
                 # Loaded by iteration, never touched by an event of its partition: leave the
                 # table as it is (an idle key the detector dropped stays until next used).
                 continue
-            raw = encode_state(self.cache[key]) if key in self.cache else None
+            raw = (self.ring.seal(encode_state(self.cache[key]), self.context(key))
+                   if key in self.cache else None)
             sent.append(write_table(self.table, event, key, raw))
             if raw is None:
                 self.origin.pop(key, None)
@@ -144,8 +156,8 @@ class FaustState:
     """A stage's `StateStore` in the worker: its tables, declared on the app before it starts
     (Faust subscribes to their changelogs at start), each behind a write-behind `TableState`."""
 
-    def __init__(self, app: AppT, names: tuple[str, ...]) -> None:
-        self.states = {name: TableState(state_table(app, name)) for name in names}
+    def __init__(self, app: AppT, names: tuple[str, ...], ring: KeyRing) -> None:
+        self.states = {name: TableState(state_table(app, name), ring) for name in names}
         self.pending: list[Awaitable[Any]] = []
         # After a rebalance the tables are the truth for whatever partitions we now own.
         app.on_partitions_revoked.connect(self.forget_caches)  # type: ignore[arg-type]
@@ -156,6 +168,14 @@ class FaustState:
     def flush(self) -> None:
         for state in self.states.values():
             self.pending.extend(state.flush())
+
+    def unverified(self) -> list[tuple[str, str, str]]:
+        """(table, key, why) of every value refused for its MAC since the last call."""
+        found = []
+        for state in self.states.values():
+            found += [(state.table.name, key, why) for key, why in state.unverified]
+            state.unverified.clear()
+        return found
 
     async def delivered(self) -> None:
         """Wait until the changelog has every write flushed so far."""

@@ -19,16 +19,20 @@ from typing import Any
 from faust.types import AppT, EventT
 from pydantic import SecretStr
 
-from streams.runtime import metrics
+from streams.runtime import clock, metrics
 from streams.runtime.messages import (
+    ALERTS,
+    AlertRecord,
     Delivery,
     DocumentRecord,
     MessageError,
+    UnverifiedRecordError,
     decode_batch,
     encode_batch,
     records_of,
 )
 from streams.runtime.publish import DOCUMENTS
+from streams.runtime.sealing import forged_alert
 from streams.runtime.stage_agent import Topics, dead_letter, register_sink
 from streams.settings import Settings, printable_url
 from streams.sinks.documents import action_document
@@ -61,7 +65,16 @@ class Deliverer:
         jobs, sent = [], []
         for event in events:
             try:
-                deliveries = records_of(decode_batch(event.message.value), Delivery)
+                deliveries = records_of(decode_batch(event.message.value,
+                                                     self.settings.internal_keys), Delivery)
+            except UnverifiedRecordError as exc:
+                alert = forged_alert(exc.record_type, event.message.topic, exc.why,
+                                     clock.now_ms())
+                sent.append(await self.topics.send(STAGE, ALERTS, encode_batch(
+                    AlertRecord.TYPE, [AlertRecord(alert)])))
+                sent.append(await dead_letter(self.topics, event, f"undeliverable: {exc}",
+                                              stage=STAGE))
+                continue
             except MessageError as exc:
                 sent.append(await dead_letter(self.topics, event, f"undeliverable: {exc}",
                                               stage=STAGE))

@@ -18,6 +18,7 @@ from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import EventRecord, MessageError, Record
 from streams.runtime.publish import emit_alert, emit_signal
 from streams.runtime.rules import Housekeeping, build, retune
+from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing
 from streams.settings import Settings
 
 # How far in the future an event's time may be (clock skew) before it is refused: the
@@ -47,9 +48,9 @@ class Ingest(Stage):
     def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> Ingest:
         return cls(policy, state, settings.max_future_skew_seconds * 1000)
 
-    def decode(self, raw: bytes | None) -> list[Record]:
-        """The input is the API's own JSON, one event per message: an invalid one is a dead
-        letter with the validation's reason."""
+    def decode(self, raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> list[Record]:
+        """The input is the API's own JSON, one event per message (not sealed: the gateway
+        writes it): an invalid one is a dead letter with the validation's reason."""
         if raw is None:
             raise MessageError("empty message (null value)")
         try:

@@ -32,6 +32,7 @@ class Row:
     ok: bool
     detail: str
     fix: str = ""
+    warning: bool = False  # ok, but not for production
 
 
 def _failed(name: str, exc: Exception, settings: Settings, fix: str = "") -> Row:
@@ -249,9 +250,28 @@ def data_dir_row(settings: Settings) -> Row:
                "" if ok else "free some space, or set MISUSE_DATA_DIR to a larger disk")
 
 
+def internal_key_row(settings: Settings) -> Row:
+    """Whether the worker seals its records with a key of its own (never shown)."""
+    from streams.runtime.sealing import InternalKeyMissingError, require_key
+
+    fix = ("set MISUSE_INTERNAL_KEY to a long random secret, the same on every worker "
+           "(`openssl rand -base64 32`)")
+    try:
+        require_key(settings.internal_key, settings.kafka_security_protocol)
+    except InternalKeyMissingError:
+        return Row("internal key", False, "MISUSE_INTERNAL_KEY is not set, and the broker is "
+                   "secured: the worker will not start", fix)
+    if settings.internal_keys.development:
+        return Row("internal key", True, "records are signed with the development key "
+                   "(MISUSE_INTERNAL_KEY unset): anyone can forge them", fix, warning=True)
+    count = len(settings.internal_key)
+    return Row("internal key", True, "set" + (f", {count} keys (rotation: the first signs)"
+                                              if count > 1 else ""))
+
+
 CHECKS: tuple[Callable[[Settings], list[Row]], ...] = (
-    kafka_rows, elasticsearch_rows, policy_rows, lambda s: [model_row(s)],
-    lambda s: [data_dir_row(s)],
+    lambda s: [internal_key_row(s)], kafka_rows, elasticsearch_rows, policy_rows,
+    lambda s: [model_row(s)], lambda s: [data_dir_row(s)],
 )
 
 
@@ -266,8 +286,8 @@ def format_table(rows: list[Row]) -> str:
     width = max(len(row.name) for row in rows)
     lines = []
     for row in rows:
-        status = "ok  " if row.ok else "FAIL"
+        status = "FAIL" if not row.ok else "WARN" if row.warning else "ok  "
         lines.append(f"{status}  {row.name:<{width}}  {row.detail}")
-        if not row.ok and row.fix:
+        if (not row.ok or row.warning) and row.fix:
             lines.append(f"{'':4}  {'':<{width}}  fix: {row.fix}")
     return "\n".join(lines)

@@ -79,10 +79,11 @@ def _ours(exc: BaseException, settings: Settings) -> str | None:
     from detectors.policy import PolicyError
     from streams.embedding.model import EncoderDriftError, ModelLoadError
     from streams.runtime.broker import TopicsMissingError
+    from streams.runtime.sealing import InternalKeyMissingError
     from streams.sinks.elasticsearch import TemplatesMissingError
     from streams.tooling.runner import WorkerError
 
-    if isinstance(exc, TemplatesMissingError):
+    if isinstance(exc, TemplatesMissingError | InternalKeyMissingError):
         return _flat(str(exc))
     if isinstance(exc, TopicsMissingError):
         return (f"{_flat(str(exc), 200)} in Kafka at {settings.kafka_bootstrap}: run "

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +91,11 @@ class Pipeline:
 
 
 def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 3,
-                  env_overrides: dict[str, str] | None = None) -> Pipeline:
-    """A worker with topics, indices, consumer group and state of its own, started."""
+                  env_overrides: dict[str, str] | None = None,
+                  before_start: Callable[[Settings], None] | None = None) -> Pipeline:
+    """A worker with topics, indices, consumer group and state of its own, started.
+    `before_start`: what to write to its topics once they exist, before the worker starts
+    (a changelog record, say, which a running worker would not read)."""
     settings, env = isolated_environment(name, data_root)
     env.update({**WORKER_ENV, "MISUSE_TOPIC_PARTITIONS": str(partitions),
                 # The analysts' decisions the tests make are signed with this key.
@@ -102,6 +105,8 @@ def open_pipeline(name: str, data_root: Path, log_path: Path, partitions: int = 
     setup = subprocess.run([sys.executable, "-m", "streams.cli", "setup"], env=env,
                            cwd=REPO_ROOT, capture_output=True, text=True)
     assert setup.returncode == 0, setup.stdout + setup.stderr
+    if before_start is not None:
+        before_start(settings)
     worker = WorkerProcess(settings, log_path, env)
     worker.start()
     return Pipeline(settings, worker)

@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from detectors.risk import Signal
 from streams.runtime import clock
 from streams.runtime.messages import SignalRecord, encode_batch
+from streams.runtime.sealing import KeyRing
 from streams.settings import REPO_ROOT
 from streams.tooling.runner import WorkerProcess
 from tests.receiver import HANG, Receiver
@@ -38,7 +39,9 @@ SECRET = "whsec_" + base64.b64encode(os.urandom(24)).decode()
 MARKERS = {name: f"marker{name.replace('_', '')}{uuid.uuid4().hex[:12]}" for name in (
     "kafka_password", "elasticsearch_password", "elasticsearch_api_key", "review_key",
     "second_webhook_secret", "pagerduty_routing_key", "hook_password", "hook_query",
-    "alertmanager_password")}
+    "alertmanager_password", "internal_key")}
+# The worker's own key: the signals these tests write in its place are sealed with it.
+INTERNAL = KeyRing((SecretStr(MARKERS["internal_key"]),))
 
 
 def policy_file(tmp_path: Path) -> Path:
@@ -59,7 +62,8 @@ def suspend_worthy(pipeline: Pipeline, account: str) -> None:
                                    f"alert-{account}-{detector}", "test evidence"))
                for n, detector in enumerate(("jailbreak", "leaked_key"))]
     pipeline.producer.send(pipeline.settings.topic("misuse.signals"), key=account.encode(),
-                           value=encode_batch(SignalRecord.TYPE, signals)).get(timeout=30)
+                           value=encode_batch(SignalRecord.TYPE, signals, INTERNAL)
+                           ).get(timeout=30)
 
 
 def review(pipeline: Pipeline, account: str, decision: str) -> None:
@@ -140,7 +144,8 @@ def test_suspensions_are_signed_delivered_once_across_a_kill_and_the_breaker_pag
            "MISUSE_ELASTICSEARCH_USERNAME": "elastic",
            "MISUSE_ELASTICSEARCH_PASSWORD": m["elasticsearch_password"],
            "MISUSE_ELASTICSEARCH_API_KEY": m["elasticsearch_api_key"],
-           "MISUSE_REVIEW_KEYS": json.dumps({"test-analyst": m["review_key"]})}
+           "MISUSE_REVIEW_KEYS": json.dumps({"test-analyst": m["review_key"]}),
+           "MISUSE_INTERNAL_KEY": m["internal_key"]}
     pipeline = open_pipeline("act", tmp_path / "data", tmp_path / "worker.log",
                              env_overrides=env)
     try:

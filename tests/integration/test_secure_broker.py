@@ -104,6 +104,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredRun]:
     work = tmp_path_factory.mktemp("secure")
     _, base = isolated_environment("secure", work)
     base.update(WORKER_ENV)
+    # On a secured broker the worker refuses to start without a key of its own.
+    base.update(MISUSE_INTERNAL_KEY=os.urandom(32).hex())
     stack = base | PORTS | {"MISUSE_STACK_DIR": str(RUN_FOLDER)}
     shutil.rmtree(RUN_FOLDER, ignore_errors=True)
     with contextlib.ExitStack() as cleanup:

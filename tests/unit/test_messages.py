@@ -8,6 +8,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from detectors.events import UsageEvent
 from streams.runtime.messages import (
+    SEALED_TYPES,
     EventRecord,
     MessageError,
     PromptVector,
@@ -18,6 +19,7 @@ from streams.runtime.messages import (
     vector_from,
 )
 from streams.runtime.outbox import Outbox, partition_for
+from streams.runtime.sealing import DEVELOPMENT_RING
 
 EVENT = UsageEvent(event_id="ev-1", ts_ms=1_790_000_000_000, account_id="acct-1",
                    api_key_id="key-1", ip="198.51.100.7", endpoint="/v1/chat/completions",
@@ -120,7 +122,9 @@ FAR_FUTURE_SIGNAL = {"account_id": "acct-1", "detector": "sybil", "rule_id": "sy
 
 
 def batch_of(record_type: str, *plains: dict) -> bytes:
-    return msgpack.packb({"v": 1, "type": record_type, "records": list(plains)})
+    """A batch as the worker would write it (sealed where its type is), values unchecked."""
+    raw = msgpack.packb({"v": 1, "type": record_type, "records": list(plains)})
+    return DEVELOPMENT_RING.seal(raw) if record_type in SEALED_TYPES else raw
 
 
 @pytest.mark.parametrize(("record_type", "plain", "reason"), [

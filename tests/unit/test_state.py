@@ -8,6 +8,7 @@ from detectors.incidents import Incident
 from detectors.state_codec import decode_state, encode_state
 from streams.runtime.faust_wall import set_current_event
 from streams.runtime.metrics import REGISTRY
+from streams.runtime.sealing import DEVELOPMENT_RING
 from streams.runtime.state import TableState
 
 
@@ -44,7 +45,8 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     assert state.flush() == ["delivery", "delivery"]  # for the caller to await
     assert all(isinstance(raw, bytes) for raw in table.values())
     assert sorted(table.changelog) == sorted((3, k, v) for k, v in table.items())
-    assert decode_state(table["a"])["incident"] == Incident(1, 2, 3)
+    assert decode_state(DEVELOPMENT_RING.open(table["a"], state.context("a")))["incident"] \
+        == Incident(1, 2, 3)  # sealed for its table and key
 
     restarted = TableState(table)  # type: ignore[arg-type]
     assert restarted["a"] == {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
@@ -56,13 +58,20 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     assert table.changelog[-1] == (3, "b", None)  # a tombstone
 
 
+def sealed(raw: bytes, key: str) -> bytes:
+    return DEVELOPMENT_RING.seal(raw, f"{FakeTable.name}\0{key}".encode())
+
+
 def unreadable_count() -> float:
     return REGISTRY.get_sample_value("misuse_state_unreadable_total",
                                      {"table": "state-test"}) or 0.0
 
 
 def test_unreadable_state_is_logged_and_counted_once_and_the_entity_starts_afresh(caplog):
-    table = FakeTable(good=encode_state(1), bad=b"\x80\x04pickled")
+    # Both sealed by the worker (a forged value is tests/unit/test_sealing.py's): "bad" is a
+    # genuine value the codec cannot read.
+    table = FakeTable(good=sealed(encode_state(1), "good"),
+                      bad=sealed(b"\x80\x04pickled", "bad"))
     state = TableState(table)  # type: ignore[arg-type]
     before = unreadable_count()
     with caplog.at_level(logging.ERROR, logger="streams.runtime.state"):
