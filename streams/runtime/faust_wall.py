@@ -66,7 +66,10 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
 - `stop_worker` (`os._exit`): a batch failing on something other than a bad record would be
   acknowledged by that `finally` if the error were raised, and lost: the worker stops before
   anything commits, and reads it again when restarted.
-- `mark_acked_without_commit` (`Message.acked`): a record given up at a revocation is marked
+- `App.assigned_partitions`, `App.highwater`, `App.pause_partitions`: the only way the stage
+  agent reaches the consumer (its partitions, their ends, pausing them), so that what it
+  relies on of Faust's consumer is named here.
+- `give_up_message` (`Message.acked`): a record given up at a revocation is marked
   done for Faust's wait without being committed, so the partition's next owner reads it
   again. Relies on `Consumer.wait_empty` ending once every tracked message has `acked` set,
   and on `Consumer.ack` (never called here) being what records an offset to commit.
@@ -177,7 +180,7 @@ def hold_message(message: Message) -> None:
     message.incref()
 
 
-def mark_acked_without_commit(message: Message) -> None:
+def give_up_message(message: Message) -> None:
     """Done, for Faust's wait for in-flight records at a revocation; never committed."""
     message.acked = True
 
@@ -434,6 +437,19 @@ class App(faust.App):
     @cached_property
     def _before_revoke(self) -> list[Callable[[Set[TP]], None]]:
         return []
+
+    def assigned_partitions(self) -> set[TP]:
+        """The partitions this worker reads now."""
+        return set(self.consumer.assignment())
+
+    def highwater(self, tp: TP) -> int:
+        """The offset after the last record of `tp` the consumer has seen."""
+        return self.consumer.highwater(tp)
+
+    async def pause_partitions(self, pause: Set[TP], resume: Set[TP]) -> None:
+        """Stop fetching `pause` and fetch `resume` again, losing nothing already fetched
+        (`Consumer.pause_fetching`)."""
+        await self.wall_consumer.pause_fetching(pause, resume)
 
     @property
     def wall_consumer(self) -> Consumer:

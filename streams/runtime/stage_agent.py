@@ -28,8 +28,8 @@ from streams.runtime.driver import Prepared, StageDriver, StageSpec
 from streams.runtime.faust_wall import (
     App,
     batches,
+    give_up_message,
     hold_message,
-    mark_acked_without_commit,
     set_current_event,
     stop_worker,
 )
@@ -261,11 +261,11 @@ class StageAgent:
         with the state the changelog gave it, and processing them here as well would write
         stale state into a changelog that another worker now writes, or send its outputs
         twice."""
-        assigned = self.app.consumer.assignment()
+        assigned = self.app.assigned_partitions()
         return [event for event in events if event.message.tp in assigned]
 
     def owns_input(self) -> bool:
-        return any(tp.topic in self.topic_names for tp in self.app.consumer.assignment())
+        return any(tp.topic in self.topic_names for tp in self.app.assigned_partitions())
 
 
 class AlignedInput:
@@ -305,7 +305,7 @@ class AlignedInput:
                 message.tp, message.offset, [r for r, _ in items], (event, items), now_s))
         start_offsets = self.app.start_offsets
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
-                                      self.app.consumer.highwater, now_s)
+                                      self.app.highwater, now_s)
         return Prepared(released, prepared.dead_letters, prepared.unverified)
 
     def hold(self, event: EventT, taken: bool) -> None:
@@ -323,14 +323,14 @@ class AlignedInput:
                 copy.ack()
 
     def assigned(self) -> list[TP]:
-        return [tp for tp in self.app.consumer.assignment() if tp.topic in self.topic_names]
+        return [tp for tp in self.app.assigned_partitions() if tp.topic in self.topic_names]
 
     async def realign(self) -> None:
         assigned = self.assigned()
         self.input.alignment.forget(assigned)
-        ahead = self.input.alignment.ahead(assigned, self.app.consumer.highwater)
+        ahead = self.input.alignment.ahead(assigned, self.app.highwater)
         if ahead != self.paused:  # a call into the consumer's thread: only for a change
-            await self.app.wall_consumer.pause_fetching(ahead, self.paused - ahead)
+            await self.app.pause_partitions(ahead, self.paused - ahead)
             log.debug("input_aligned paused=%s held=%d",
                       sorted(tp.partition for tp in ahead), len(self.input.reorder))
         self.paused = ahead
@@ -342,10 +342,10 @@ class AlignedInput:
         their offsets are not committed and their next owner reads them again. Marked done for
         Faust's wait for in-flight records, without the acknowledgement that commits."""
         for event, _ in self.input.reorder.abandon(lambda key: key[0] in revoked):
-            mark_acked_without_commit(event.message)
+            give_up_message(event.message)
         for key in [key for key in self.copies if key[0] in revoked]:
             for copy in self.copies.pop(key):
-                mark_acked_without_commit(copy.message)
+                give_up_message(copy.message)
         self.paused = set()  # a new assignment starts with nothing paused
         alignment = self.input.alignment
         alignment.forget(tp for tp in alignment.next_offset if tp not in revoked)

@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient
 
 from streams.runtime.app import create_app
 from streams.runtime.broker import connection_options, producer
-from streams.runtime.faust_wall import App, ConsumerThread, hold_message, mark_acked_without_commit
+from streams.runtime.faust_wall import App, ConsumerThread, give_up_message, hold_message
 from streams.settings import Settings
 from streams.tooling.runner import isolated_environment
 from tests.unit.test_faust_wall import delivered
@@ -94,7 +94,7 @@ def test_a_never_committed_partition_rewinds_to_its_beginning(settings: Settings
 def test_revocation_lets_held_records_go_before_faust_waits_for_them(settings: Settings
                                                                       ) -> None:
     """Guards App.before_revoke and App._on_partitions_revoked (with hold_message and
-    mark_acked_without_commit): when partitions are revoked Faust waits until every record
+    give_up_message): when partitions are revoked Faust waits until every record
     read from them is acknowledged (`wait_empty`), which never happens to a record a stage
     holds for event-time order, unless the stage gives it up first. Given up, it is not
     committed: the partition's next owner reads it again."""
@@ -115,7 +115,7 @@ def test_revocation_lets_held_records_go_before_faust_waits_for_them(settings: S
 
             def give_up(revoked: Any) -> None:
                 calls.append((set(revoked), event.message in consumer._unacked_messages))
-                mark_acked_without_commit(event.message)
+                give_up_message(event.message)
 
             app.before_revoke(give_up)
             revoking = asyncio.ensure_future(app._on_partitions_revoked({tp}))

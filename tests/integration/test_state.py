@@ -107,6 +107,19 @@ def test_an_analysts_clearing_and_allowlisting_survive_later_signals(pipeline: P
     assert all(a["misuse"]["actor"] == "test-analyst" for a in actions)
 
 
+def assert_refused(pipeline: Pipeline, account: str, alert_says: str,
+                   dead_letter_says: bytes) -> None:
+    """A decision the worker would not apply: the account stays flagged, a security alert and
+    the decision's dead letter say why."""
+    assert account_status(pipeline, account) == "flagged"
+    hits = pipeline.wait_for_alerts(1, **{"misuse.entity.id": account,
+                                          "rule.id": "security.unverified_decision"})
+    assert alert_says in hits[0]["_source"]["misuse"]["reasons"][0]
+    refused = [r for r in pipeline.dead_letters(expected=10**6, timeout_s=10)
+               if account.encode() in (r.value or b"")]
+    assert refused and dead_letter_says in dict(refused[0].headers)["misuse.reason"]
+
+
 def test_a_forged_decision_allowlists_nobody_and_raises_a_security_alert(
         pipeline: Pipeline) -> None:
     """A plain producer on misuse.feedback, in an analyst's name, without the analyst's key:
@@ -124,14 +137,7 @@ def test_a_forged_decision_allowlists_nobody_and_raises_a_security_alert(
                             note="trust me", signature="00" * 32)
     pipeline.produce([forged], topic="misuse.feedback")
     pipeline.wait_drained()
-    assert account_status(pipeline, account) == "flagged"
-    hits = pipeline.wait_for_alerts(1, **{"misuse.entity.id": account,
-                                          "rule.id": "security.unverified_decision"})
-    assert "signature does not verify" in hits[0]["_source"]["misuse"]["reasons"][0]
-    refused = [r for r in pipeline.dead_letters(expected=10**6, timeout_s=10)
-               if account.encode() in (r.value or b"")]
-    assert refused and b"unverified analyst decision" in dict(refused[0].headers)[
-        "misuse.reason"]
+    assert_refused(pipeline, account, "signature does not verify", b"unverified analyst decision")
     assert not pipeline.search("actions", {"term": {"user.id": account}})  # no audit entry
 
 
@@ -164,14 +170,7 @@ def test_a_replayed_genuine_decision_clears_nothing_and_raises_a_security_alert(
         consumer.close()
     pipeline.producer.send(genuine.topic, key=genuine.key, value=genuine.value).get(timeout=30)
     pipeline.wait_drained()
-    assert account_status(pipeline, account) == "flagged"
-    hits = pipeline.wait_for_alerts(1, **{"misuse.entity.id": account,
-                                          "rule.id": "security.unverified_decision"})
-    assert "a replay" in hits[0]["_source"]["misuse"]["reasons"][0]
-    refused = [r for r in pipeline.dead_letters(expected=10**6, timeout_s=10)
-               if account.encode() in (r.value or b"")]
-    assert refused and b"refused analyst decision" in dict(refused[0].headers)[
-        "misuse.reason"]
+    assert_refused(pipeline, account, "a replay", b"refused analyst decision")
     actions = pipeline.search("actions", {"term": {"user.id": account}})
     assert [a["event"]["action"] for a in actions] == ["cleared"]
 

@@ -26,9 +26,9 @@ from streams.runtime.faust_wall import (
     Undecodable,
     Worker,
     drop_done,
+    give_up_message,
     hold_message,
     hole,
-    mark_acked_without_commit,
     recovering_table,
     set_current_event,
     set_producer_buffer,
@@ -126,7 +126,7 @@ def test_stale_acknowledgements_below_the_committed_start_are_dropped(app: App) 
 
 
 def test_a_record_given_up_is_done_for_the_wait_and_never_committed(app: App) -> None:
-    """Guards mark_acked_without_commit: what a stage gives up at a revocation must end
+    """Guards give_up_message: what a stage gives up at a revocation must end
     Faust's wait for in-flight records (`wait_empty` cleans out the acked messages) without
     being committed, so that the partition's next owner reads it again."""
     consumer = app.consumer
@@ -135,7 +135,7 @@ def test_a_record_given_up_is_done_for_the_wait_and_never_committed(app: App) ->
     hold_message(event.message)
     event.ack()  # the batch's end
     assert event.message in consumer._unacked_messages
-    mark_acked_without_commit(event.message)
+    give_up_message(event.message)
     consumer._clean_unacked_messages()  # what wait_empty does between its checks
     assert event.message not in consumer._unacked_messages
     assert not event.ack()  # a late acknowledgement is no acknowledgement
