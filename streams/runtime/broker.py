@@ -119,6 +119,11 @@ def consumer_client(settings: Settings, *topics: str, **options: Any) -> KafkaCo
         return KafkaConsumer(*topics, **connection_options(settings) | options)
 
 
+# How long new topics may take to get a leader for every partition: a single KRaft broker on
+# two busy cores has taken more than 10 s.
+TOPICS_READY_TIMEOUT_MS = 60_000
+
+
 def create_topics(settings: Settings, changelogs: Mapping[str, int],
                   replication_factor: int = 1) -> list[str]:
     """Create the missing topics; existing ones are left as they are (idempotent). The stage
@@ -139,7 +144,10 @@ def create_topics(settings: Settings, changelogs: Mapping[str, int],
         if missing:
             # Another process may create them between list and create.
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(missing, wait_for_metadata=True)
+                admin.create_topics(missing)
+            # Not create_topics' own wait: its fixed 10 s ran out in CI, the broker busy with
+            # the test files running beside it.
+            admin.wait_for_topics(list(missing), timeout_ms=TOPICS_READY_TIMEOUT_MS)
         return sorted(missing)
     finally:
         admin.close()

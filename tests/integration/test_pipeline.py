@@ -27,7 +27,8 @@ def test_stuffing_among_benign_traffic_gives_one_alert_document(pipeline: Pipeli
     pipeline.wait_drained()
 
     hits = pipeline.wait_for_alerts(1, **{"misuse.entity.id": attacker})
-    assert len(hits) == 1, hits
+    assert len(hits) == 1, [(h["_id"], h["_source"]["misuse"]["incident_start"],
+                             h["_source"]["misuse"]["evidence"]) for h in hits]
     hit = hits[0]
     source = hit["_source"]
     assert source["rule"]["id"] == "credential_stuffing.key_enumeration"
