@@ -8,6 +8,10 @@ so its document and alert are updated in place; when two reported campaigns turn
 the younger is reported as merged into the older; one that the evidence has stopped supporting
 for `withdraw_after_seconds` of event time is withdrawn.
 
+Judging runs in rounds of event time (`offer`): a round's points are added in (time, event id)
+order and judged together once the input has passed the round's end by a lateness allowance,
+so the same traffic gives the same campaigns however it was batched, interleaved or paced.
+
 Pure: time is the event time of the points, and nothing here reads a clock or does I/O.
 """
 
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from detectors.campaigns import CampaignFinding, CampaignJudge, KeyHistory
 from detectors.clustering import ClusterPoint, OnlineClusterer, census
@@ -24,6 +28,15 @@ from detectors.policy import Policy
 
 MAX_HISTORY = 500
 STATIC = "static"
+
+
+class Offered(NamedTuple):
+    """A point held until its judging round closes, with what `CampaignTracker.add` takes."""
+
+    point: ClusterPoint
+    space: str
+    account_prompts: int
+    key_first_seen_ms: int
 
 
 class CampaignTracker:
@@ -39,6 +52,8 @@ class CampaignTracker:
         self.latest_ms = 0
         self.judged_ms = 0
         self.unjudged = 0  # points added since the last judging round, whatever their time
+        self.held: list[Offered] = []  # offered, waiting for their round to close
+        self.round_end_ms = 0  # the end (event time) of the round points are gathered for
         # linked group (its clusters) -> (its size, the campaign it was found to be, if any)
         self.judged: dict[tuple[str, ...], tuple[int, str | None]] = {}
         self.campaign_of: dict[str, str] = {}  # cluster id -> the campaign it was reported in
@@ -111,17 +126,45 @@ class CampaignTracker:
         self.unjudged += 1
         clusterer.add(point)
 
-    def lagging(self, ts_ms: int) -> bool:
-        """Whether a point at `ts_ms` lies more than `max_judge_lag_seconds` of event time past
-        the last judging: the window is judged before it is added, whatever the batching."""
-        lag_ms = self.policy.campaigns.max_judge_lag_seconds * 1000
-        return bool(self.judged_ms) and ts_ms - self.judged_ms >= lag_ms
-
-    def due(self, idle: bool) -> bool:
-        """Every `judge_every_seconds` of event time, and whenever the input pauses with points
-        not yet judged: late events older than the newest one count too."""
+    def offer(self, point: ClusterPoint, space: str, account_prompts: int,
+              key_first_seen_ms: int) -> list[CampaignFinding]:
+        """One embedded prompt, held for its judging round; returns what the rounds it closes
+        found. Rounds end on multiples of `judge_every_seconds` of event time. A round closes
+        when a point lies `judge_lateness_seconds` past its end: its points, late ones from
+        earlier rounds too, are added in (time, event id) order and the window is judged.
+        Judging at idle moments or every few wall seconds, as the stage did, made two replays
+        of one file find different members: clustering is online, so the order points are
+        added in and the moments judged both shape what is found."""
         every_ms = self.policy.campaigns.judge_every_seconds * 1000
-        return self.latest_ms - self.judged_ms >= every_ms or (idle and self.unjudged > 0)
+        lateness_ms = self.policy.campaigns.judge_lateness_seconds * 1000
+        findings: list[CampaignFinding] = []
+        if not self.round_end_ms:  # the first point, or the first since a restart's rebuild
+            self.round_end_ms = (max(self.latest_ms, point.ts_ms) // every_ms + 1) * every_ms
+        while point.ts_ms >= self.round_end_ms + lateness_ms:
+            findings += self._close_round(self.round_end_ms)
+            # Rounds without points are skipped, not judged one by one.
+            earliest = min((h.point.ts_ms for h in self.held), default=point.ts_ms)
+            self.round_end_ms = max(self.round_end_ms + every_ms,
+                                    (earliest // every_ms + 1) * every_ms)
+        self.held.append(Offered(point, space, account_prompts, key_first_seen_ms))
+        return findings
+
+    def flush(self) -> list[CampaignFinding]:
+        """Every held point, judged now: the input has gone quiet (the end of a replay, or a
+        pause in live traffic), and no later point will close their round."""
+        return self._close_round(None)
+
+    @property
+    def pending(self) -> int:
+        """Points offered or added that no judging round has covered yet."""
+        return self.unjudged + len(self.held)
+
+    def _close_round(self, end_ms: int | None) -> list[CampaignFinding]:
+        due = [h for h in self.held if end_ms is None or h.point.ts_ms < end_ms]
+        self.held = [h for h in self.held if end_ms is not None and h.point.ts_ms >= end_ms]
+        for offered in sorted(due, key=lambda h: (h.point.ts_ms, h.point.event_id)):
+            self.add(*offered)
+        return self.judge_all() if self.unjudged else []
 
     def judge_all(self) -> list[CampaignFinding]:
         """Expire, refine (merge, split), link, then judge every linked group that changed."""

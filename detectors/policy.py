@@ -155,11 +155,11 @@ class CampaignWindows(_Strict):
     full_similarity: float = Field(0.75, gt=0, le=1)
     static_similarity: float = Field(0.6, gt=0, le=1)
     static_min_narrowness: float = Field(0.6, ge=0, le=1)
+    # Judged in rounds of event time (`CampaignTracker.offer`), each once the input is this
+    # late past its end: the embed stage's output interleaves its partitions within ~5 s of
+    # event time (its alignment), and up to 10 s more when one is held back.
     judge_every_seconds: int = Field(60, gt=0)
-    # In a replay, event time runs far ahead of the wall clock, and the stage judges every few
-    # wall seconds; never let more event time than this pass unjudged (a campaign's first
-    # report is dated in event time, in replays as in live traffic).
-    max_judge_lag_seconds: int = Field(300, gt=0)
+    judge_lateness_seconds: int = Field(15, ge=0)
     # Clusters of one operation are linked by the accounts they share, when sharing that many
     # by chance is less likely than link_max_p (over all pairs tried), and they are either
     # this share of the smaller cluster's accounts or centres this similar (one narrative).

@@ -32,14 +32,23 @@ log = logging.getLogger(__name__)
 SKIPPED_INTENTS = frozenset({"verify", "jailbreak"})
 
 
-def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
-    tracker.add(ClusterPoint(
+def point_of(record: PromptVector) -> ClusterPoint:
+    return ClusterPoint(
         event_id=record.event_id, ts_ms=record.ts, vector=vector_from(record.vector),
         account_id=record.account_id, api_key_id=record.api_key_id, ip=record.ip,
         user_agent=record.user_agent, prompt_sample=record.sample, text_key=record.text_key,
         wrapper_key=record.wrapper_key, wrapper_sample=record.wrapper,
-        language=record.language, disguised=record.disguised, intent=record.intent),
-        record.space, record.account_prompts, record.key_first_seen)
+        language=record.language, disguised=record.disguised, intent=record.intent)
+
+
+def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
+    """A vector processed before a restart, added at once (the rebuild judges them all)."""
+    tracker.add(point_of(record), record.space, record.account_prompts, record.key_first_seen)
+
+
+def offer_vector(tracker: CampaignTracker, record: PromptVector) -> list[CampaignFinding]:
+    return tracker.offer(point_of(record), record.space, record.account_prompts,
+                         record.key_first_seen)
 
 
 def vectors_read_back(settings: Settings, window_seconds: int) -> Iterator[PromptVector]:
@@ -92,10 +101,8 @@ class DetectCampaigns(Stage):
             points += 1
         self.restored_findings = self.tracker.judge_all()
         log.info("campaigns_rebuilt points=%d campaigns=%d", points, len(self.tracker.emitted))
-        # In a replay, event time runs far ahead of the wall clock: judging on event time
-        # alone would spend the stage judging. Between idle moments, every few wall seconds.
-        self.pacing = clock.Every(5.0)
-        self.batch_records = 0
+        self.batch_records = 0  # records since the last batch end or tick
+        self.tick_records = 0  # records since the last tick
 
     @classmethod
     def restored(cls, policy: Policy, state: StateStore, settings: Settings
@@ -118,21 +125,22 @@ class DetectCampaigns(Stage):
         if item.intent in SKIPPED_INTENTS:
             metrics.campaign_points_skipped.labels(f"{item.intent}_intent").inc()
             return
-        tracker = self.tracker
-        # In a replay, event time runs far ahead of the wall clock and batches are large:
-        # whatever the batching, the window is judged before a point that lies more than
-        # max_judge_lag_seconds of event time past the last judging, so a campaign's first
-        # report is dated in event time alike in replays and in live traffic.
-        if tracker.lagging(item.ts):
-            self._report(emit, tracker.judge_all(), tracker.latest_ms)
-        add_vector(tracker, item)
+        # Judged in rounds of event time, never at batch ends or wall-clock moments: a replay
+        # finds what live traffic finds, and two replays find the same.
+        self._report(emit, offer_vector(self.tracker, item), self.tracker.latest_ms)
         self.batch_records += 1
+        self.tick_records += 1
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
+        """At a batch end, and at every tick (`tick_seconds`). Once a whole tick has passed
+        without input, the points still held are judged: the input went quiet, and no later
+        point will close their round."""
         findings = self._take_restored()
-        idle, self.batch_records = self.batch_records < 500, 0
-        if self.tracker.due(idle) and (idle or self.pacing.due()):
-            findings += self.tracker.judge_all()
+        if not self.batch_records:  # a tick
+            if not self.tick_records:
+                findings += self.tracker.flush()
+            self.tick_records = 0
+        self.batch_records = 0
         self._report(emit, findings, latest_event_ms)
 
     def _take_restored(self) -> list[CampaignFinding]:
@@ -144,7 +152,7 @@ class DetectCampaigns(Stage):
         return findings
 
     def pending(self) -> int:
-        return self.tracker.unjudged
+        return self.tracker.pending
 
     def _report(self, emit: Emit, findings: list[CampaignFinding], latest_event_ms: int) -> None:
         tracker = self.tracker

@@ -96,7 +96,9 @@ class InProcessPipeline:
                     del pending[(topic, partition)]
                 for name in self.readers[topic]:
                     self._run(name, partition, topic, batch, pending)
-            for name in [*self.ticking, *self.ordered]:
+            # Twice: a stage that ticks sees a whole tick without input only at the second
+            # (the campaign stage then judges the points it still holds).
+            for name in [*self.ticking, *self.ticking, *self.ordered]:
                 for partition in range(self.workers):
                     self._run(name, partition, "", [], pending)
         return self.collected

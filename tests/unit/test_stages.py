@@ -196,7 +196,10 @@ def test_the_campaign_stage_holds_points_pending_until_a_judging_round_has_sent_
             space="full", vector=vector_bytes(vector),
             account_prompts=1, key_first_seen=NOW_MS), lambda *m: sent.append(m), NOW_MS)
     assert fresh.pending() == 3
-    fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # a small batch: the input paused
+    fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # the batch's end: held for the round
+    fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # a tick: input since the last one
+    assert fresh.pending() == 3
+    fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # a whole tick without input: judged
     assert fresh.pending() == 0
 
 
@@ -209,8 +212,9 @@ def test_the_stage_resolves_the_page_of_a_campaign_only_once_it_is_withdrawn() -
     stage.tracker = op.tracker
     sent: list[Record] = []
 
-    def judged() -> None:
-        stage.after(lambda _topic, _key, record: sent.append(record), op.tracker.latest_ms)
+    def judged() -> None:  # the input goes quiet: two ticks
+        for _ in range(2):
+            stage.after(lambda _topic, _key, record: sent.append(record), op.tracker.latest_ms)
 
     def resolves() -> list[str]:
         return [r.group for r in sent if isinstance(r, PageRequest) and r.action == "resolve"]
