@@ -337,19 +337,34 @@ def send_decisions(records: list[Any], topic: str) -> None:
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the results as JSON, to compare runs.")
 @click.option("--keep", is_flag=True, help="Keep the run's indices in Elasticsearch.")
-def evaluate(events: Path, labels: Path | None, json_out: Path | None, keep: bool) -> None:
+@click.option("--runs", default=1, show_default=True, type=click.IntRange(1, 5),
+              help="Replay this many times; exit 1 unless every replay found the same "
+                   "(accounts and risk scores, campaigns and members, alerts and evidence).")
+def evaluate(events: Path, labels: Path | None, json_out: Path | None, keep: bool,
+             runs: int) -> None:
     """Replay labelled events through the real pipeline and print precision, recall,
     campaigns found and detection delay per detector."""
     from streams.tooling.evaluation import format_table
+    from streams.tooling.findings import differences
     from streams.tooling.replay import replay_and_evaluate
 
     classes = classes_path_for(events)
-    result = replay_and_evaluate(events, labels or labels_path_for(events), keep,
-                                 classes if classes.is_file() else None)
+    result, findings = replay_and_evaluate(events, labels or labels_path_for(events), keep,
+                                           classes if classes.is_file() else None)
     click.echo(format_table(result))
     if json_out is not None:
         json_out.write_text(json.dumps(result.to_dict(), indent=2))
         click.echo(f"results: {json_out}")
+    differing = 0
+    for run in range(2, runs + 1):
+        _, again = replay_and_evaluate(events, labels or labels_path_for(events), keep,
+                                       classes if classes.is_file() else None)
+        lines = differences(findings, again)
+        differing += bool(lines)
+        click.echo(f"replay {run}: " + ("the same findings as replay 1" if not lines else
+                                        "differs from replay 1 in:\n  " + "\n  ".join(lines)))
+    if differing:
+        raise SystemExit(1)
 
 
 @main.command()

@@ -15,6 +15,7 @@ from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options, install_templates, search_sources
 from streams.stages import changelog_topics
 from streams.tooling.evaluation import Evaluation, dead_letter_report, evaluate
+from streams.tooling.findings import Findings
 from streams.tooling.produce import produce_lines
 from streams.tooling.progress import Progress
 from streams.tooling.runner import WorkerProcess, isolated_environment, remove_run
@@ -76,7 +77,7 @@ def search(es: Elasticsearch, settings: Settings, index: str) -> list[dict[str, 
 
 
 def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False,
-                        classes_path: Path | None = None) -> Evaluation:
+                        classes_path: Path | None = None) -> tuple[Evaluation, Findings]:
     settings, env = isolated_environment("eval", REPO_ROOT / ".stack" / "eval")
     create_topics(settings, changelog_topics(settings))
     es = Elasticsearch(**client_options(settings))
@@ -92,13 +93,14 @@ def replay_and_evaluate(events_path: Path, labels_path: Path, keep: bool = False
     finally:
         worker.stop()
     try:
-        accounts = {doc["user"]["id"]: doc["misuse"]["status"]
-                    for doc in search(es, settings, "accounts")}
-        return evaluate(read_labels(labels_path), sent_alerts(settings),
-                        [doc["misuse"] for doc in search(es, settings, "campaigns")],
-                        accounts, account_keys(lines),
-                        dead_letter_report(len(lines), dead_letters(settings)),
-                        read_classes(classes_path))
+        alerts, accounts = sent_alerts(settings), search(es, settings, "accounts")
+        campaigns = [doc["misuse"] for doc in search(es, settings, "campaigns")]
+        evaluation = evaluate(read_labels(labels_path), alerts, campaigns,
+                              {doc["user"]["id"]: doc["misuse"]["status"] for doc in accounts},
+                              account_keys(lines),
+                              dead_letter_report(len(lines), dead_letters(settings)),
+                              read_classes(classes_path))
+        return evaluation, Findings.of(alerts, campaigns, accounts)
     finally:
         if not keep:
             remove_run(settings)
