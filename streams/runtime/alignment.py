@@ -15,9 +15,13 @@ Two mechanisms, as in Flink's watermark alignment and Kafka Streams' timestamp s
   are paused, which bounds what is held;
 - `Reorder` holds each record read until the watermark passes it (every partition still being
   read has reached its event time), then releases it in event-time order. The adapter does not
-  acknowledge a held record, so a crash reads it again. A record held longer than
-  `max_hold_seconds` of wall time is released anyway: a stalled partition delays the others
-  by that much, no more.
+  acknowledge a held record, so a crash reads it again. Once the input has delivered nothing
+  for `max_hold_seconds` of wall time, what is held is released anyway: a stalled partition
+  delays the others by that much (after they ran ahead and were paused), no more. Not the age
+  of each held record: the consumer hands over one partition's fetched records before the
+  next's, and a stage slow to read (the model's) held a partition's records past that age
+  before the other partitions' reached it, so the embed stage's output ran a partition
+  several minutes of event time at a time (measured on `misuse eval`, world preset).
 
 `InputOrder` puts the two together for a stage's input. Pure bookkeeping: the worker
 (`streams/runtime/stage_agent.py`) pauses, holds and acknowledges; the in-process pipeline
@@ -92,26 +96,28 @@ class Reorder(Generic[K, V]):
 
     max_hold_seconds: float
     max_held: int = 50_000  # beyond this, the oldest in event time go, watermark or not
-    held: dict[K, tuple[int, str, float, V]] = field(default_factory=dict)
+    held: dict[K, tuple[int, str, V]] = field(default_factory=dict)
+    last_held_s: float = float("-inf")  # when the input last delivered a record to hold
 
     def hold(self, key: K, event_ms: int, tie: str, value: V, now_s: float) -> bool:
         """Hold a record; False (and nothing held) when one with its key already is: the same
         Kafka record read again after a rebalance."""
+        self.last_held_s = max(self.last_held_s, now_s)
         if key in self.held:
             return False
-        self.held[key] = (event_ms, tie, now_s, value)
+        self.held[key] = (event_ms, tie, value)
         return True
 
     def release(self, watermark_ms: int | None, now_s: float) -> list[V]:
-        """What may be processed now, in order: everything when `watermark_ms` is None, else
-        what the watermark has passed, what was held too long, and the excess over
-        `max_held`."""
+        """What may be processed now, in order: everything when `watermark_ms` is None or the
+        input has delivered nothing for `max_hold_seconds`, else what the watermark has
+        passed, and the excess over `max_held`."""
+        stalled = now_s - self.last_held_s >= self.max_hold_seconds
         ordered = sorted(self.held.items(), key=lambda kv: kv[1][:2])
         overflow = len(ordered) - self.max_held
         out: list[V] = []
-        for index, (key, (time_ms, _, since_s, value)) in enumerate(ordered):
-            if watermark_ms is None or time_ms <= watermark_ms or index < overflow \
-                    or now_s - since_s >= self.max_hold_seconds:
+        for index, (key, (time_ms, _, value)) in enumerate(ordered):
+            if watermark_ms is None or stalled or time_ms <= watermark_ms or index < overflow:
                 out.append(value)
                 del self.held[key]
         return out
@@ -120,7 +126,7 @@ class Reorder(Generic[K, V]):
         """Stop holding the records `lost` says are gone (their partition was revoked):
         returned, never released, for their next owner reads them again."""
         keys = [key for key in self.held if lost(key)]
-        return [self.held.pop(key)[3] for key in keys]
+        return [self.held.pop(key)[2] for key in keys]
 
     def __len__(self) -> int:
         return len(self.held)

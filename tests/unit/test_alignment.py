@@ -1,7 +1,7 @@
 """Input alignment: which partitions to pause so that none is read far ahead, in event time,
 of the slowest one still being read."""
 
-from streams.runtime.alignment import Alignment, Reorder
+from streams.runtime.alignment import Alignment, InputOrder, Reorder
 
 SKEW = 5_000
 
@@ -60,15 +60,35 @@ def test_held_records_come_out_in_event_time_order_once_the_watermark_passes_the
     assert reorder.release(None, now_s=1.0) == ["c", "z"]  # everything is read: all go
 
 
-def test_a_record_held_too_long_or_over_the_limit_goes_without_the_watermark() -> None:
+def test_what_is_held_goes_without_the_watermark_once_the_input_stalls_or_over_the_limit(
+        ) -> None:
     reorder: Reorder[int, str] = Reorder(max_hold_seconds=2.0, max_held=2)
     reorder.hold(1, 500, "late", "late", now_s=0.0)
     reorder.hold(2, 600, "later", "later", now_s=1.5)
-    assert reorder.release(100, now_s=1.9) == []
-    assert reorder.release(100, now_s=2.0) == ["late"]
-    reorder.hold(3, 700, "x", "x", now_s=2.0)
-    reorder.hold(4, 800, "y", "y", now_s=2.0)
-    assert reorder.release(100, now_s=2.1) == ["later"]  # three held, two allowed
+    assert reorder.release(100, now_s=3.4) == []  # held 3.4 s, but the input still delivers
+    assert reorder.release(100, now_s=3.5) == ["late", "later"]  # nothing read for 2 s
+    reorder.hold(3, 700, "x", "x", now_s=4.0)
+    reorder.hold(4, 800, "y", "y", now_s=4.0)
+    reorder.hold(5, 900, "z", "z", now_s=4.0)
+    assert reorder.release(100, now_s=4.1) == ["x"]  # three held, two allowed
+
+
+def test_a_slow_reader_holds_one_partitions_records_until_the_others_reach_it() -> None:
+    """The consumer hands over one partition's fetched records before the next's; a stage
+    that reads slowly (the model's) must not let the first partition's go ahead while the
+    others' are still to come, however long that takes."""
+    order: InputOrder[str, str] = InputOrder.within(5_000, max_hold_seconds=10.0)
+    ends = {"a": 100, "b": 100}
+    released = []
+    for n in range(60):  # a's fetched chunk: one record a second, 60 s of wall time
+        order.take("a", n, [n * 10_000], f"a{n}", f"a{n}", now_s=float(n))
+        released += order.release(["a", "b"], lambda p: 0, ends.get, now_s=float(n))
+    assert released == []
+    for n in range(60):  # then b's
+        order.take("b", n, [n * 10_000 + 1], f"b{n}", f"b{n}", now_s=60.0 + n)
+        released += order.release(["a", "b"], lambda p: 0, ends.get, now_s=60.0 + n)
+    assert released == sorted(released, key=lambda name: (int(name[1:]), name[0]))
+    assert len(released) == 119  # b's last holds a's last back: b has records left
 
 
 def test_records_of_revoked_partitions_are_given_up_not_released() -> None:
