@@ -210,6 +210,11 @@ class StageDriver(Generic[M]):
 
     def prepare(self, messages: Sequence[M]) -> Prepared[M]:
         """Decode every message and run the stage's pure batch step; touches no state."""
+        return self.prepare_step(self.decode(messages))
+
+    def decode(self, messages: Sequence[M]) -> Prepared[M]:
+        """Every message decoded, each record standing for itself until `prepare_step` (an
+        aligned input puts the records in event-time order in between)."""
         prepared: Prepared[M] = Prepared()
         for message in messages:
             try:
@@ -227,9 +232,25 @@ class StageDriver(Generic[M]):
                 prepared.dead_letters.append(DeadLetter(
                     message, f"stage {self.stage.name} could not decode it: {exc!r}"))
                 continue
-            prepared.messages.append((message, self._prepared(message, records,
-                                                              prepared.dead_letters)))
+            prepared.messages.append((message, [(record, record) for record in records]))
         return prepared
+
+    def prepare_step(self, decoded: Prepared[M]) -> Prepared[M]:
+        """The stage's pure batch step over every record of `decoded` at once (one call of
+        the model for the batch); on a data error, each record alone. Touches no state."""
+        dead = list(decoded.dead_letters)
+        records = [record for _, items in decoded.messages for record, _ in items]
+        try:
+            outputs = list(self.stage.prepare(records)) if records else []
+            if len(outputs) != len(records):
+                raise ValueError(f"{len(outputs)} prepared for {len(records)} records")
+            steps = iter(outputs)
+            messages = [(message, [(record, next(steps)) for record, _ in items])
+                        for message, items in decoded.messages]
+        except RECORD_ERRORS:
+            messages = [(message, self._one_by_one(message, [r for r, _ in items], dead))
+                        for message, items in decoded.messages]
+        return Prepared(messages, dead, decoded.unverified)
 
     def finish(self, prepared: Prepared[M], now_ms: int, policy: Policy | None = None
                ) -> BatchResult[M]:
@@ -266,12 +287,8 @@ class StageDriver(Generic[M]):
             triples.sort(key=lambda t: (event_ms(t[1]), record_id(t[1])))
         return triples
 
-    def _prepared(self, message: M, records: list[Record], dead: list[DeadLetter[M]]
-                  ) -> list[tuple[Record, Any]]:
-        try:
-            return list(zip(records, self.stage.prepare(records), strict=True))
-        except RECORD_ERRORS:
-            pass
+    def _one_by_one(self, message: M, records: list[Record], dead: list[DeadLetter[M]]
+                    ) -> list[tuple[Record, Any]]:
         prepared = []
         for record in records:  # which one? each alone
             try:

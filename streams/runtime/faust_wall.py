@@ -66,9 +66,10 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
 - `stop_worker` (`os._exit`): a batch failing on something other than a bad record would be
   acknowledged by that `finally` if the error were raised, and lost: the worker stops before
   anything commits, and reads it again when restarted.
-- `App.assigned_partitions`, `App.highwater`, `App.pause_partitions`: the only way the stage
-  agent reaches the consumer (its partitions, their ends, pausing them), so that what it
-  relies on of Faust's consumer is named here.
+- `App.assigned_partitions`, `App.highwater`, `App.log_end_offsets`, `App.pause_partitions`:
+  the only way the stage agent reaches the consumer (its partitions, their ends as last
+  fetched and as the broker has them now, pausing them), so that what it relies on of
+  Faust's consumer is named here.
 - `give_up_message` (`Message.acked`): a record given up at a revocation is marked
   done for Faust's wait without being committed, so the partition's next owner reads it
   again. Relies on `Consumer.wait_empty` ending once every tracked message has `acked` set,
@@ -445,6 +446,12 @@ class App(faust.App):
     def highwater(self, tp: TP) -> int:
         """The offset after the last record of `tp` the consumer has seen."""
         return self.consumer.highwater(tp)
+
+    async def log_end_offsets(self, tps: Set[TP]) -> Mapping[TP, int]:
+        """The offset after the last record of each of `tps` now, asked of the broker
+        (aiokafka's `end_offsets`): `highwater` is as of the partition's last fetch, and the
+        fetcher asks again only once the records it fetched are handed out."""
+        return await self.consumer.highwaters(*tps) if tps else {}
 
     async def pause_partitions(self, pause: Set[TP], resume: Set[TP]) -> None:
         """Stop fetching `pause` and fetch `resume` again, losing nothing already fetched

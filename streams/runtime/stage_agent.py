@@ -210,15 +210,17 @@ class StageAgent:
         if events:
             metrics.stage_events_in.labels(self.name).inc(len(events))
         events = self.owned(events)
+        decoded = driver.decode(events)
+        if aligned:  # in event-time order before the pure step: the model sees them so too
+            await aligned.ask_log_end()
+            decoded = aligned.order(events, decoded)
         if spec.blocking:  # its pure step (the model, the judging) off the loop
-            prepared = await loop.run_in_executor(None, driver.prepare, events)
+            prepared = await loop.run_in_executor(None, driver.prepare_step, decoded)
             # A rebalance may have revoked a partition while it ran.
             still = {id(event) for event in self.owned([m for m, _ in prepared.messages])}
             prepared.messages = [m for m in prepared.messages if id(m[0]) in still]
         else:
-            prepared = driver.prepare(events)
-        if aligned:
-            prepared = aligned.order(events, prepared)
+            prepared = driver.prepare_step(decoded)
         if spec.blocking and not spec.stage.tables:
             # Nothing to write to Faust's tables, which are written from the loop only: the
             # records' processing (the campaign stage's judging) runs off the loop as well.
@@ -281,6 +283,16 @@ class AlignedInput:
         self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
             InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds)
         self.paused: set[TP] = set()
+        # Each partition's end as the broker last said (asked before a batch is ordered, in
+        # the background at most once a second). The consumer's own highwater is as of its
+        # last fetch of the partition, and it fetches again only once what it fetched is handed
+        # out: a partition read to that stale end looked caught up while the stage before it
+        # wrote on, and the others' records went past it.
+        self.log_end: dict[TP, int] = {}
+        self.log_end_asked = clock.Every(1.0)
+        self.asking: asyncio.Future[None] | None = None
+        # Records of each message still held: it is acknowledged once the last is processed.
+        self.unreleased: dict[tuple[TP, int], int] = {}
         # Messages read again while their first copy is held (a seek to the committed offsets
         # after a rebalance): acknowledged with it, so that no commit passes the first copy.
         self.copies: dict[tuple[TP, int], list[EventT]] = {}
@@ -296,31 +308,58 @@ class AlignedInput:
             # Acknowledged with the records before it in its partition, not ahead of them:
             # acknowledgements in offset order never let a commit pass a held record.
             message = dead.message.message
-            self.hold(dead.message, self.input.take(
+            self.hold(dead.message, 1, self.input.take(
                 message.tp, message.offset, [self.input.alignment.latest_ms.get(message.tp, 0)],
                 "", (dead.message, []), now_s))
         for event, items in prepared.messages:
             message = event.message
-            self.hold(event, self.input.take_records(
-                message.tp, message.offset, [r for r, _ in items], (event, items), now_s))
+            self.hold(event, len(items), self.input.take_records(
+                message.tp, message.offset, items, event, now_s))
         start_offsets = self.app.start_offsets
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
-                                      self.app.highwater, now_s)
+                                      self.end_offset, now_s)
         return Prepared(released, prepared.dead_letters, prepared.unverified)
 
-    def hold(self, event: EventT, taken: bool) -> None:
-        """Keep the batch's end from acknowledging a message held (`taken`), or a copy of
-        one held."""
+    def hold(self, event: EventT, records: int, taken: bool) -> None:
+        """Keep the batch's end from acknowledging a message held (`taken`: its `records`,
+        each on its own), or a copy of one held."""
         message = event.message
         hold_message(message)
-        if not taken:
+        if taken:
+            self.unreleased[(message.tp, message.offset)] = max(records, 1)
+        else:
             self.copies.setdefault((message.tp, message.offset), []).append(event)
 
     def acknowledge(self, prepared: Prepared[EventT]) -> None:
-        for event, _ in prepared.messages:
+        """A message once the last of its records is processed (with its copies)."""
+        for event, items in prepared.messages:
+            key = (event.message.tp, event.message.offset)
+            left = self.unreleased.get(key, 1) - max(len(items), 1)
+            if left > 0:
+                self.unreleased[key] = left
+                continue
+            self.unreleased.pop(key, None)
             event.ack()
-            for copy in self.copies.pop((event.message.tp, event.message.offset), ()):
+            for copy in self.copies.pop(key, ()):
                 copy.ack()
+
+    def end_offset(self, tp: TP) -> int:
+        return max(self.log_end.get(tp, 0), self.app.highwater(tp) or 0)
+
+    async def ask_log_end(self) -> None:
+        """Before the first batch is ordered, the ends are waited for (until then every
+        partition not fetched yet looks read to its end); after that they are asked in the
+        background, at most once a second, and a batch never waits for the broker's answer."""
+        async def ask() -> None:
+            try:
+                self.log_end = dict(await self.app.log_end_offsets(set(self.assigned())))
+            except Exception as exc:  # the broker unreachable: the fetched ends still hold
+                log.debug("log_end_unknown stage=%s error=%r", self.stage, exc)
+
+        if not self.log_end:
+            await ask()
+        elif self.log_end_asked.due() and (self.asking is None or self.asking.done()):
+            self.asking = asyncio.ensure_future(ask())
 
     def assigned(self) -> list[TP]:
         return [tp for tp in self.app.assigned_partitions() if tp.topic in self.topic_names]
@@ -328,7 +367,7 @@ class AlignedInput:
     async def realign(self) -> None:
         assigned = self.assigned()
         self.input.alignment.forget(assigned)
-        ahead = self.input.alignment.ahead(assigned, self.app.highwater)
+        ahead = self.input.alignment.ahead(assigned, self.end_offset)
         if ahead != self.paused:  # a call into the consumer's thread: only for a change
             await self.app.pause_partitions(ahead, self.paused - ahead)
             log.debug("input_aligned paused=%s held=%d",
@@ -341,8 +380,12 @@ class AlignedInput:
         """The partitions are being revoked: stop holding their records, unacknowledged, so
         their offsets are not committed and their next owner reads them again. Marked done for
         Faust's wait for in-flight records, without the acknowledgement that commits."""
-        for event, _ in self.input.reorder.abandon(lambda key: key[0] in revoked):
+        abandoned = {id(event): event for event, _ in
+                     self.input.reorder.abandon(lambda key: key[0] in revoked)}
+        for event in abandoned.values():
             give_up_message(event.message)
+        for key in [key for key in self.unreleased if key[0] in revoked]:
+            del self.unreleased[key]
         for key in [key for key in self.copies if key[0] in revoked]:
             for copy in self.copies.pop(key):
                 give_up_message(copy.message)

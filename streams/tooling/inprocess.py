@@ -115,7 +115,8 @@ class InProcessPipeline:
         began = time.perf_counter()
         driver = self.drivers[name][partition % self.workers]
         if name in self.ordered:
-            prepared = self._in_order(name, partition, batch, driver.prepare(batch))
+            prepared = driver.prepare_step(
+                self._in_order(name, partition, batch, driver.decode(batch)))
             result = driver.finish(prepared, self.now_ms(), self.policy)
         else:
             result = driver.run(batch, self.now_ms(), self.policy)
@@ -138,8 +139,7 @@ class InProcessPipeline:
         for offset in offsets.values():  # dead letters too: read, they hold nothing back
             order.alignment.read(partition, offset)
         for message, items in prepared.messages:
-            order.take_records(partition, offsets[id(message)], [r for r, _ in items],
-                               (message, items), 0.0)
+            order.take_records(partition, offsets[id(message)], items, message, 0.0)
         mine = [p for (t, p) in self.enqueued
                 if t == topic and p % self.workers == partition % self.workers]
         released = order.release(mine, lambda p: 0, lambda p: self.enqueued[(topic, p)], 0.0)

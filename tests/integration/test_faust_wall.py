@@ -134,3 +134,31 @@ def test_revocation_lets_held_records_go_before_faust_waits_for_them(settings: S
     assert calls == [({tp}, True)]  # called once, while Faust still counted it in flight
     assert crash is None
     assert committed is None  # never committed: read again by the next owner
+
+
+def test_the_log_end_is_asked_of_the_broker_not_taken_from_the_last_fetch(
+        settings: Settings) -> None:
+    """Guards App.log_end_offsets: the aligned input counts a partition read to its end as
+    caught up, and the consumer's highwater is only as new as its last fetch of it. Records
+    written after that fetch must show in the log end, or a partition of a stage still being
+    written looks caught up and the other partitions' records go past it."""
+    topic = settings.topic("wall-input")
+    tp = TP(topic, 0)
+
+    async def scenario() -> tuple[int | None, dict[TP, int]]:
+        app = create_app(settings)
+        thread = await started(app, [tp])
+        try:
+            fetched = app.highwater(tp)  # nothing fetched yet
+            send = producer(settings)
+            for n in range(3):
+                send.send(topic, value=b"later %d" % n, partition=0)
+            send.flush()
+            send.close()
+            return fetched, dict(await app.log_end_offsets({tp}))
+        finally:
+            await thread.stop()
+
+    fetched, ends = run(scenario())
+    assert not fetched
+    assert ends == {tp: RECORDS_PER_PARTITION + 3}

@@ -1,6 +1,8 @@
 """Input alignment: which partitions to pause so that none is read far ahead, in event time,
 of the slowest one still being read."""
 
+from dataclasses import dataclass
+
 from streams.runtime.alignment import Alignment, InputOrder, Reorder
 
 SKEW = 5_000
@@ -108,3 +110,25 @@ def test_a_partition_with_records_left_that_has_delivered_none_yet_holds_everyth
     assert alignment.watermark_ms(["a", "b"], lambda p: 50) == -1
     assert alignment.ahead(["a", "b"], lambda p: 50) == set()  # only held, never paused for it
     assert alignment.watermark_ms(["a", "b"], {"a": 50, "b": 40}.get) == 100_000  # b: all read
+
+
+def test_the_records_of_messages_spanning_minutes_come_out_interleaved_in_event_time() -> None:
+    """A replay's messages each hold a stage's batch of a backlog: minutes of event time. Each
+    record is held on its own, so two partitions' messages over the same minutes come out as
+    one sequence in event time, not one message's block after the other's."""
+    @dataclass(frozen=True)
+    class Rec:
+        event_id: str
+        ts: int
+
+    order: InputOrder[str, tuple[str, list]] = InputOrder.within(5_000, max_hold_seconds=10.0)
+    a = [(Rec(f"a{n}", n * 60_000), f"item a{n}") for n in range(5)]  # 0..4 min
+    b = [(Rec(f"b{n}", n * 60_000 + 30_000), f"item b{n}") for n in range(5)]  # 0.5..4.5 min
+    assert order.take_records("a", 0, a, "message a", now_s=0.0)
+    assert order.release(["a", "b"], lambda p: 0, {"a": 1, "b": 1}.get, now_s=0.0) == []
+    assert order.take_records("b", 0, b, "message b", now_s=0.0)
+    assert not order.take_records("b", 0, b, "message b read again", now_s=0.0)
+    released = order.release(["a", "b"], lambda p: 0, {"a": 1, "b": 1}.get, now_s=0.0)
+    assert [items[0][0].event_id for _, items in released] == [
+        "a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4"]
+    assert {message for message, _ in released} == {"message a", "message b"}

@@ -80,6 +80,13 @@ def test_records_are_processed_and_sent_as_one_batch_per_partition() -> None:
     assert state.flushed == 1
 
 
+def test_the_batch_step_runs_once_over_every_message_of_the_batch() -> None:
+    """One call of the model for the batch, not one per message."""
+    stage = Doubler()
+    result = driver(stage).run([message(1, 2), message(3), message(4, 5)], now_ms=0)
+    assert outputs(result) == [2, 4, 6, 8, 10] and stage.prepared_batches == 1
+
+
 def test_an_unreadable_message_and_a_bad_record_are_dead_letters_the_rest_goes_on() -> None:
     stage = Doubler()
     result = driver(stage).run([b"not msgpack", message(1, 13, 2)], now_ms=0)
