@@ -267,7 +267,7 @@ class EmbeddingPlanner:
             generation)
         wants_model = wants_model and model
 
-        known = self._quality(key)
+        known = self.quality(key)
         if known is not None and (known or not wants_model):
             return self._count(Plan("exact", key, normalised, key,
                                     "exact duplicate of an embedded prompt"))
@@ -277,9 +277,9 @@ class EmbeddingPlanner:
             items = shingles(normalised, self.shingle_words)
             if items:
                 signature = self.hasher.signature(items)
-                match = self.index.query(signature, accept=lambda k: self._quality(k) is not None)
+                match = self.index.query(signature, accept=lambda k: self.quality(k) is not None)
                 if match is not None:
-                    match_full = self._quality(match)
+                    match_full = self.quality(match)
                     if match_full or not wants_model:
                         self._alias(key, match)
                         return self._count(Plan("near", key, normalised, match,
@@ -335,7 +335,7 @@ class EmbeddingPlanner:
         digest = hashlib.blake2b(f"{account_id or ''}|{key}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") % self.sample_every_n == 0
 
-    def _quality(self, key: str) -> bool | None:
+    def quality(self, key: str) -> bool | None:
         """True: a model vector exists or is coming; False: only a static one; None: nothing."""
         entry = self.cache.lookup(key)
         pending = self._pending.get(key)

@@ -16,6 +16,7 @@ costs no extra model time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,20 +144,29 @@ class PromptEmbedder:
 
     def embed(self, prompts: list[str], accounts: list[str],
               suspicious: list[bool]) -> list[EmbeddedPrompt]:
-        """Blocking (the model runs here): call it off the event loop."""
+        """Blocking (the model runs here): call it off the event loop. Each prompt gets the
+        vector it would get were the prompts embedded one by one, in order: however they are
+        batched, a duplicate reuses what was embedded before it, not an upgrade made later in
+        the same batch (two replays of one file batched otherwise gave different vectors)."""
         # Split what the prompt reads as: a disguise (look-alike letters, invisible characters)
         # must not hide the words that hand a claim over.
         narratives = [split_narrative(readable(p)) for p in prompts]
         intents = self._intents(narratives)
-        plans = [self.planner.plan(p, a, s, model=n.payload is None)
-                 for p, a, s, n in zip(prompts, accounts, suspicious, narratives, strict=True)]
-        # A payload handed over for publishing gets the model (campaigns are made of those),
-        # whatever language asks for it; one quoted to be checked does not.
-        payload_plans = [None if n.payload is None or i is None else
-                         self.planner.plan(n.payload, a, s, request=p,
-                                           generation=GENERATION[i.kind])
-                         for p, a, s, n, i in zip(prompts, accounts, suspicious, narratives,
-                                                  intents, strict=True)]
+        plans: list[Plan] = []
+        payload_plans: list[Plan | None] = []
+        sources: list[tuple[Source, Source | None]] = []
+        for prompt, account, flagged, narrative, intent in zip(
+                prompts, accounts, suspicious, narratives, intents, strict=True):
+            plan = self.planner.plan(prompt, account, flagged, model=narrative.payload is None)
+            source = self._source(plan)
+            # A payload handed over for publishing gets the model (campaigns are made of
+            # those), whatever language asks for it; one quoted to be checked does not.
+            payload_plan = None if narrative.payload is None or intent is None else \
+                self.planner.plan(narrative.payload, account, flagged, request=prompt,
+                                  generation=GENERATION[intent.kind])
+            plans.append(plan)
+            payload_plans.append(payload_plan)
+            sources.append((source, self._source(payload_plan) if payload_plan else None))
         static_plans, static_vectors = self._encode(
             [plan for plan in plans + payload_plans if plan and plan.kind == "static"],
             full=False)
@@ -168,25 +178,41 @@ class PromptEmbedder:
         for_model = [plan for plan in plans + payload_plans if plan and plan.kind == "full"]
         metrics.embedding_pending_prompts.set(len({p.key for p in for_model + escalated}))
         try:
-            self._encode(for_model + escalated, full=True)
+            full_plans, full_vectors = self._encode(for_model + escalated, full=True)
         finally:
             metrics.embedding_pending_prompts.set(0)
         count_paths(plans, payload_plans, {plan.key for plan in escalated})
+        batch = BatchVectors(
+            dict(zip((p.key for p in full_plans), full_vectors, strict=True)),
+            dict(zip((p.key for p in static_plans), static_vectors, strict=True)),
+            {plan.key for plan in escalated}, self.encode_static)
         out = []
-        for prompt, plan, payload_plan, narrative, intent in zip(
-                prompts, plans, payload_plans, narratives, intents, strict=True):
-            vector, space = self._vector(plan)
+        for prompt, plan, payload_plan, narrative, intent, (source, payload_source) in zip(
+                prompts, plans, payload_plans, narratives, intents, sources, strict=True):
+            vector, space = batch.vector(source)
             jailbreak_match = self.banks[space].best_match(vector)
             language = UNDETERMINED
-            if payload_plan is not None:
+            if payload_plan is not None and payload_source is not None:
                 plan = payload_plan
-                vector, space = self._vector(payload_plan)
+                vector, space = batch.vector(payload_source)
                 if space == FULL:  # of the canonical text: a disguise is no language
                     language = language_of(payload_plan.normalised)
             out.append(EmbeddedPrompt(vector, space, plan, self.lsh[space].bucket(vector),
                                       jailbreak_match, narrative, intent, language,
                                       disguise_marks(prompt).disguised))
         return out
+
+    def _source(self, plan: Plan) -> Source:
+        """Where the plan's vector comes from, as of now (its turn in the batch): a vector
+        cached before the batch, or one this batch computes, by key and space."""
+        if plan.kind in ("full", "static"):
+            return Source(plan.key, plan.normalised, plan.kind == "full")
+        key = plan.reuse_key or plan.key
+        full = bool(self.planner.quality(key))
+        entry = self.planner.cache.lookup(key)
+        if entry is not None and entry[1] == full:
+            return Source(key, plan.normalised, full, entry[0])
+        return Source(key, plan.normalised, full)  # coming in this batch
 
     def _intents(self, narratives: list[Narrative]) -> list[Intent | None]:
         """The intent of each prompt that hands over a payload, from its wrapper's vector."""
@@ -208,11 +234,39 @@ class PromptEmbedder:
         return [classified.get(n.wrapper_key) if n.payload is not None else None
                 for n in narratives]
 
-    def _vector(self, plan: Plan) -> tuple[np.ndarray, str]:
-        entry = self.planner.cache.lookup(plan.reuse_key or plan.key)
-        if entry is None:  # evicted between plan and lookup: embed it statically now
-            return self.encode_static([plan.normalised])[0], STATIC
-        return entry[0], FULL if entry[1] else STATIC
+
+
+@dataclass(frozen=True)
+class Source:
+    """A prompt's vector: `vector` when it was cached before its batch, else the batch's own
+    vector of `key`, from the model when `full`. `text`: the prompt's own normalised text."""
+
+    key: str
+    text: str
+    full: bool
+    vector: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class BatchVectors:
+    """The vectors one batch computed, by key: from the model (planned, or escalated by the
+    jailbreak tripwire) and static."""
+
+    full: dict[str, np.ndarray]
+    static: dict[str, np.ndarray]
+    escalated: set[str]
+    embed_static: Callable[[list[str]], np.ndarray]
+
+    def vector(self, source: Source) -> tuple[np.ndarray, str]:
+        if source.vector is not None:
+            return source.vector, FULL if source.full else STATIC
+        if (source.full or source.key in self.escalated) and source.key in self.full:
+            return self.full[source.key], FULL
+        if source.key in self.static:
+            return self.static[source.key], STATIC
+        # Planned in an earlier batch and evicted since (the planner's pending list is
+        # bounded): the prompt's own text, statically.
+        return self.embed_static([source.text])[0], STATIC
 
 
 def count_paths(plans: list[Plan], payload_plans: list[Plan | None], escalated: set[str]
