@@ -67,11 +67,11 @@ EVAL_SPLIT ?= test
 eval: venv up
 	mkdir -p .bench
 	$(BIN)/misuse simulate --preset full --split $(EVAL_SPLIT) --seed 11 --out .bench/simulated-$(EVAL_SPLIT).jsonl
-	$(BIN)/misuse eval .bench/simulated-$(EVAL_SPLIT).jsonl --json .bench/simulated-$(EVAL_SPLIT).eval.json
+	$(BIN)/misuse eval .bench/simulated-$(EVAL_SPLIT).jsonl --runs 2 --json .bench/simulated-$(EVAL_SPLIT).eval.json
 	$(BIN)/misuse simulate --preset realtext --split $(EVAL_SPLIT) --seed 7 --out .bench/realtext-$(EVAL_SPLIT).jsonl
-	$(BIN)/misuse eval .bench/realtext-$(EVAL_SPLIT).jsonl --json .bench/realtext-$(EVAL_SPLIT).eval.json
+	$(BIN)/misuse eval .bench/realtext-$(EVAL_SPLIT).jsonl --runs 2 --json .bench/realtext-$(EVAL_SPLIT).eval.json
 	$(BIN)/misuse simulate --preset world --split $(EVAL_SPLIT) --seed 11 --out .bench/world-$(EVAL_SPLIT).jsonl
-	$(BIN)/misuse eval .bench/world-$(EVAL_SPLIT).jsonl --json .bench/world-$(EVAL_SPLIT).eval.json
+	$(BIN)/misuse eval .bench/world-$(EVAL_SPLIT).jsonl --runs 2 --json .bench/world-$(EVAL_SPLIT).eval.json
 
 lint: venv
 	$(BIN)/ruff check streams detectors tests
