@@ -15,6 +15,7 @@ from detectors.events import InvalidEventError, parse_usage_event
 from streams.runtime import metrics
 from streams.runtime.messages import MessageError, decode_batch
 from streams.runtime.metrics import reason_class
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # a local stack's keys
 
 NOW_MS = 1_760_000_000_000
 VALID = {"event_id": "e1", "ts": NOW_MS - 1000, "account_id": "acct-1", "api_key_id": "k1",
@@ -29,7 +30,7 @@ def usage_reason(raw: bytes) -> str:
 
 def batch_reason(raw: bytes) -> str:
     with pytest.raises(MessageError) as caught:
-        decode_batch(raw)
+        decode_batch(raw, RING)
     return str(caught.value)
 
 
