@@ -104,11 +104,13 @@ def _mac(key: SecretStr, context: bytes, payload: bytes) -> bytes:
 
 
 def forged_alert(what: str, where: str, why: str, now_ms: int) -> Alert:
-    """High severity: a record the worker would act on was not made by the worker. `what`:
-    the record type or state table; `where`: the topic or changelog."""
+    """High severity: a record the worker would read was not made by the worker. `what`:
+    the record type or state table; `where`: the topic or changelog. Both name the entity, so
+    forgeries of one type on two topics in the same millisecond are two alerts, not one
+    overwriting the other."""
     return Alert(
         rule_id=FORGED_RECORD_RULE, severity="high", score=1.0,
-        entity=Entity("internal_record", what), incident_start_ms=now_ms,
+        entity=Entity("internal_record", f"{what} on {where}"), incident_start_ms=now_ms,
         window_start_ms=now_ms, window_end_ms=now_ms,
         reasons=(f"a {what} record on {where} was refused: {why}",),
         evidence={"record": what, "where": where, "refused_because": why})
