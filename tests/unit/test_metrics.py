@@ -52,6 +52,8 @@ def test_batch_reasons() -> None:
     assert reason_class(batch_reason(b"\xc1 not msgpack")) == "malformed_batch"
     future = msgpack.packb({"v": 99, "type": "alert", "records": []})
     assert reason_class(batch_reason(future)) == "unknown_version"
+    unsealed = msgpack.packb({"v": 1, "type": "prompt-vector", "records": []})
+    assert reason_class(batch_reason(unsealed)) == "unverified_record"
 
 
 @pytest.mark.parametrize(("reason", "expected"), [
@@ -62,6 +64,8 @@ def test_batch_reasons() -> None:
     ("delivery 3f2a to suspension failed: 503 after 6 attempts", "delivery_failed"),
     ("undeliverable: not a msgpack batch: ExtraData: unpack(b) received extra data",
      "malformed_batch"),
+    ("undecodable batch: unverified document batch: its MAC does not verify under any "
+     "internal key", "unverified_record"),
     ("elasticsearch refused the document: {\"type\": \"mapper_parsing_exception\"}",
      "rejected_document"),
     ("stage ingest failed on a event record: KeyError('x')", "stage_error"),
