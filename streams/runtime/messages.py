@@ -25,7 +25,8 @@ message is the batch's bytes behind a MAC, and a reader refuses one whose MAC is
 wrong with `UnverifiedRecordError`, which the stage runtime dead-letters with a security
 alert. A forged event, prompt vector or jailbreak match would otherwise become an alert, a
 campaign or a signal that the worker itself then seals. The one type that travels unsealed is
-an analyst's decision on `misuse.feedback` (`UNSEALED_TYPES`): other services write it, and
+an analyst's decision (`UNSEALED_TYPES`, on `misuse.feedback`, or an approval on
+`misuse.account-actions`): other services write it (`misuse review`, `feedback_batch`), and
 each carries its analyst's own signature instead (`streams/runtime/review.py`).
 
 Why batches: a stage that sends one Kafka message per record spends most of its time in the

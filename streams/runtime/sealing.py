@@ -5,7 +5,7 @@ ACLs are the first wall (only the worker's principal may write its topics); this
 for clusters whose ACLs are coarse. What is sealed: every batch the worker writes to an
 internal topic (`encode_batch` in `streams/runtime/messages.py`: events, prompt vectors,
 jailbreak matches, signals, alerts, documents, action and page requests, deliveries; not the
-analysts' decisions on `misuse.feedback`, which other services write and sign their own way)
+analysts' decisions, which other services write and sign their own way)
 and every state value the worker writes to a changelog. Every step counts: a forged prompt
 vector can make a campaign, whose signals the worker would then seal itself. A sealed value is
 
