@@ -318,14 +318,14 @@ def alert_decisions(alert_id: str | None, decision: str, close_reason: str | Non
 
 def send_decisions(records: list[Any], topic: str) -> None:
     from streams.runtime.broker import producer, require_topics
-    from streams.runtime.messages import FeedbackRecord, encode_batch
+    from streams.runtime.messages import feedback_batch
 
     settings = get_settings()
     require_topics(settings, [settings.topic(topic)])
     kafka = producer(settings)
     for record in records:
         kafka.send(settings.topic(topic), key=record.account_id.encode(),
-                   value=encode_batch(FeedbackRecord.TYPE, [record]))
+                   value=feedback_batch([record]))
     kafka.flush()
     kafka.close()
 

@@ -58,8 +58,8 @@ class Settings(BaseSettings):
     # Analyst (or review service) -> secret key, as JSON in MISUSE_REVIEW_KEYS: decisions on
     # misuse.feedback are applied only when signed by the key of the analyst they name.
     review_keys: dict[str, SecretStr] = {}
-    # The worker's own key, which seals the records it acts on (signals, action requests,
-    # deliveries, changelog state: `streams/runtime/sealing.py`): one secret, or a JSON list
+    # The worker's own key, which seals every record it writes (every batch on its internal
+    # topics, changelog state: `streams/runtime/sealing.py`): one secret, or a JSON list
     # during a rotation (the first seals, every one is accepted). Unset on a PLAINTEXT stack:
     # the public development key (`misuse doctor` warns); on a secured broker the worker
     # refuses to start without one.

@@ -46,7 +46,7 @@ from streams.runtime.messages import (
     decode_batch,
 )
 from streams.runtime.outbox import Envelope, Outbox
-from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing, forged_alert
+from streams.runtime.sealing import KeyRing, forged_alert
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -126,9 +126,9 @@ class Stage:
         worker is not caught up while any stage has some (`WorkerProcess.wait_drained`)."""
         return 0
 
-    def decode(self, raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> list[Record]:
+    def decode(self, raw: bytes | None, ring: KeyRing) -> list[Record]:
         """The records of one Kafka message: a batch of one of the types this stage reads,
-        sealed by `ring` if its type is sealed."""
+        sealed by `ring` (`streams/runtime/messages.py` says which types travel unsealed)."""
         batch = decode_batch(raw, ring)
         for record_type in self.reads:
             if batch.type == record_type.TYPE:
@@ -191,8 +191,9 @@ class StageDriver(Generic[M]):
     """Runs batches of messages through a stage. `value` and `activate` are the adapter's:
     the raw value of a message, and making a message the current event (for per-partition
     state); both are plain functions in tests. `state` is the store the stage was built with:
-    written back after every batch. `ring`: the worker's keys, which open the sealed batches
-    it reads (its outbox seals with the same ring). `source`: where a message came from (its
+    written back after every batch. The outbox's ring (the worker's keys) seals what the stage
+    sends and opens what it reads: one ring, so a stage cannot read with another key than it
+    writes. `source`: where a message came from (its
     topic), for the security alert of one refused as unverified."""
 
     stage: Stage
@@ -201,7 +202,6 @@ class StageDriver(Generic[M]):
     activate: Callable[[M], None] = lambda message: None
     policy: Policy | None = None
     state: StateStore = field(default_factory=MemoryState)
-    ring: KeyRing = DEVELOPMENT_RING
     source: Callable[[M], str] = lambda message: "an internal topic"
 
     def run(self, messages: Sequence[M], now_ms: int, policy: Policy | None = None
@@ -218,7 +218,7 @@ class StageDriver(Generic[M]):
         prepared: Prepared[M] = Prepared()
         for message in messages:
             try:
-                records = self.stage.decode(self.value(message), self.ring)
+                records = self.stage.decode(self.value(message), self.outbox.ring)
             except UnverifiedRecordError as exc:
                 log.warning("record_unverified stage=%s %s", self.stage.name, exc)
                 prepared.dead_letters.append(DeadLetter(message, str(exc)))

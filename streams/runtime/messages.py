@@ -20,12 +20,14 @@ let in it would fail the stage's end-of-batch work on every restart. The range i
 already held each event to a day ahead of the wall clock, so every time a record carries, being
 derived from event times, is inside it.
 
-A batch of a type that leads to an action (`SEALED_TYPES`: signals, action and page requests,
-deliveries) is sealed with the worker's key (`streams/runtime/sealing.py`): the message is the
-batch's bytes behind a MAC, and a reader refuses one whose MAC is missing or wrong with
-`UnverifiedRecordError`, which the stage runtime dead-letters with a security alert. Batches
-of the other types stay as they are: readable by tools and written by other services (an
-analyst's decision on `misuse.feedback` carries its analyst's own signature).
+Every batch the worker writes is sealed with its key (`streams/runtime/sealing.py`): the
+message is the batch's bytes behind a MAC, and a reader refuses one whose MAC is missing or
+wrong with `UnverifiedRecordError`, which the stage runtime dead-letters with a security
+alert. A forged event, prompt vector or jailbreak match would otherwise become an alert, a
+campaign or a signal that the worker itself then seals. The one type that travels unsealed is
+an analyst's decision (`UNSEALED_TYPES`, on `misuse.feedback`, or an approval on
+`misuse.account-actions`): other services write it (`misuse review`, `feedback_batch`), and
+each carries its analyst's own signature instead (`streams/runtime/review.py`).
 
 Why batches: a stage that sends one Kafka message per record spends most of its time in the
 producer's send path. Records bound for one partition (chosen with the same murmur2
@@ -52,7 +54,6 @@ from detectors.events import (
 )
 from detectors.risk import Signal
 from streams.runtime.sealing import (
-    DEVELOPMENT_RING,
     HEADER_BYTES,
     MAGIC,
     UNSEALED,
@@ -78,7 +79,8 @@ class MessageError(ValueError):
 
 
 class UnverifiedRecordError(MessageError):
-    """A batch of a sealed type whose MAC is missing or does not verify: not the worker's."""
+    """A batch whose MAC is missing (and whose type is not one of `UNSEALED_TYPES`) or does
+    not verify: not the worker's."""
 
     def __init__(self, record_type: str, why: str) -> None:
         record_type = record_type[:60]  # a forger's claim: kept short
@@ -130,18 +132,26 @@ class Batch:
     records: tuple[Mapping[str, Any], ...]
 
 
-def encode_batch(record_type: str, records: Sequence[Record],
-                 ring: KeyRing = DEVELOPMENT_RING) -> bytes:
-    """One message; sealed with `ring` when the type is one of `SEALED_TYPES`."""
-    packed = msgpack.packb({"v": WIRE_VERSION, "type": record_type,
-                            "records": [r.to_plain() for r in records]}, use_bin_type=True)
-    return ring.seal(packed) if record_type in SEALED_TYPES else packed
+def encode_batch(record_type: str, records: Sequence[Record], ring: KeyRing) -> bytes:
+    """One message of the worker's, sealed with `ring` (the worker's `settings.internal_keys`)."""
+    return ring.seal(_packed(record_type, records))
 
 
-def decode_batch(raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> Batch:
-    """The envelope of one Kafka message; its records stay plain until `records_of`. A batch
-    of a sealed type (or any sealed message) is read only when its MAC verifies under
-    `ring`, before anything in it is decoded."""
+def feedback_batch(records: Sequence[FeedbackRecord]) -> bytes:
+    """Analysts' decisions as the tools outside the worker write them: unsealed (the worker's
+    key stays with the worker), each record signed by its analyst."""
+    return _packed(FeedbackRecord.TYPE, records)
+
+
+def _packed(record_type: str, records: Sequence[Record]) -> bytes:
+    return msgpack.packb({"v": WIRE_VERSION, "type": record_type,
+                          "records": [r.to_plain() for r in records]}, use_bin_type=True)
+
+
+def decode_batch(raw: bytes | None, ring: KeyRing) -> Batch:
+    """The envelope of one Kafka message; its records stay plain until `records_of`. A sealed
+    message is read only when its MAC verifies under `ring`, before anything in it is
+    decoded; an unsealed one only when its type is one of `UNSEALED_TYPES`."""
     if raw is None:
         raise MessageError("empty message: a batch has a value")
     if len(raw) > MAX_BATCH_BYTES:
@@ -152,7 +162,7 @@ def decode_batch(raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> Batch:
         except UnsealedError as exc:
             raise UnverifiedRecordError(_type_of(raw[HEADER_BYTES:]), str(exc)) from None
     batch = _envelope(raw)
-    if batch.type in SEALED_TYPES:
+    if batch.type not in UNSEALED_TYPES:
         raise UnverifiedRecordError(batch.type, UNSEALED)
     return batch
 
@@ -190,9 +200,9 @@ def records_of(batch: Batch, record_type: type[R]) -> list[R]:
     return [record_type.from_plain(plain) for plain in batch.records]
 
 
-def alerts_in(raw: bytes | None) -> list[Alert]:
+def alerts_in(raw: bytes | None, ring: KeyRing) -> list[Alert]:
     """The alerts of one message of the alerts topic, for tools that read it (eval, bench)."""
-    return [record.alert for record in records_of(decode_batch(raw), AlertRecord)]
+    return [record.alert for record in records_of(decode_batch(raw, ring), AlertRecord)]
 
 
 def vector_bytes(vector: np.ndarray) -> bytes:
@@ -468,16 +478,16 @@ class PromptVector(PlainRecord):
 _NO_CLOCK_CHECK = 2**62
 
 
-# The record types that lead to an action: their batches travel sealed (see the module's doc).
-SEALED_TYPES = frozenset({SignalRecord.TYPE, ActionRequest.TYPE, PageRequest.TYPE,
-                          Delivery.TYPE})
+# What other services write to the worker's topics, signed their own way: every other batch
+# travels sealed (see the module's doc).
+UNSEALED_TYPES = frozenset({FeedbackRecord.TYPE})
 
 RECORD_TYPES: dict[str, type[Record]] = {
     t.TYPE: t for t in (EventRecord, AlertRecord, SignalRecord, DocumentRecord, FeedbackRecord,
                         JailbreakMatch, ActionRequest, PageRequest, Delivery, PromptVector)}
 
 
-def records_in(raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> list[Record]:
+def records_in(raw: bytes | None, ring: KeyRing) -> list[Record]:
     """The records of one message, whatever their type (for tools that read any topic)."""
     batch = decode_batch(raw, ring)
     if batch.type not in RECORD_TYPES:

@@ -111,6 +111,9 @@ EMBEDDING_PATHS = {"exact": "exact", "near": "near_duplicate", "static": "static
 _REASON_CLASSES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
     (name, re.compile(pattern, re.IGNORECASE)) for name, pattern in (
         ("unverified_decision", r"unverified analyst decision"),
+        # A batch on an internal topic that no key of the worker's sealed (forged, or written
+        # before the worker sealed it: an upgrade), whichever stage or sink read it.
+        ("unverified_record", r"unverified \S+ batch"),
         ("delivery_failed", r"^delivery \S+ to \S+ failed"),
         ("unknown_version", r"unknown wire version"),
         ("too_large", r"over the \d+ (byte|character) limit|bytes is over"),

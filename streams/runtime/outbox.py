@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from aiokafka.partitioner import murmur2
 
 from streams.runtime.messages import Record, encode_batch
-from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing
+from streams.runtime.sealing import KeyRing
 
 MAX_RECORDS = 1000
 MAX_BYTES = 900 * 1024  # the broker refuses messages over 1 MiB by default
@@ -39,10 +39,10 @@ class Envelope:
 @dataclass
 class Outbox:
     """`partitions`: how many partitions a topic has (it is asked once per topic); `ring`:
-    the worker's keys, which seal the batches of sealed types."""
+    the worker's keys, which seal every batch."""
 
     partitions: Callable[[str], int]
-    ring: KeyRing = DEVELOPMENT_RING
+    ring: KeyRing
     max_records: int = MAX_RECORDS
     max_bytes: int = MAX_BYTES
     _groups: dict[tuple[str, int, str], list[Record]] = field(default_factory=dict)

@@ -1,10 +1,13 @@
-"""The worker's own records are sealed with its key, so that a record that leads to an action
-is one the worker made, not one written by whoever can produce to an internal topic.
+"""The worker's own records are sealed with its key, so that what it reads back from an
+internal topic is what it wrote, not what whoever can produce to that topic wrote.
 
 ACLs are the first wall (only the worker's principal may write its topics); this is the second,
-for clusters whose ACLs are coarse. What is sealed: batches of the record types that lead to
-an action (`SEALED_TYPES` in `streams/runtime/messages.py`: signals, action and page requests,
-deliveries) and every state value the worker writes to a changelog. A sealed value is
+for clusters whose ACLs are coarse. What is sealed: every batch the worker writes to an
+internal topic (`encode_batch` in `streams/runtime/messages.py`: events, prompt vectors,
+jailbreak matches, signals, alerts, documents, action and page requests, deliveries; not the
+analysts' decisions, which other services write and sign their own way)
+and every state value the worker writes to a changelog. Every step counts: a forged prompt
+vector can make a campaign, whose signals the worker would then seal itself. A sealed value is
 
     MAGIC (4 bytes) + HMAC-SHA256(key, context + payload) (32 bytes) + payload
 
@@ -101,11 +104,13 @@ def _mac(key: SecretStr, context: bytes, payload: bytes) -> bytes:
 
 
 def forged_alert(what: str, where: str, why: str, now_ms: int) -> Alert:
-    """High severity: a record the worker would act on was not made by the worker. `what`:
-    the record type or state table; `where`: the topic or changelog."""
+    """High severity: a record the worker would read was not made by the worker. `what`:
+    the record type or state table; `where`: the topic or changelog. Both name the entity, so
+    forgeries of one type on two topics in the same millisecond are two alerts, not one
+    overwriting the other."""
     return Alert(
         rule_id=FORGED_RECORD_RULE, severity="high", score=1.0,
-        entity=Entity("internal_record", what), incident_start_ms=now_ms,
+        entity=Entity("internal_record", f"{what} on {where}"), incident_start_ms=now_ms,
         window_start_ms=now_ms, window_end_ms=now_ms,
         reasons=(f"a {what} record on {where} was refused: {why}",),
         evidence={"record": what, "where": where, "refused_because": why})

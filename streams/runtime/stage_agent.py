@@ -33,7 +33,13 @@ from streams.runtime.faust_wall import (
     set_current_event,
     stop_worker,
 )
-from streams.runtime.messages import ALERTS, AlertRecord, Record, encode_batch
+from streams.runtime.messages import (
+    ALERTS,
+    AlertRecord,
+    Record,
+    UnverifiedRecordError,
+    encode_batch,
+)
 from streams.runtime.outbox import Outbox
 from streams.runtime.policy import current_policy
 from streams.runtime.sealing import forged_alert
@@ -62,6 +68,11 @@ class Topics:
         """Send on the logical topic `name`, counted for `stage`. Returns the delivery."""
         metrics.stage_events_out.labels(stage, name).inc()
         return await self(name).send(value=value, partition=partition)
+
+    async def send_alert(self, stage: str, alert: Alert) -> Awaitable[Any]:
+        """One alert of `stage`'s own (a refused record, say) on misuse.alerts, sealed."""
+        return await self.send(stage, ALERTS, encode_batch(AlertRecord.TYPE, [AlertRecord(alert)],
+                                                           self.settings.internal_keys))
 
     async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str,
                           origin: dict[str, str], *, stage: str) -> Awaitable[Any]:
@@ -112,6 +123,15 @@ async def dead_letter(topics: Topics, event: EventT, reason: str, *, stage: str
     return await topics.dead_letter(message.key, message.value, reason, {
         "topic": message.topic, "partition": str(message.partition),
         "offset": str(message.offset)}, stage=stage)
+
+
+async def refuse_unverified(topics: Topics, event: EventT, refused: UnverifiedRecordError,
+                            reason: str, *, stage: str) -> list[Awaitable[Any]]:
+    """A batch read by a sink that no key of ours sealed: a security alert, and a dead letter
+    with `reason`. Returns both deliveries."""
+    alert = forged_alert(refused.record_type, event.message.topic, refused.why, clock.now_ms())
+    return [await topics.send_alert(stage, alert),
+            await dead_letter(topics, event, reason, stage=stage)]
 
 
 def register_stage(app: App, topics: Topics, spec: StageSpec) -> StageAgent:
@@ -166,11 +186,11 @@ class StageAgent:
         make_stage = spec.build or spec.stage.configured
         stage = await loop.run_in_executor(None, make_stage, policy, self.state,
                                            self.topics.settings)
-        ring = self.topics.settings.internal_keys
-        self.driver = StageDriver(stage, Outbox(self.topics.settings.partitions, ring),
+        settings = self.topics.settings
+        self.driver = StageDriver(stage, Outbox(settings.partitions, settings.internal_keys),
                                   value=lambda event: event.message.value,
                                   activate=set_current_event, policy=policy, state=self.state,
-                                  ring=ring, source=lambda event: event.message.topic)
+                                  source=lambda event: event.message.topic)
         log.info("stage_ready stage=%s reads=%s", self.name, ",".join(spec.reads))
         async for events in batches(stream, spec.batch_size, spec.within):
             await self.run_or_stop(events)
@@ -232,8 +252,8 @@ class StageAgent:
         for envelope in result.envelopes:
             sent.append(await self.topics.send(self.name, envelope.topic, envelope.value,
                                                envelope.partition))
-        sent += [await self.topics.send(self.name, ALERTS, encode_batch(AlertRecord.TYPE, [
-            AlertRecord(alert)])) for alert in self.unverified_state(now_ms)]
+        sent += [await self.topics.send_alert(self.name, alert)
+                 for alert in self.unverified_state(now_ms)]
         # The batch is acknowledged when this returns: everything it produced, and the
         # state it changed, must be in Kafka by then (at-least-once across a crash or a
         # rebalance), not only in the producer's buffer.

@@ -24,7 +24,7 @@ from faust.types import AppT, EventT, TableT
 from detectors.state_codec import StateCodecError, decode_state, encode_state
 from streams.runtime.faust_wall import current_event, recovering_table, write_table
 from streams.runtime.metrics import state_unreadable
-from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing, UnsealedError
+from streams.runtime.sealing import KeyRing, UnsealedError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ def _skip_undecodable(table: TableT, event: EventT, reason: str) -> None:
 
 
 class TableState(MutableMapping[str, Any]):
-    def __init__(self, table: TableT, ring: KeyRing = DEVELOPMENT_RING) -> None:
+    def __init__(self, table: TableT, ring: KeyRing) -> None:
         self.table, self.ring = table, ring
         self.cache: dict[str, Any] = {}
         # The event that last read or changed each key. Faust's store is per partition and

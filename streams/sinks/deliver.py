@@ -19,10 +19,8 @@ from typing import Any
 from faust.types import AppT, EventT
 from pydantic import SecretStr
 
-from streams.runtime import clock, metrics
+from streams.runtime import metrics
 from streams.runtime.messages import (
-    ALERTS,
-    AlertRecord,
     Delivery,
     DocumentRecord,
     MessageError,
@@ -32,8 +30,7 @@ from streams.runtime.messages import (
     records_of,
 )
 from streams.runtime.publish import DOCUMENTS
-from streams.runtime.sealing import forged_alert
-from streams.runtime.stage_agent import Topics, dead_letter, register_sink
+from streams.runtime.stage_agent import Topics, dead_letter, refuse_unverified, register_sink
 from streams.settings import Settings, printable_url
 from streams.sinks.documents import action_document
 from streams.sinks.pager import PageAlert, alertmanager_payload, encode, pagerduty_event_for
@@ -68,12 +65,8 @@ class Deliverer:
                 deliveries = records_of(decode_batch(event.message.value,
                                                      self.settings.internal_keys), Delivery)
             except UnverifiedRecordError as exc:
-                alert = forged_alert(exc.record_type, event.message.topic, exc.why,
-                                     clock.now_ms())
-                sent.append(await self.topics.send(STAGE, ALERTS, encode_batch(
-                    AlertRecord.TYPE, [AlertRecord(alert)])))
-                sent.append(await dead_letter(self.topics, event, f"undeliverable: {exc}",
-                                              stage=STAGE))
+                sent += await refuse_unverified(self.topics, event, exc,
+                                                f"undeliverable: {exc}", stage=STAGE)
                 continue
             except MessageError as exc:
                 sent.append(await dead_letter(self.topics, event, f"undeliverable: {exc}",
@@ -87,7 +80,8 @@ class Deliverer:
             sent.append(await dead_letter(self.topics, event, reason, stage=STAGE))
         if audits:
             sent.append(await self.topics.send(STAGE, DOCUMENTS,
-                                               encode_batch(DocumentRecord.TYPE, audits)))
+                                               encode_batch(DocumentRecord.TYPE, audits,
+                                                            self.settings.internal_keys)))
         await asyncio.gather(*sent)
 
     async def deliver(self, event: EventT, delivery: Delivery

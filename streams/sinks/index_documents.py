@@ -3,6 +3,7 @@ acknowledged only once Elasticsearch has it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from elasticsearch import AsyncElasticsearch
@@ -14,11 +15,13 @@ from streams.runtime.messages import (
     DocumentRecord,
     MessageError,
     Record,
+    UnverifiedRecordError,
     decode_batch,
     encode_batch,
     records_of,
 )
-from streams.runtime.stage_agent import Topics, register_sink
+from streams.runtime.sealing import KeyRing
+from streams.runtime.stage_agent import Topics, refuse_unverified, register_sink
 from streams.sinks.documents import alert_document
 from streams.sinks.elasticsearch import Document, ElasticsearchSink, client_options
 
@@ -27,8 +30,8 @@ STAGE = "index_documents"
 INDEXES = {"campaigns", "accounts", "actions"}
 
 
-def records(value: bytes | None) -> list[Record]:
-    batch = decode_batch(value)
+def records(value: bytes | None, ring: KeyRing) -> list[Record]:
+    batch = decode_batch(value, ring)
     kind = AlertRecord if batch.type == AlertRecord.TYPE else DocumentRecord
     return list(records_of(batch, kind))
 
@@ -36,6 +39,7 @@ def records(value: bytes | None) -> list[Record]:
 class Indexer:
     def __init__(self, topics: Topics, sink: ElasticsearchSink) -> None:
         self.topics, self.settings, self.sink = topics, topics.settings, sink
+        self.ring = self.settings.internal_keys
 
     async def close(self) -> None:
         await self.sink.client.close()
@@ -61,7 +65,11 @@ class Indexer:
         for event in batch:
             source, value = event.message.topic, event.message.value
             try:
-                decoded = records(value)
+                decoded = records(value, self.ring)
+            except UnverifiedRecordError as exc:
+                await asyncio.gather(*await refuse_unverified(
+                    self.topics, event, exc, f"undecodable batch: {exc}", stage=STAGE))
+                continue
             except MessageError as exc:
                 await self.reject(value or b"", source, f"undecodable batch: {exc}")
                 continue
@@ -69,7 +77,7 @@ class Indexer:
                 try:
                     document = self.to_document(record)
                 except (ValueError, KeyError, TypeError) as exc:
-                    await self.reject(encode_batch(record.TYPE, [record]), source,
+                    await self.reject(encode_batch(record.TYPE, [record], self.ring), source,
                                       f"undecodable document: {exc!r}")
                     continue
                 key = (document.index, document.id)
@@ -79,7 +87,7 @@ class Indexer:
         refused = await self.sink.write([doc for doc, _, _ in latest.values()])
         for rejected in refused:
             _, record, source = latest[(rejected.document.index, rejected.document.id)]
-            await self.reject(encode_batch(record.TYPE, [record]), source,
+            await self.reject(encode_batch(record.TYPE, [record], self.ring), source,
                               f"elasticsearch refused the document: {rejected.reason}")
         observe_alert_latency(
             [record for key, (_, record, _) in latest.items()

@@ -54,11 +54,11 @@ def offer_vector(tracker: CampaignTracker, record: PromptVector) -> list[Campaig
 def vectors_read_back(settings: Settings, window_seconds: int) -> Iterator[PromptVector]:
     """The window's vectors that this stage had already processed before a restart, read back
     from its input topic up to the committed offsets."""
-    since_ms = clock.now_ms() - window_seconds * 1000
+    since_ms, ring = clock.now_ms() - window_seconds * 1000, settings.internal_keys
     for value in read_back(settings, settings.topic("misuse.prompt-vectors"), settings.app_id,
                            since_ms):
         try:
-            yield from records_of(decode_batch(value), PromptVector)
+            yield from records_of(decode_batch(value, ring), PromptVector)
         except MessageError:
             continue  # dead-lettered when it was first read
 
@@ -67,11 +67,12 @@ def campaigns_read_back(settings: Settings, window_seconds: int
                         ) -> Iterator[tuple[str, tuple[str, ...], int]]:
     """The campaigns this stage reported in the window before a restart (id, core accounts,
     first seen), from their alerts: every alert published, committed downstream or not."""
-    since_ms = clock.now_ms() - window_seconds * 1000
+    since_ms, ring = clock.now_ms() - window_seconds * 1000, settings.internal_keys
     for value in read_back(settings, settings.topic("misuse.alerts"), settings.app_id,
                            since_ms, to_end=True):
         try:
-            alerts = [record.alert for record in records_of(decode_batch(value), AlertRecord)]
+            alerts = [record.alert for record in records_of(decode_batch(value, ring),
+                                                            AlertRecord)]
         except MessageError:
             continue
         for alert in alerts:

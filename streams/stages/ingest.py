@@ -18,7 +18,7 @@ from streams.runtime.driver import Emit, Stage, StateStore
 from streams.runtime.messages import EventRecord, MessageError, Record
 from streams.runtime.publish import emit_alert, emit_signal
 from streams.runtime.rules import Housekeeping, build, retune
-from streams.runtime.sealing import DEVELOPMENT_RING, KeyRing
+from streams.runtime.sealing import KeyRing
 from streams.settings import Settings
 
 # How far in the future an event's time may be (clock skew) before it is refused: the
@@ -48,7 +48,7 @@ class Ingest(Stage):
     def configured(cls, policy: Policy, state: StateStore, settings: Settings) -> Ingest:
         return cls(policy, state, settings.max_future_skew_seconds * 1000)
 
-    def decode(self, raw: bytes | None, ring: KeyRing = DEVELOPMENT_RING) -> list[Record]:
+    def decode(self, raw: bytes | None, ring: KeyRing) -> list[Record]:
         """The input is the API's own JSON, one event per message (not sealed: the gateway
         writes it): an invalid one is a dead letter with the validation's reason."""
         if raw is None:

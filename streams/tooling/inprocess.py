@@ -51,7 +51,8 @@ class InProcessPipeline:
             for _ in range(workers):
                 state = MemoryState()
                 self.drivers[spec.stage.name].append(StageDriver(
-                    spec.stage.configured(policy, state, settings), Outbox(partitions=partitions),
+                    spec.stage.configured(policy, state, settings),
+                    Outbox(partitions, settings.internal_keys),
                     value=lambda message: message, policy=policy, state=state))
             for topic in spec.reads:
                 self.readers[topic].append(spec.stage.name)
@@ -127,7 +128,8 @@ class InProcessPipeline:
             if envelope.topic in self.readers:
                 self._enqueue(pending, envelope.topic, envelope.partition, [envelope.value])
             else:
-                self.collected.records[envelope.topic] += records_in(envelope.value)
+                self.collected.records[envelope.topic] += records_in(envelope.value,
+                                                                     driver.outbox.ring)
 
     def _in_order(self, name: str, partition: int, batch: list[bytes],
                   prepared: Prepared[bytes]) -> Prepared[bytes]:

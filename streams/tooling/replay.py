@@ -44,7 +44,9 @@ def sent_alerts(settings: Settings) -> list[dict[str, Any]]:
     consumer = consumer_client(settings, settings.topic("misuse.alerts"),
                                auto_offset_reset="earliest", enable_auto_commit=False,
                                consumer_timeout_ms=3000)
-    alerts = [alert.to_dict() for record in consumer for alert in alerts_in(record.value)]
+    ring = settings.internal_keys
+    alerts = [alert.to_dict() for record in consumer
+              for alert in alerts_in(record.value, ring)]
     consumer.close()
     return alerts
 

@@ -14,6 +14,7 @@ from kafka import KafkaConsumer, TopicPartition
 
 from streams.runtime.broker import connection_options
 from streams.runtime.messages import MessageError, decode_batch
+from streams.runtime.sealing import KeyRing
 from streams.settings import Settings
 from streams.sinks.elasticsearch import client_options
 
@@ -56,7 +57,7 @@ def observe(settings: Settings) -> Observation:
     for topic in EVENT_TOPICS:
         seen.event_ids[topic] = Counter(
             event_id for _, value, _ in read_topic(settings, topic)
-            for event_id in event_ids_in(topic, value))
+            for event_id in event_ids_in(topic, value, settings.internal_keys))
     seen.dead_letters = [
         DeadLetter((key or b"").decode(errors="replace"), sha256(value),
                    headers.get("misuse.reason", b"").decode(errors="replace"),
@@ -132,7 +133,7 @@ def read_topic(settings: Settings, logical: str
     return out
 
 
-def event_ids_in(topic: str, value: bytes | None) -> list[str]:
+def event_ids_in(topic: str, value: bytes | None, ring: KeyRing) -> list[str]:
     """The event ids one message carries: a usage event's own (when it has one: crafted input
     may not), or one per record of a batch between stages."""
     if topic == "api.usage":
@@ -143,7 +144,7 @@ def event_ids_in(topic: str, value: bytes | None) -> list[str]:
         event_id = event.get("event_id") if isinstance(event, dict) else None
         return [event_id] if isinstance(event_id, str) else []
     try:
-        records = decode_batch(value).records
+        records = decode_batch(value, ring).records
     except MessageError:
         return []
     return [r.get("event_id") or r.get("event", {}).get("event_id") for r in records]

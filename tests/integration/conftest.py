@@ -17,7 +17,7 @@ from elasticsearch import Elasticsearch
 from kafka import KafkaConsumer, KafkaProducer
 
 from streams.runtime.broker import connection_options
-from streams.runtime.messages import encode_batch
+from streams.runtime.messages import encode_batch, feedback_batch
 from streams.settings import REPO_ROOT, Settings
 from streams.sinks.elasticsearch import search_sources
 from streams.tooling.runner import WorkerProcess, isolated_environment, remove_run
@@ -40,8 +40,10 @@ class Pipeline:
         an internal topic, each as a batch of one, as a stage would send it."""
         futures = []
         for event in events:
-            if topic != "api.usage":
-                raw, key = encode_batch(event.TYPE, [event]), None
+            if topic == "misuse.feedback":  # as `misuse review` writes it: not sealed
+                raw, key = feedback_batch([event]), None
+            elif topic != "api.usage":
+                raw, key = encode_batch(event.TYPE, [event], self.settings.internal_keys), None
             else:
                 raw = event if isinstance(event, bytes) else json.dumps(event).encode()
                 key = event.get("account_id") if isinstance(event, dict) else None

@@ -16,10 +16,12 @@ from streams.runtime.messages import (
     FeedbackRecord,
     PageRequest,
     encode_batch,
+    feedback_batch,
     records_in,
 )
 from streams.runtime.outbox import Outbox
 from streams.runtime.review import sign
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # a local stack's keys
 from streams.sinks.webhooks import message_id
 from streams.stages.act import ActStage
 
@@ -31,7 +33,7 @@ LIVE = Automation(suspension_enabled=True, dry_run=False, max_suspensions_per_ho
 
 def act_stage(policy: Policy) -> StageDriver:
     state = MemoryState()
-    return StageDriver(ActStage(policy, state, review_keys=KEYS), Outbox(partitions=lambda _: 1),
+    return StageDriver(ActStage(policy, state, review_keys=KEYS), Outbox(lambda _: 1, RING),
                        value=lambda m: m, policy=policy, state=state)
 
 
@@ -39,18 +41,18 @@ def suspension(account: str, dry_run: bool = False, ts_ms: int = NOW_MS) -> byte
     return encode_batch(ActionRequest.TYPE, [ActionRequest({
         "account_id": account, "action": "suspend", "ts_ms": ts_ms, "dry_run": dry_run,
         "automated": True, "reasons": ["two detectors"], "alert_ids": ["alert-1"],
-        "detectors": ["jailbreak", "campaign"]})])
+        "detectors": ["jailbreak", "campaign"]})], RING)
 
 
 def decided(account: str, decision: str) -> bytes:
     record = sign(FeedbackRecord(account_id=account, decision=decision, analyst="alice",
                                  ts_ms=NOW_MS, decision_id=uuid.uuid4().hex), KEYS["alice"])
-    return encode_batch(FeedbackRecord.TYPE, [record])
+    return feedback_batch([record])
 
 
 def outputs(result) -> tuple[list[Delivery], dict[str, str]]:
     """The deliveries, and each audit document's outcome by its id."""
-    records = [r for e in result.envelopes for r in records_in(e.value)]
+    records = [r for e in result.envelopes for r in records_in(e.value, RING)]
     audits = {r.id: r.source["event"]["outcome"] for r in records
               if isinstance(r, DocumentRecord)}
     return [r for r in records if isinstance(r, Delivery)], audits
@@ -93,7 +95,7 @@ def test_a_replayed_approval_approves_nothing_and_raises_a_security_alert():
     assert deliveries == [] and not replay_audits
     assert len(result.dead_letters) == 1 and "a replay" in result.dead_letters[0].reason
     alerts = [r.alert for e in result.envelopes if e.topic == "misuse.alerts"
-              for r in records_in(e.value)]
+              for r in records_in(e.value, RING)]
     assert [a.rule_id for a in alerts] == ["security.unverified_decision"]
 
 
@@ -106,7 +108,7 @@ def test_a_live_request_under_a_dry_run_policy_is_not_sent():
 def test_an_unsigned_approval_is_refused():
     driver = act_stage(Policy(automation=LIVE))
     driver.run([suspension(f"acct-{i}") for i in range(3)], NOW_MS)
-    forged = encode_batch(FeedbackRecord.TYPE, [FeedbackRecord(
+    forged = feedback_batch([FeedbackRecord(
         account_id="acct-2", decision="approved", analyst="alice", ts_ms=NOW_MS)])
     result = driver.run([forged], NOW_MS)
     deliveries, _ = outputs(result)
@@ -135,7 +137,7 @@ def test_clearing_a_suspended_account_sends_the_reversal():
     driver.run([suspension("acct-1")], NOW_MS)
     reversal = encode_batch(ActionRequest.TYPE, [ActionRequest({
         "account_id": "acct-1", "action": "unsuspend", "ts_ms": NOW_MS + 1, "by": "alice",
-        "automated": False})])
+        "automated": False})], RING)
     deliveries, audits = outputs(driver.run([reversal], NOW_MS))
     assert [(d.action, d.account_id) for d in deliveries] == [("unsuspend", "acct-1")]
     # A second reversal has nothing left to undo.
@@ -154,11 +156,11 @@ def test_a_campaign_of_300_accounts_pages_once_and_resolves():
     driver = act_stage(Policy(paging=Paging(max_pages_per_hour=5)))
     triggers = [PageRequest("trigger", "campaign:c1", NOW_MS, alert(f"a{i}", f"acct-{i}"))
                 for i in range(300)]
-    deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, triggers)], NOW_MS))
+    deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, triggers, RING)], NOW_MS))
     assert sorted(d.receiver for d in deliveries) == ["alertmanager", "pagerduty"]
     assert all(d.body["dedup_key"] == "a0" for d in deliveries)
     assert "a@b.example" not in str(deliveries[0].body)  # redacted: pages leave the company
-    resolve = encode_batch(PageRequest.TYPE, [PageRequest("resolve", "campaign:c1", NOW_MS)])
+    resolve = encode_batch(PageRequest.TYPE, [PageRequest("resolve", "campaign:c1", NOW_MS)], RING)
     deliveries, _ = outputs(driver.run([resolve], NOW_MS))
     assert {(d.action, d.body["dedup_key"]) for d in deliveries} == {("resolve", "a0")}
 
@@ -167,7 +169,7 @@ def test_paging_follows_the_policy_routes_and_severity():
     driver = act_stage(Policy(paging=Paging(min_severity="critical")))
     quiet = PageRequest("trigger", "g1", NOW_MS, alert("a1", "acct-1", "high"))
     loud = PageRequest("trigger", "g2", NOW_MS, alert("a2", "acct-2", "critical"))
-    deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, [quiet, loud])],
+    deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, [quiet, loud], RING)],
                                        NOW_MS))
     assert {d.body["dedup_key"] for d in deliveries} == {"a2"}
 

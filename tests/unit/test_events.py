@@ -119,6 +119,7 @@ from detectors.events import (  # noqa: E402
     event_from_dict,
 )
 from streams.runtime.messages import EventRecord, encode_batch  # noqa: E402
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # noqa: E402
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -139,7 +140,7 @@ def parses_or_refuses(raw: bytes) -> None:
         event = parse_usage_event(raw, NOW)
     except InvalidEventError:
         return
-    encode_batch(EventRecord.TYPE, [EventRecord(event)])  # what passes, travels
+    encode_batch(EventRecord.TYPE, [EventRecord(event)], RING)  # what passes, travels
     assert parse(strict_json(event)) == event  # and reads back as itself
 
 

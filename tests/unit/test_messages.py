@@ -8,7 +8,6 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from detectors.events import UsageEvent
 from streams.runtime.messages import (
-    SEALED_TYPES,
     EventRecord,
     MessageError,
     PromptVector,
@@ -19,7 +18,7 @@ from streams.runtime.messages import (
     vector_from,
 )
 from streams.runtime.outbox import Outbox, partition_for
-from streams.runtime.sealing import DEVELOPMENT_RING
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # a local stack's keys
 
 EVENT = UsageEvent(event_id="ev-1", ts_ms=1_790_000_000_000, account_id="acct-1",
                    api_key_id="key-1", ip="198.51.100.7", endpoint="/v1/chat/completions",
@@ -33,10 +32,11 @@ def vector_record(n: int = 0) -> PromptVector:
 
 
 def test_records_round_trip_through_a_batch() -> None:
-    batch = decode_batch(encode_batch(PromptVector.TYPE, [vector_record(1), vector_record(2)]))
-    assert records_of(batch, PromptVector) == [vector_record(1), vector_record(2)]
-    [event] = records_of(decode_batch(encode_batch(EventRecord.TYPE, [EventRecord(EVENT)])),
-                         EventRecord)
+    vectors = encode_batch(PromptVector.TYPE, [vector_record(1), vector_record(2)], RING)
+    assert records_of(decode_batch(vectors, RING), PromptVector) == [vector_record(1),
+                                                                    vector_record(2)]
+    events = encode_batch(EventRecord.TYPE, [EventRecord(EVENT)], RING)
+    [event] = records_of(decode_batch(events, RING), EventRecord)
     assert event.event == EVENT
 
 
@@ -51,25 +51,23 @@ def test_records_round_trip_through_a_batch() -> None:
 ])
 def test_an_unreadable_batch_is_refused_with_its_reason(raw: bytes | None, reason: str) -> None:
     with pytest.raises(MessageError, match=reason):
-        decode_batch(raw)
+        decode_batch(raw, RING)
 
 
 def test_a_record_that_does_not_fit_its_type_is_refused() -> None:
     plain = vector_record().to_plain()
-    wrong_type = decode_batch(encode_batch(PromptVector.TYPE, [vector_record()]))
+    wrong_type = decode_batch(encode_batch(PromptVector.TYPE, [vector_record()], RING), RING)
     with pytest.raises(MessageError, match="expected usage-event"):
         records_of(wrong_type, EventRecord)
-    extra = msgpack.packb({"v": 1, "type": "prompt-vector", "records": [plain | {"x": 1}]})
+    extra = batch_of("prompt-vector", plain | {"x": 1})
     with pytest.raises(MessageError, match="unknown field"):
-        records_of(decode_batch(extra), PromptVector)
-    missing = {k: v for k, v in plain.items() if k != "account_id"}
-    short = msgpack.packb({"v": 1, "type": "prompt-vector", "records": [missing]})
+        records_of(decode_batch(extra, RING), PromptVector)
+    short = batch_of("prompt-vector", {k: v for k, v in plain.items() if k != "account_id"})
     with pytest.raises(MessageError, match="account_id"):
-        records_of(decode_batch(short), PromptVector)
-    bad_event = msgpack.packb({"v": 1, "type": "usage-event",
-                               "records": [EVENT.to_dict() | {"status": "two hundred"}]})
+        records_of(decode_batch(short, RING), PromptVector)
+    bad_event = batch_of("usage-event", EVENT.to_dict() | {"status": "two hundred"})
     with pytest.raises(MessageError, match="status"):
-        records_of(decode_batch(bad_event), EventRecord)
+        records_of(decode_batch(bad_event, RING), EventRecord)
 
 
 def test_vectors_travel_as_float16_and_come_back_unit_length() -> None:
@@ -89,7 +87,7 @@ def test_records_go_to_the_partition_a_keyed_send_would_choose() -> None:
 
 
 def test_the_outbox_sends_one_message_per_partition_and_splits_big_batches() -> None:
-    outbox = Outbox(partitions=lambda topic: 3, max_records=50)
+    outbox = Outbox(lambda topic: 3, RING, max_records=50)
     for n in range(120):
         outbox.put("vectors", f"full:{n % 4}", vector_record(n))
     assert len(outbox) == 120
@@ -99,13 +97,13 @@ def test_the_outbox_sends_one_message_per_partition_and_splits_big_batches() -> 
     assert all(e.records <= 50 for e in envelopes)
     seen = {}
     for envelope in envelopes:
-        for record in records_of(decode_batch(envelope.value), PromptVector):
+        for record in records_of(decode_batch(envelope.value, RING), PromptVector):
             key = f"full:{int(record.event_id.split('-')[1]) % 4}".encode()
             assert envelope.partition == partition_for(key, 3)
             seen[record.event_id] = envelope.partition
     assert len(seen) == 120
     # A batch over the byte limit is split, never sent too big.
-    small = Outbox(partitions=lambda topic: 1, max_bytes=4_000)
+    small = Outbox(lambda topic: 1, RING, max_bytes=4_000)
     for n in range(20):
         small.put("vectors", "k", vector_record(n))
     split = list(small.drain())
@@ -122,9 +120,8 @@ FAR_FUTURE_SIGNAL = {"account_id": "acct-1", "detector": "sybil", "rule_id": "sy
 
 
 def batch_of(record_type: str, *plains: dict) -> bytes:
-    """A batch as the worker would write it (sealed where its type is), values unchecked."""
-    raw = msgpack.packb({"v": 1, "type": record_type, "records": list(plains)})
-    return DEVELOPMENT_RING.seal(raw) if record_type in SEALED_TYPES else raw
+    """A batch as the worker would write it (sealed), values unchecked."""
+    return RING.seal(msgpack.packb({"v": 1, "type": record_type, "records": list(plains)}))
 
 
 @pytest.mark.parametrize(("record_type", "plain", "reason"), [
@@ -154,7 +151,7 @@ def test_a_record_out_of_its_range_is_refused_when_read(record_type: str, plain:
                                                        reason: str) -> None:
     from streams.runtime.messages import records_in
     with pytest.raises(MessageError, match=reason):
-        records_in(batch_of(record_type, plain))
+        records_in(batch_of(record_type, plain), RING)
 
 
 def test_a_signal_dated_10_17_ms_is_a_dead_letter_and_the_risk_stage_goes_on() -> None:
@@ -166,13 +163,13 @@ def test_a_signal_dated_10_17_ms_is_a_dead_letter_and_the_risk_stage_goes_on() -
 
     now_ms = 1_790_000_000_000
     state = MemoryState()
-    driver = StageDriver(RiskStage(Policy(), state), Outbox(partitions=lambda _: 1),
+    driver = StageDriver(RiskStage(Policy(), state), Outbox(lambda _: 1, RING),
                          value=lambda m: m, policy=Policy(), state=state)
     good = SignalRecord(Signal("acct-2", "sybil", "sybil.x", 1.0, now_ms, "a2", "why"))
     poison = batch_of("signal", FAR_FUTURE_SIGNAL)
-    result = driver.run([poison, encode_batch(SignalRecord.TYPE, [good])], now_ms)
+    result = driver.run([poison, encode_batch(SignalRecord.TYPE, [good], RING)], now_ms)
     [dead] = result.dead_letters
     assert dead.message == poison and "outside 2015..2100" in dead.reason
     assert result.envelopes  # the good signal was scored and sent on
     # The next batch, and the housekeeping after it, run as if the poison had never come.
-    driver.run([encode_batch(SignalRecord.TYPE, [good])], now_ms + 60_000)
+    driver.run([encode_batch(SignalRecord.TYPE, [good], RING)], now_ms + 60_000)

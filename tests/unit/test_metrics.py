@@ -15,6 +15,7 @@ from detectors.events import InvalidEventError, parse_usage_event
 from streams.runtime import metrics
 from streams.runtime.messages import MessageError, decode_batch
 from streams.runtime.metrics import reason_class
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # a local stack's keys
 
 NOW_MS = 1_760_000_000_000
 VALID = {"event_id": "e1", "ts": NOW_MS - 1000, "account_id": "acct-1", "api_key_id": "k1",
@@ -29,7 +30,7 @@ def usage_reason(raw: bytes) -> str:
 
 def batch_reason(raw: bytes) -> str:
     with pytest.raises(MessageError) as caught:
-        decode_batch(raw)
+        decode_batch(raw, RING)
     return str(caught.value)
 
 
@@ -51,6 +52,8 @@ def test_batch_reasons() -> None:
     assert reason_class(batch_reason(b"\xc1 not msgpack")) == "malformed_batch"
     future = msgpack.packb({"v": 99, "type": "alert", "records": []})
     assert reason_class(batch_reason(future)) == "unknown_version"
+    unsealed = msgpack.packb({"v": 1, "type": "prompt-vector", "records": []})
+    assert reason_class(batch_reason(unsealed)) == "unverified_record"
 
 
 @pytest.mark.parametrize(("reason", "expected"), [
@@ -61,6 +64,8 @@ def test_batch_reasons() -> None:
     ("delivery 3f2a to suspension failed: 503 after 6 attempts", "delivery_failed"),
     ("undeliverable: not a msgpack batch: ExtraData: unpack(b) received extra data",
      "malformed_batch"),
+    ("undecodable batch: unverified document batch: its MAC does not verify under any "
+     "internal key", "unverified_record"),
     ("elasticsearch refused the document: {\"type\": \"mapper_parsing_exception\"}",
      "rejected_document"),
     ("stage ingest failed on a event record: KeyError('x')", "stage_error"),

@@ -10,6 +10,7 @@ from detectors.policy import Policy
 from streams.runtime.driver import Emit, MemoryState, Stage, StageDriver
 from streams.runtime.messages import PlainRecord, decode_batch, encode_batch, records_of
 from streams.runtime.outbox import Outbox
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # a local stack's keys
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +60,17 @@ class CountingState(MemoryState):
 
 
 def message(*numbers: int) -> bytes:
-    return encode_batch(Number.TYPE, [Number(f"k{n % 3}", n, 1000 + n) for n in numbers])
+    return encode_batch(Number.TYPE, [Number(f"k{n % 3}", n, 1000 + n) for n in numbers], RING)
 
 
 def driver(stage: Doubler, state: MemoryState | None = None) -> StageDriver[bytes]:
-    return StageDriver(stage, Outbox(partitions=lambda topic: 2), value=lambda m: m,
+    return StageDriver(stage, Outbox(lambda topic: 2, RING), value=lambda m: m,
                        state=state or MemoryState())
 
 
 def outputs(result: Any) -> list[int]:
     return sorted(r.value for e in result.envelopes
-                  for r in records_of(decode_batch(e.value), Number))
+                  for r in records_of(decode_batch(e.value, RING), Number))
 
 
 def test_records_are_processed_and_sent_as_one_batch_per_partition() -> None:
@@ -121,7 +122,7 @@ def test_a_new_policy_reconfigures_the_stage_before_the_batch() -> None:
 
 
 def test_a_record_of_a_type_the_stage_does_not_read_is_a_dead_letter() -> None:
-    result = driver(Doubler()).run([encode_batch("other", [])], now_ms=0)
+    result = driver(Doubler()).run([encode_batch("other", [], RING)], now_ms=0)
     assert "does not read 'other'" in result.dead_letters[0].reason
 
 
@@ -134,7 +135,7 @@ def test_a_stage_that_asks_sees_its_batch_in_event_time_order_with_each_records_
     activated: list[bytes] = []
     late, early = message(9, 3), message(1, 5)  # event times 1009, 1003 / 1001, 1005
     stage = TimeOrderedDoubler()
-    result = StageDriver(stage, Outbox(partitions=lambda topic: 2), value=lambda m: m,
+    result = StageDriver(stage, Outbox(lambda topic: 2, RING), value=lambda m: m,
                          activate=activated.append).run([late, early], 0)
     assert stage.seen == [1, 3, 5, 9] and result.records == 4
     assert activated == [early, late, early, late]  # the current event follows the record

@@ -10,19 +10,22 @@ from detectors.risk import Signal
 from detectors.state_codec import encode_state
 from streams.runtime.driver import MemoryState, StageDriver
 from streams.runtime.messages import (
-    ActionRequest,
+    RECORD_TYPES,
+    UNSEALED_TYPES,
     AlertRecord,
-    Delivery,
+    FeedbackRecord,
     SignalRecord,
     UnverifiedRecordError,
     decode_batch,
     encode_batch,
+    feedback_batch,
     records_in,
 )
 from streams.runtime.outbox import Outbox
 from streams.runtime.sealing import (
     DEVELOPMENT_RING,
     FORGED_RECORD_RULE,
+    HEADER_BYTES,
     InternalKeyMissingError,
     KeyRing,
     UnsealedError,
@@ -64,31 +67,31 @@ def test_rotation_the_first_key_seals_and_every_listed_key_opens() -> None:
         after.open(before.seal(b"x"))  # the old key, once retired, opens nothing
 
 
-def test_batches_that_lead_to_an_action_travel_sealed_and_others_as_they_were() -> None:
+def test_every_batch_travels_sealed_and_only_analysts_decisions_travel_as_they_are() -> None:
     ring = KeyRing((NEW,))
     assert records_in(encode_batch(SignalRecord.TYPE, [SIGNAL], ring), ring) == [SIGNAL]
-    unsigned = encode_batch(SignalRecord.TYPE, [SIGNAL], ring)[36:]  # the bare msgpack
-    wrong = encode_batch(SignalRecord.TYPE, [SIGNAL], KeyRing((OLD,)))
-    for forged, why in ((unsigned, "no MAC"), (wrong, "does not verify")):
-        with pytest.raises(UnverifiedRecordError, match=why) as refused:
-            decode_batch(forged, ring)
-        assert refused.value.record_type == "signal"
-    request = ActionRequest({"account_id": "a", "action": "suspend", "ts_ms": NOW_MS})
-    delivery = Delivery("d1", "suspension", {"account_id": "a"})
-    for record in (request, delivery):
-        with pytest.raises(UnverifiedRecordError):
-            decode_batch(encode_batch(record.TYPE, [record], KeyRing((OLD,))), ring)
-    alert_batch = encode_batch(AlertRecord.TYPE, [])
-    assert alert_batch[:1] == b"\x83"  # a plain msgpack map: tools read it as before
+    for record_type in RECORD_TYPES.keys() - UNSEALED_TYPES:
+        empty = encode_batch(record_type, [], ring)
+        unsigned = empty[HEADER_BYTES:]  # the bare msgpack, as the worker wrote it before
+        wrong = encode_batch(record_type, [], KeyRing((OLD,)))
+        for forged, why in ((unsigned, "no MAC"), (wrong, "does not verify")):
+            with pytest.raises(UnverifiedRecordError, match=why) as refused:
+                decode_batch(forged, ring)
+            assert refused.value.record_type == record_type
+    assert {FeedbackRecord.TYPE} == UNSEALED_TYPES
+    decision = FeedbackRecord("acct-1", "cleared", "alice", NOW_MS, signature="by alice")
+    assert records_in(feedback_batch([decision]), ring) == [decision]
+    with pytest.raises(UnverifiedRecordError, match="does not verify"):  # sealed: ours or none
+        decode_batch(encode_batch(FeedbackRecord.TYPE, [decision], KeyRing((OLD,))), ring)
 
 
 def test_a_forged_signal_batch_is_a_dead_letter_with_a_security_alert_and_the_stage_goes_on(
 ) -> None:
     ring, state = KeyRing((NEW,)), MemoryState()
     driver = StageDriver(RiskStage(Policy(), state), Outbox(lambda _: 1, ring),
-                         value=lambda m: m, policy=Policy(), state=state, ring=ring,
+                         value=lambda m: m, policy=Policy(), state=state,
                          source=lambda m: "misuse.signals")
-    forged = encode_batch(SignalRecord.TYPE, [SIGNAL])  # the development key, not ours
+    forged = encode_batch(SignalRecord.TYPE, [SIGNAL], DEVELOPMENT_RING)  # not our key
     result = driver.run([forged, encode_batch(SignalRecord.TYPE, [SIGNAL], ring)], NOW_MS)
     [dead] = result.dead_letters
     assert dead.message == forged and "unverified signal batch" in dead.reason

@@ -27,6 +27,7 @@ from streams.runtime.messages import (
     vector_bytes,
 )
 from streams.runtime.outbox import Outbox
+from streams.runtime.sealing import DEVELOPMENT_RING as RING  # a local stack's keys
 from streams.stages import STAGES
 from streams.stages.detect_campaigns import DetectCampaigns
 from streams.stages.score_risk import RiskStage
@@ -88,7 +89,7 @@ def test_a_bad_message_or_record_between_stages_is_a_dead_letter_and_the_rest_go
     simulator = TrafficSimulator(5, NOW_MS - 600_000)
     events, _ = simulator.credential_stuffing(attempts=30, offset_ms=0)
     good = encode_batch(EventRecord.TYPE, [
-        EventRecord.from_plain(e) for e in events if e["status"] == 401])
+        EventRecord.from_plain(e) for e in events if e["status"] == 401], RING)
     bad_record = msgpack.packb({"v": WIRE_VERSION, "type": EventRecord.TYPE,
                                 "records": [{"event_id": "x", "ts": "soon"}]})
     collected = pipeline.run("misuse.events.by-network",
@@ -120,12 +121,12 @@ def test_a_new_risk_weight_applies_to_the_next_signal() -> None:
     def flagged(weight: float) -> Counter:
         policy = Policy.model_validate({"risk": {"weights": {"sybil": 0.1}}})
         state = MemoryState()
-        driver = StageDriver(RiskStage(policy, state), Outbox(partitions=lambda _: 1),
+        driver = StageDriver(RiskStage(policy, state), Outbox(lambda _: 1, RING),
                              value=lambda m: m, policy=policy, state=state)
         retuned = Policy.model_validate({"risk": {"weights": {"sybil": weight}}})
         signal = Signal("acct-1", "sybil", "sybil.shared_client", 1.0, NOW_MS, "alert-1",
                         "shared client")
-        result = driver.run([encode_batch(SignalRecord.TYPE, [SignalRecord(signal)])],
+        result = driver.run([encode_batch(SignalRecord.TYPE, [SignalRecord(signal)], RING)],
                             NOW_MS, retuned)
         return Counter(e.topic for e in result.envelopes)
 

@@ -38,7 +38,7 @@ class FakeEvent:
 def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     table = FakeTable()
     event = FakeEvent()
-    state = TableState(table)  # type: ignore[arg-type]
+    state = TableState(table, DEVELOPMENT_RING)  # type: ignore[arg-type]
     set_current_event(event)  # type: ignore[arg-type]
     state["a"] = {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     state["b"] = 7
@@ -48,7 +48,7 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     assert decode_state(DEVELOPMENT_RING.open(table["a"], state.context("a")))["incident"] \
         == Incident(1, 2, 3)  # sealed for its table and key
 
-    restarted = TableState(table)  # type: ignore[arg-type]
+    restarted = TableState(table, DEVELOPMENT_RING)  # type: ignore[arg-type]
     assert restarted["a"] == {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     assert restarted["b"] == 7
     set_current_event(event)  # type: ignore[arg-type]
@@ -72,7 +72,7 @@ def test_unreadable_state_is_logged_and_counted_once_and_the_entity_starts_afres
     # genuine value the codec cannot read.
     table = FakeTable(good=sealed(encode_state(1), "good"),
                       bad=sealed(b"\x80\x04pickled", "bad"))
-    state = TableState(table)  # type: ignore[arg-type]
+    state = TableState(table, DEVELOPMENT_RING)  # type: ignore[arg-type]
     before = unreadable_count()
     with caplog.at_level(logging.ERROR, logger="streams.runtime.state"):
         assert state.get("bad") is None
