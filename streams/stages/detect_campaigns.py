@@ -46,10 +46,6 @@ def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
     tracker.add(point_of(record), record.space, record.account_prompts, record.key_first_seen)
 
 
-def offer_vector(tracker: CampaignTracker, record: PromptVector) -> list[CampaignFinding]:
-    return tracker.offer(point_of(record), record.space, record.account_prompts,
-                         record.key_first_seen)
-
 
 def vectors_read_back(settings: Settings, window_seconds: int) -> Iterator[PromptVector]:
     """The window's vectors that this stage had already processed before a restart, read back
@@ -116,6 +112,8 @@ class DetectCampaigns(Stage):
         self.tracker.reconfigure(policy)
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
+        self.batch_records += 1  # input, skipped or not: the stream is not quiet
+        self.tick_records += 1
         # Campaigns are made of content requests. A claim quoted to be checked, classified or
         # translated neither makes one nor dilutes one (a fact-checking desk quoting an
         # operation's claim must not hide it); a jailbreak preamble is the spray rules'
@@ -128,9 +126,8 @@ class DetectCampaigns(Stage):
             return
         # Judged in rounds of event time, never at batch ends or wall-clock moments: a replay
         # finds what live traffic finds, and two replays find the same.
-        self._report(emit, offer_vector(self.tracker, item), self.tracker.latest_ms)
-        self.batch_records += 1
-        self.tick_records += 1
+        self._report(emit, self.tracker.offer(point_of(item), item.space, item.account_prompts,
+                                              item.key_first_seen), self.tracker.latest_ms)
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         """At a batch end, and at every tick (`tick_seconds`). Once a whole tick has passed
