@@ -97,7 +97,8 @@ class Reorder(Generic[K, V]):
     max_hold_seconds: float
     max_held: int = 50_000  # beyond this, the oldest in event time go, watermark or not
     held: dict[K, tuple[int, str, V]] = field(default_factory=dict)
-    last_held_s: float = float("-inf")  # when the input last delivered a record to hold
+    # When the input last delivered a record to hold, or the stage last turned to it.
+    last_held_s: float = float("-inf")
 
     def hold(self, key: K, event_ms: int, tie: str, value: V, now_s: float) -> bool:
         """Hold a record; False (and nothing held) when one with its key already is: the same
@@ -107,6 +108,11 @@ class Reorder(Generic[K, V]):
             return False
         self.held[key] = (event_ms, tie, value)
         return True
+
+    def waiting(self, now_s: float) -> None:
+        """The stage turns to its input again (a batch ended): a stall counts from here, not
+        from the last record held, or a long batch (the model's) would pass for one."""
+        self.last_held_s = max(self.last_held_s, now_s)
 
     def release(self, watermark_ms: int | None, now_s: float) -> list[V]:
         """What may be processed now, in order: everything when `watermark_ms` is None or the

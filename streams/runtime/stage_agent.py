@@ -352,6 +352,7 @@ class AlignedInput:
 
     def acknowledge(self, prepared: Prepared[EventT]) -> None:
         """A message once the last of its records is processed (with its copies)."""
+        self.input.reorder.waiting(time.monotonic())
         for event, items in prepared.messages:
             key = (event.message.tp, event.message.offset)
             left = self.unreleased.get(key, 1) - max(len(items), 1)

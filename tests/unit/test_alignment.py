@@ -69,10 +69,14 @@ def test_what_is_held_goes_without_the_watermark_once_the_input_stalls_or_over_t
     reorder.hold(2, 600, "later", "later", now_s=1.5)
     assert reorder.release(100, now_s=3.4) == []  # held 3.4 s, but the input still delivers
     assert reorder.release(100, now_s=3.5) == ["late", "later"]  # nothing read for 2 s
-    reorder.hold(3, 700, "x", "x", now_s=4.0)
-    reorder.hold(4, 800, "y", "y", now_s=4.0)
-    reorder.hold(5, 900, "z", "z", now_s=4.0)
-    assert reorder.release(100, now_s=4.1) == ["x"]  # three held, two allowed
+    reorder.hold(6, 650, "w", "w", now_s=3.6)
+    reorder.waiting(now_s=9.0)  # a batch ran from 3.6 to 9.0: the input had no chance
+    assert reorder.release(100, now_s=10.9) == []
+    assert reorder.release(100, now_s=11.0) == ["w"]
+    reorder.hold(3, 700, "x", "x", now_s=12.0)
+    reorder.hold(4, 800, "y", "y", now_s=12.0)
+    reorder.hold(5, 900, "z", "z", now_s=12.0)
+    assert reorder.release(100, now_s=12.1) == ["x"]  # three held, two allowed
 
 
 def test_a_slow_reader_holds_one_partitions_records_until_the_others_reach_it() -> None:
