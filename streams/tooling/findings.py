@@ -51,12 +51,30 @@ def differences(first: Findings, second: Findings, limit: int = 10) -> list[str]
         a, b = getattr(first, kind), getattr(second, kind)
         differing = sorted(key for key in a.keys() | b.keys() if a.get(key) != b.get(key))
         for key in differing[:limit]:
-            lines.append(f"{kind} {key}: {_brief(a.get(key))} | {_brief(b.get(key))}")
+            lines.append(f"{kind} {key}: {_delta(a.get(key), b.get(key))}")
         if len(differing) > limit:
             lines.append(f"{kind}: {len(differing) - limit} more differ")
     return lines
 
 
-def _brief(value: Any, width: int = 160) -> str:
+def _delta(first: Any, second: Any) -> str:
+    """What differs: the fields that differ (and, in evidence, its keys), each as `first |
+    second`."""
+    if first is None or second is None:
+        return f"{_brief(first)} | {_brief(second)}"
+    parts = []
+    for a, b in zip(first, second, strict=True):
+        if a == b:
+            continue
+        if isinstance(a, str) and a.startswith("{"):  # evidence: the keys that differ
+            one, two = json.loads(a), json.loads(b)
+            parts += [f"{k}: {_brief(one.get(k))} | {_brief(two.get(k))}"
+                      for k in sorted(one.keys() | two.keys()) if one.get(k) != two.get(k)]
+        else:
+            parts.append(f"{_brief(a)} | {_brief(b)}")
+    return "; ".join(parts)
+
+
+def _brief(value: Any, width: int = 120) -> str:
     text = "absent" if value is None else str(value)
     return text if len(text) <= width else text[:width - 1] + "…"

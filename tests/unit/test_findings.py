@@ -40,7 +40,8 @@ def test_evidence_scores_and_members_that_differ_are_each_named() -> None:
     lines = differences(findings(), findings(hits=43, score=0.905, members=("a", "b", "z")))
     assert [line.split(":")[0] for line in lines] == [
         "accounts acct-1", "campaigns c-1", "alerts x"]
-    assert "45" in lines[2] and "43" in lines[2]
+    assert lines[2] == "alerts x: hits: 45 | 43"
+    assert lines[0] == "accounts acct-1: 0.91 | 0.905"
 
 
 def test_an_alert_or_account_found_in_one_replay_only_is_a_difference() -> None:
