@@ -3,7 +3,6 @@ partitions, one joining mid-stream (a rebalance), and find what one worker finds
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -61,11 +60,8 @@ def run(name: str, events: list[dict], tmp_path: Path, workers: int) -> dict[str
 
 def test_two_workers_find_what_one_worker_finds(tmp_path: Path) -> None:
     traffic = simulate(31, clock.now_ms() - 2 * 3_600_000, **preset_options("full", 0.3))
-    # Side by side, each on topics, indices and a group of its own: half the wall time.
-    with ThreadPoolExecutor(2) as pool:
-        one_run = pool.submit(run, "one", traffic.events, tmp_path, 1)
-        two_run = pool.submit(run, "two", traffic.events, tmp_path, 2)
-        one, two = one_run.result(), two_run.result()
+    one = run("one", traffic.events, tmp_path, workers=1)
+    two = run("two", traffic.events, tmp_path, workers=2)
     assert one["alerts"], "the traffic holds attacks: one worker must alert"
     for part in ("alerts", "accounts"):
         only_one = {k: v for k, v in one[part].items() if two[part].get(k) != v}
