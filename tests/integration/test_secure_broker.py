@@ -19,7 +19,8 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,6 +148,21 @@ def broker_log() -> str:
     return (RUN_FOLDER / "kafka" / "logs" / "server.log").read_text(errors="replace")
 
 
+def broker_log_shows(check: Callable[[str], bool], timeout_s: float = 15.0) -> bool:
+    """Whether the broker's log passes `check` within `timeout_s`: the broker may write a
+    refusal after the client has seen it (once, under load, after the test had looked)."""
+    deadline = time.monotonic() + timeout_s
+    while not check(broker_log()):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def broker_logged(*texts: str) -> bool:
+    return broker_log_shows(lambda log: all(text in log for text in texts))
+
+
 def test_a_small_traffic_runs_end_to_end_under_the_workers_acls(secured: SecuredRun) -> None:
     """Faust (aiokafka) and the worker's kafka-python clients log in as misuse-worker; the
     attack and the jailbreak of the traffic are alerted, and the broker denied the worker
@@ -182,10 +198,9 @@ def test_the_gateway_writes_usage_events_and_nothing_else(secured: SecuredRun) -
                 producer.send(topic, b"forged").get(timeout=30)
     finally:
         producer.close()
-    log = broker_log()
-    for topic in forbidden:
-        assert (f"Principal = User:{GATEWAY} is Denied operation = DESCRIBE from host = "
-                f"127.0.0.1 on resource = Topic:LITERAL:{topic}") in log
+    assert broker_logged(*(f"Principal = User:{GATEWAY} is Denied operation = DESCRIBE from "
+                           f"host = 127.0.0.1 on resource = Topic:LITERAL:{topic}"
+                           for topic in forbidden))
     # The CLI says so in one line, naming the topic and the fix.
     refused = secured.cli(GATEWAY, "produce", str(secured.worker_log.parent / "events.jsonl"),
                           "--topic", settings.topic("misuse.signals"))
@@ -230,8 +245,8 @@ def test_the_review_service_writes_decisions_but_cannot_read_usage(
             consumer.poll(timeout_ms=10_000)
     finally:
         consumer.close()
-    assert (f"Principal = User:{REVIEW} is Denied operation = DESCRIBE from host = 127.0.0.1 "
-            f"on resource = Topic:LITERAL:{usage}") in broker_log()
+    assert broker_logged(f"Principal = User:{REVIEW} is Denied operation = DESCRIBE from host "
+                         f"= 127.0.0.1 on resource = Topic:LITERAL:{usage}")
 
 
 def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
@@ -249,10 +264,10 @@ def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(
                                            "kafka_sasl_mechanism": None})
     with pytest.raises(KafkaTimeoutError):
         admin_client(anonymous)
-    log = broker_log()
-    assert log.count("Unexpected Kafka request of type METADATA during SASL handshake") > before
-    assert ("Failed authentication with /127.0.0.1 (channelId=127.0.0.1:9392-" in log
-            and "invalid credentials with SASL mechanism SCRAM-SHA-512" in log)
+    assert broker_logged("Failed authentication with /127.0.0.1 (channelId=127.0.0.1:9392-",
+                         "invalid credentials with SASL mechanism SCRAM-SHA-512")
+    assert broker_log_shows(lambda log: log.count(
+        "Unexpected Kafka request of type METADATA during SASL handshake") > before)
 
 
 def test_the_worker_with_a_wrong_password_stops_at_start_with_one_line(
@@ -265,7 +280,7 @@ def test_the_worker_with_a_wrong_password_stops_at_start_with_one_line(
         "error: Kafka at 127.0.0.1:9392 refused the credentials (SaslAuthenticationFailedError):"
         " set MISUSE_KAFKA_USERNAME, MISUSE_KAFKA_PASSWORD and MISUSE_KAFKA_SASL_MECHANISM"]
     assert "not-the-password" not in done.stdout + done.stderr
-    assert "invalid credentials with SASL mechanism SCRAM-SHA-512" in broker_log()
+    assert broker_logged("invalid credentials with SASL mechanism SCRAM-SHA-512")
 
 
 def test_the_controller_port_refuses_a_client_without_the_brokers_certificate(
@@ -279,7 +294,7 @@ def test_the_controller_port_refuses_a_client_without_the_brokers_certificate(
             pytest.raises(ssl.SSLError, match="CERTIFICATE"):
         tls.sendall(b"\0\0\0\0")  # TLS 1.3: the refusal comes with the first read
         tls.recv(1)
-    assert f"Failed authentication with /127.0.0.1 (channelId=127.0.0.1:{port}-" in broker_log()
+    assert broker_logged(f"Failed authentication with /127.0.0.1 (channelId=127.0.0.1:{port}-")
 
 
 def test_elasticsearch_refuses_a_wrong_api_key_and_an_untrusted_certificate(
