@@ -70,6 +70,8 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   the only way the stage agent reaches the consumer (its partitions, their ends as last
   fetched and as the broker has them now, pausing them), so that what it relies on of
   Faust's consumer is named here.
+- `HeldMessages`: the held messages of an aligned input, acknowledged once their last record
+  is processed, given up at a revocation (with `hold_message` and `give_up_message`).
 - `give_up_message` (`Message.acked`): a record given up at a revocation is marked
   done for Faust's wait without being committed, so the partition's next owner reads it
   again. Relies on `Consumer.wait_empty` ending once every tracked message has `acked` set,
@@ -184,6 +186,52 @@ def hold_message(message: Message) -> None:
 def give_up_message(message: Message) -> None:
     """Done, for Faust's wait for in-flight records at a revocation; never committed."""
     message.acked = True
+
+
+class HeldMessages:
+    """Messages kept unacknowledged past their batch's end while their records wait (an
+    aligned input holds a message's records one by one): each is acknowledged once its last
+    record is processed, together with the copies of it read again meanwhile (a seek to the
+    committed offsets after a rebalance), so no commit passes a record not yet processed. At a
+    revocation they are given up: done for Faust's wait, never committed, so the partition's
+    next owner reads them again. Relies on `hold_message`, `give_up_message` and `Event.ack`
+    dropping one reference."""
+
+    def __init__(self) -> None:
+        self.records: dict[tuple[TP, int], int] = {}  # records of each message not processed
+        self.copies: dict[tuple[TP, int], list[EventT]] = {}
+
+    def hold(self, event: EventT, records: int, first_copy: bool) -> None:
+        message = event.message
+        hold_message(message)
+        key = (message.tp, message.offset)
+        if first_copy:
+            self.records[key] = max(records, 1)
+        else:
+            self.copies.setdefault(key, []).append(event)
+
+    def processed(self, event: EventT, records: int) -> None:
+        """`records` of the message of `event` processed (a message without any counts one)."""
+        key = (event.message.tp, event.message.offset)
+        left = self.records.get(key, 1) - max(records, 1)
+        if left > 0:
+            self.records[key] = left
+            return
+        self.records.pop(key, None)
+        event.ack()
+        for copy in self.copies.pop(key, ()):
+            copy.ack()
+
+    def give_up(self, revoked: Set[TP], abandoned: Iterable[EventT]) -> None:
+        """The `abandoned` events of the `revoked` partitions (an event once, however many of
+        its records were held), and every copy of theirs."""
+        for event in {id(event): event for event in abandoned}.values():
+            give_up_message(event.message)
+        for key in [key for key in self.records if key[0] in revoked]:
+            del self.records[key]
+        for key in [key for key in self.copies if key[0] in revoked]:
+            for copy in self.copies.pop(key):
+                give_up_message(copy.message)
 
 
 def set_producer_buffer(app: AppT, max_messages: int) -> None:

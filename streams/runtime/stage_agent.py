@@ -27,9 +27,8 @@ from streams.runtime.alignment import InputOrder
 from streams.runtime.driver import Prepared, StageDriver, StageSpec
 from streams.runtime.faust_wall import (
     App,
+    HeldMessages,
     batches,
-    give_up_message,
-    hold_message,
     set_current_event,
     stop_worker,
 )
@@ -311,11 +310,7 @@ class AlignedInput:
         self.log_end: dict[TP, int] = {}
         self.log_end_asked = clock.Every(1.0)
         self.asking: asyncio.Future[None] | None = None
-        # Records of each message still held: it is acknowledged once the last is processed.
-        self.unreleased: dict[tuple[TP, int], int] = {}
-        # Messages read again while their first copy is held (a seek to the committed offsets
-        # after a rebalance): acknowledged with it, so that no commit passes the first copy.
-        self.copies: dict[tuple[TP, int], list[EventT]] = {}
+        self.held = HeldMessages()
         app.before_revoke(self.give_up)
 
     def order(self, events: list[EventT], prepared: Prepared[EventT]) -> Prepared[EventT]:
@@ -328,41 +323,23 @@ class AlignedInput:
             # Acknowledged with the records before it in its partition, not ahead of them:
             # acknowledgements in offset order never let a commit pass a held record.
             message = dead.message.message
-            self.hold(dead.message, 1, self.input.take(
+            self.held.hold(dead.message, 1, self.input.take(
                 message.tp, message.offset, [self.input.alignment.latest_ms.get(message.tp, 0)],
                 "", (dead.message, []), now_s))
         for event, items in prepared.messages:
             message = event.message
-            self.hold(event, len(items), self.input.take_records(
+            self.held.hold(event, len(items), self.input.take_records(
                 message.tp, message.offset, items, event, now_s))
         start_offsets = self.app.start_offsets
         released = self.input.release(self.assigned(), lambda tp: start_offsets.get(tp, 0),
                                       self.end_offset, now_s)
         return Prepared(released, prepared.dead_letters, prepared.unverified)
 
-    def hold(self, event: EventT, records: int, taken: bool) -> None:
-        """Keep the batch's end from acknowledging a message held (`taken`: its `records`,
-        each on its own), or a copy of one held."""
-        message = event.message
-        hold_message(message)
-        if taken:
-            self.unreleased[(message.tp, message.offset)] = max(records, 1)
-        else:
-            self.copies.setdefault((message.tp, message.offset), []).append(event)
-
     def acknowledge(self, prepared: Prepared[EventT]) -> None:
         """A message once the last of its records is processed (with its copies)."""
         self.input.reorder.waiting(time.monotonic())
         for event, items in prepared.messages:
-            key = (event.message.tp, event.message.offset)
-            left = self.unreleased.get(key, 1) - max(len(items), 1)
-            if left > 0:
-                self.unreleased[key] = left
-                continue
-            self.unreleased.pop(key, None)
-            event.ack()
-            for copy in self.copies.pop(key, ()):
-                copy.ack()
+            self.held.processed(event, len(items))
 
     def end_offset(self, tp: TP) -> int:
         return max(self.log_end.get(tp, 0), self.app.highwater(tp) or 0)
@@ -401,15 +378,8 @@ class AlignedInput:
         """The partitions are being revoked: stop holding their records, unacknowledged, so
         their offsets are not committed and their next owner reads them again. Marked done for
         Faust's wait for in-flight records, without the acknowledgement that commits."""
-        abandoned = {id(event): event for event, _ in
-                     self.input.reorder.abandon(lambda key: key[0] in revoked)}
-        for event in abandoned.values():
-            give_up_message(event.message)
-        for key in [key for key in self.unreleased if key[0] in revoked]:
-            del self.unreleased[key]
-        for key in [key for key in self.copies if key[0] in revoked]:
-            for copy in self.copies.pop(key):
-                give_up_message(copy.message)
+        self.held.give_up(revoked, (event for event, _ in
+                                    self.input.reorder.abandon(lambda key: key[0] in revoked)))
         self.paused = set()  # a new assignment starts with nothing paused
         alignment = self.input.alignment
         alignment.forget(tp for tp in alignment.next_offset if tp not in revoked)

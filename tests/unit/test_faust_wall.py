@@ -23,6 +23,7 @@ from streams.runtime.faust_wall import (
     Consumer,
     ConsumerThread,
     CrashCounter,
+    HeldMessages,
     Undecodable,
     Worker,
     drop_done,
@@ -140,6 +141,31 @@ def test_a_record_given_up_is_done_for_the_wait_and_never_committed(app: App) ->
     assert event.message not in consumer._unacked_messages
     assert not event.ack()  # a late acknowledgement is no acknowledgement
     assert committable(app) == {}
+
+
+def test_a_message_held_record_by_record_commits_once_its_last_record_is_processed(
+        app: App) -> None:
+    """Guards HeldMessages: an aligned input releases a message's records one by one, and a
+    copy of it may be read again meanwhile; the message, copies included, is acknowledged
+    only once its last record is processed, and a revocation gives both up uncommitted."""
+    app.start_offsets[TP0] = 0
+    [event, copy] = delivered(app, [0, 0])  # the same record read twice
+    held = HeldMessages()
+    held.hold(event, 3, first_copy=True)
+    held.hold(copy, 3, first_copy=False)
+    event.ack(), copy.ack()  # the batch's end
+    held.processed(event, 1)
+    held.processed(event, 1)
+    assert committable(app) == {}
+    held.processed(event, 1)
+    assert committable(app) == {TP0: 1}
+    [later] = delivered(app, [1])
+    held.hold(later, 2, first_copy=True)
+    later.ack()
+    held.give_up({TP0}, [later, later])
+    app.consumer._clean_unacked_messages()  # what wait_empty does between its checks
+    assert later.message not in app.consumer._unacked_messages
+    assert committable(app) == {} and not held.records  # nothing past offset 1
 
 
 def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
