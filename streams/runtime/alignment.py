@@ -58,9 +58,13 @@ class Alignment(Generic[P]):
             self.next_offset[partition] = offset + 1
 
     def seed(self, partition: P, offset: int) -> None:
-        """Where reading a partition starts (its committed offset), before any record of it is
-        read: until one is, a partition with records left holds the watermark back."""
-        self.next_offset.setdefault(partition, offset)
+        """Where reading a partition starts (its committed offset): until a record of it is
+        read, a partition with records left holds the watermark back. Raised to each start
+        given, not set once: the first start known may be none yet (0: the worker's records
+        arrive before its seek to the committed offsets) or the last assignment's, and a
+        partition already read to its end would then look behind for good, with nothing left
+        to read that could move it (all held, seen after a SIGKILL)."""
+        self.next_offset[partition] = max(self.next_offset.get(partition, offset), offset)
 
     def watermark_ms(self, assigned: Iterable[P], end_offset: Callable[[P], int | None]
                      ) -> int | None:

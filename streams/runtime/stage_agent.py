@@ -258,7 +258,7 @@ class StageAgent:
         # rebalance), not only in the producer's buffer.
         await asyncio.gather(*sent, self.state.delivered())
         if aligned:
-            aligned.acknowledge(prepared)
+            aligned.acknowledge(prepared, read_input=bool(events))
         # Only once what it produced is in Kafka: a test or a replay that waits for the worker
         # to catch up must not see 0 between a judging round and its documents.
         metrics.stage_pending_records.labels(self.name).set(driver.stage.pending())
@@ -335,9 +335,13 @@ class AlignedInput:
                                       self.end_offset, now_s)
         return Prepared(released, prepared.dead_letters, prepared.unverified)
 
-    def acknowledge(self, prepared: Prepared[EventT]) -> None:
-        """A message once the last of its records is processed (with its copies)."""
-        self.input.reorder.waiting(time.monotonic())
+    def acknowledge(self, prepared: Prepared[EventT], read_input: bool) -> None:
+        """A message once the last of its records is processed (with its copies). After a
+        batch of input (`read_input`) the stage turns to its input again: a stall counts from
+        then. Not after the release timer's turn, or its every second would keep a stall from
+        ever being seen (everything held for good behind a partition that never delivers)."""
+        if read_input:
+            self.input.reorder.waiting(time.monotonic())
         for event, items in prepared.messages:
             self.held.processed(event, len(items))
 

@@ -116,6 +116,22 @@ def test_a_partition_with_records_left_that_has_delivered_none_yet_holds_everyth
     assert alignment.watermark_ms(["a", "b"], {"a": 50, "b": 40}.get) == 100_000  # b: all read
 
 
+def test_a_start_learnt_late_replaces_the_one_guessed(
+) -> None:
+    """Records arrive before the worker's seek to the committed offsets: a partition is first
+    seeded with 0 (its start not known yet), or with where the last assignment started. Kept,
+    a partition whose committed offset is its end would hold the watermark at -1 for good,
+    with nothing left to read that could move it (1,280 records held, seen after a SIGKILL)."""
+    alignment = aligned(a=(100_000, 1450))
+    ends = {"a": 1451, "b": 2580}
+    alignment.seed("b", 0)  # not known yet
+    assert alignment.watermark_ms(["a", "b"], ends.get) == -1
+    alignment.seed("b", 2580)  # the seek: committed to its end by the worker before
+    assert alignment.watermark_ms(["a", "b"], ends.get) is None  # nothing left to read
+    alignment.seed("b", 0)  # a start never moves a partition back
+    assert alignment.watermark_ms(["a", "b"], ends.get) is None
+
+
 def test_the_records_of_messages_spanning_minutes_come_out_interleaved_in_event_time() -> None:
     """A replay's messages each hold a stage's batch of a backlog: minutes of event time. Each
     record is held on its own, so two partitions' messages over the same minutes come out as

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from aiokafka.structs import ConsumerRecord
-from faust.events import Event
 from faust.types import TP, EventT
 from mode import Service
 
@@ -38,36 +37,12 @@ from streams.runtime.faust_wall import (
 from streams.runtime.faust_wall import Table as WallTable
 from streams.runtime.state import state_table
 from streams.settings import REPO_ROOT
-
-TOPIC = "wall-input"
-TP0 = TP(TOPIC, 0)
+from tests.unit.faust_app import TP0, delivered, wall_app
 
 
 @pytest.fixture
 def app(tmp_path: Path) -> Iterator[App]:
-    """The worker's app class, built (never started) as create_app builds it, reading TOPIC
-    with acknowledgements on, as an agent's topic is once subscribed."""
-    app = App("wall-test", broker="kafka://127.0.0.1:9092", store="rocksdb://",
-              datadir=str(tmp_path), web_enabled=False)
-    app.topics.add(app.topic(TOPIC, key_type=bytes, value_type=bytes))
-    asyncio.run(app.topics._update_indices())  # what the subscription does
-    assert app.topics.acks_enabled_for(TOPIC)
-    yield app
-
-
-def delivered(app: App, offsets: Iterable[int], partition: int = 0, topic: str = TOPIC
-              ) -> list[EventT]:
-    """Records of `topic` as Faust's consumer turns them into messages and hands them to one
-    stream: tracked as unacknowledged, one reference each (the conductor's, per stream)."""
-    consumer = app.consumer
-    events: list[EventT] = []
-    for offset in offsets:
-        record = ConsumerRecord(topic, partition, offset, 0, 0, b"k", b"v", None, 1, 1, [])
-        message = consumer._to_message(TP(topic, partition), record)
-        consumer.track_message(message)
-        message.incref()
-        events.append(Event(app, message.key, message.value, message.headers, message))
-    return events
+    yield wall_app(tmp_path)
 
 
 def committable(app: App) -> dict[TP, int]:
