@@ -14,7 +14,12 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   every commit; on acknowledged offsets kept per partition in `_acked` (a list) and
   `_acked_index` (a set); on `_committed_offset[tp]` being the next offset to read, None
   before the partition's first commit; and on Faust's own rule letting one unacknowledged
-  offset at the head, and anything before a first commit, be committed past.
+  offset at the head, and anything before a first commit, be committed past. Nothing is
+  committed before the seek to the committed offsets names the head.
+- `Consumer._add_gap` (override, records nothing): a jump in the offsets delivered is never
+  committed past. Relies on Faust's fetcher (`_drain_messages`) recording such a jump through
+  `_add_gap` and `_new_offset` folding what it recorded (`_gap`) into the acknowledged
+  offsets; the jumps here come from seeks, over records delivered and still in hand.
 - `drop_done` (in `_new_offset`): acknowledgements below the committed start are dropped, or
   they stand at the head of `_acked` and the partition never commits again (a stall after a
   SIGKILL). Relies on `Consumer.ack` accepting any offset while `_committed_offset[tp]` is
@@ -393,11 +398,22 @@ class Consumer(faust_aiokafka.Consumer):
         for event-time order (`streams/runtime/alignment.py`) and acknowledges them out of order,
         and a record committed unprocessed is lost on a crash."""
         acked, start = self._acked[tp], self._start(tp)
-        if acked and start is not None:
+        if start is None:  # before the seek to the committed offsets: the head is unknown
+            return None
+        if acked:
             self._acked_index[tp].difference_update(drop_done(acked, start))
             if acked and not self._gap[tp] and min(acked) != start:
                 return None
         return cast(int | None, super()._new_offset(tp))
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        """Faust's fetcher takes a jump in the offsets it delivers for a gap with no records
+        (compaction, a transaction marker) that a commit may pass. Our topics have neither
+        (not compacted, no transactions): a jump comes from a seek (to the committed offsets,
+        or back to a hole) while records fetched before it are still handed out, and the
+        offsets it spans were delivered and may still be held or unprocessed. Passed, they
+        would be lost on a crash. Not recorded: a run of offsets never acknowledged is a hole,
+        read again (`_mend_commit_holes`)."""
 
     async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
         """Stop fetching from the partitions `pause`, fetch again from `resume`. In aiokafka,
