@@ -16,10 +16,14 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   before the partition's first commit; and on Faust's own rule letting one unacknowledged
   offset at the head, and anything before a first commit, be committed past. Nothing is
   committed before the seek to the committed offsets names the head.
-- `Consumer._add_gap` (override, records nothing): a jump in the offsets delivered is never
-  committed past. Relies on Faust's fetcher (`_drain_messages`) recording such a jump through
-  `_add_gap` and `_new_offset` folding what it recorded (`_gap`) into the acknowledged
-  offsets; the jumps here come from seeks, over records delivered and still in hand.
+- `Consumer._add_gap` (override) and `ReadOffsets` (in place of `_read_offset`): a jump in
+  the offsets delivered is committed past only over offsets never delivered (a transaction
+  marker), never over the record being delivered nor over records delivered before a seek
+  moved the read offset back (held, or not yet processed). Relies on Faust's fetcher
+  (`_drain_messages`) recording a jump through `_add_gap(tp, read offset + 1, offset)`, on
+  every read offset (a delivery's, a seek's) being set through `_read_offset`'s
+  `__setitem__` or `update`, and on `_new_offset` folding `_gap` into the acknowledged
+  offsets.
 - `drop_done` (in `_new_offset`): acknowledgements below the committed start are dropped, or
   they stand at the head of `_acked` and the partition never commits again (a stall after a
   SIGKILL). Relies on `Consumer.ack` accepting any offset while `_committed_offset[tp]` is
@@ -387,7 +391,30 @@ def hole(acked: Sequence[int], start: int | None, in_flight: Iterable[int]
     return start, first
 
 
+class ReadOffsets(defaultdict[TP, int | None]):
+    """Faust's read offset of each partition (`Consumer._read_offset`: the offset last handed
+    to the streams, moved back by a seek), remembering the highest it has held: every offset
+    up to it was delivered, whatever a seek made of the read offset since."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda: None)
+        self.highest: dict[TP, int] = {}
+
+    def __setitem__(self, tp: TP, offset: int | None) -> None:
+        super().__setitem__(tp, offset)
+        if offset is not None and offset > self.highest.get(tp, -1):
+            self.highest[tp] = offset
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for tp, offset in dict(*args, **kwargs).items():
+            self[tp] = offset
+
+
 class Consumer(faust_aiokafka.Consumer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_offset: ReadOffsets = ReadOffsets()
+
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -407,13 +434,16 @@ class Consumer(faust_aiokafka.Consumer):
         return cast(int | None, super()._new_offset(tp))
 
     async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
-        """Faust's fetcher takes a jump in the offsets it delivers for a gap with no records
-        (compaction, a transaction marker) that a commit may pass. Our topics have neither
-        (not compacted, no transactions): a jump comes from a seek (to the committed offsets,
-        or back to a hole) while records fetched before it are still handed out, and the
-        offsets it spans were delivered and may still be held or unprocessed. Passed, they
-        would be lost on a crash. Not recorded: a run of offsets never acknowledged is a hole,
-        read again (`_mend_commit_holes`)."""
+        """Faust's fetcher, on a jump in the offsets it delivers, records [from, to] as a gap of
+        offsets without records (compaction, transaction markers) that a commit may pass. Two
+        ways that passes records delivered and still held or unprocessed, lost on a crash:
+        `to` is the offset of the record being delivered, and a jump also comes from a seek
+        (to the committed offsets, or back to a hole) while records fetched before it are
+        still handed out. Only what lies between the highest offset ever delivered and that
+        record is a gap; the rest, never acknowledged, is a hole read again
+        (`_mend_commit_holes`)."""
+        delivered = self._read_offset.highest.get(tp, -1)
+        await super()._add_gap(tp, max(offset_from, delivered + 1), offset_to - 1)
 
     async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
         """Stop fetching from the partitions `pause`, fetch again from `resume`. In aiokafka,
