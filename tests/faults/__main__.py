@@ -59,6 +59,9 @@ def main() -> None:
         if problems or gaps or row["unabsorbed"]:
             found = {**problems, **gaps, "unabsorbed": row["unabsorbed_details"]}
             print(f"\n{row['fault']}: {json.dumps(found)[:2000]}")
+        if row["findings_differing"]:
+            print(f"\n{row['fault']}, findings not the baseline's:\n  "
+                  + "\n  ".join(row["findings_differing"][:12]))
     out = REPO_ROOT / ".bench" / "faults.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"commit": commit(), "at_ms": clock.now_ms(),

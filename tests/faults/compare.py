@@ -16,6 +16,9 @@
 - alerts vs baseline: ids in both, only in the baseline (missing), only in the run (extra).
   Incident ids follow the incident's first event, which can change with arrival order across
   partitions, so a missing/extra pair is not by itself a loss.
+- findings vs baseline: the accounts (status, risk score), campaigns (members) and alerts
+  (evidence) that differ, as `misuse eval --runs 2` compares two replays. The fault-free run
+  again must show none: the same input gives the same findings.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from streams.tooling.findings import differences
 from tests.faults.harness import RunResult
 from tests.faults.observe import EVENT_TOPICS, Observation
 
@@ -108,6 +112,7 @@ def compare(baseline: RunResult, result: RunResult) -> dict[str, Any]:
         "campaigns": {"same": len(set(base.campaigns) & set(run.campaigns)),
                       "missing": sorted(set(base.campaigns) - set(run.campaigns)),
                       "extra": sorted(set(run.campaigns) - set(base.campaigns))},
+        "findings_differing": differences(base.findings, run.findings, limit=100),
         "dead_letters": dead_letter_gaps(result),
         "refused_by_kafka": result.refused_by_kafka,
         "worker_exits": result.worker_exits,
@@ -119,7 +124,8 @@ def compare(baseline: RunResult, result: RunResult) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = ("fault | lost | duplicated (absorbed) | unabsorbed | alerts vs baseline | "
-              "accounts differing | campaigns | drain s | log lines ≥ WARNING (tracebacks)")
+              "accounts differing | campaigns | findings vs baseline | drain s | "
+              "log lines ≥ WARNING (tracebacks)")
     lines = [header, "|".join("---" for _ in header.split("|"))]
     for row in rows:
         alerts, campaigns = row["alerts"], row["campaigns"]
@@ -133,6 +139,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             "same" if not campaigns["missing"] and not campaigns["extra"] else
             f"{campaigns['same']} same, {len(campaigns['missing'])} missing, "
             f"{len(campaigns['extra'])} extra",
+            f"{len(row['findings_differing'])} differ" if row["findings_differing"] else "same",
             f"{row['drain_seconds']:.0f}" + (" (stalled)" if row["stalls"] else ""),
             log_lines_cell(row.get("log_lines", []))]))
     return "\n".join(lines)

@@ -17,6 +17,8 @@ from streams.runtime.messages import MessageError, decode_batch
 from streams.runtime.sealing import KeyRing
 from streams.settings import Settings
 from streams.sinks.elasticsearch import client_options
+from streams.tooling.findings import Findings
+from streams.tooling.replay import sent_alerts
 
 # The topics whose records are (or carry) one usage event each.
 EVENT_TOPICS = ("api.usage", "misuse.events.by-network", "misuse.prompts",
@@ -45,6 +47,9 @@ class Observation:
     account_reason_rules: dict[str, list[str]] = field(default_factory=dict)
     # campaign id -> member accounts
     campaigns: dict[str, frozenset[str]] = field(default_factory=dict)
+    # what `misuse eval --runs 2` compares: alerts with their evidence, campaigns with their
+    # members, accounts with their risk scores
+    findings: Findings = field(default_factory=lambda: Findings({}, {}, {}))
 
     def to_json(self) -> dict[str, Any]:
         return {"events_per_topic": {t: sum(c.values()) for t, c in self.event_ids.items()},
@@ -70,7 +75,8 @@ def observe(settings: Settings) -> Observation:
             source = hit["_source"]
             seen.alerts[hit["_id"]] = (source["rule"]["id"], source["misuse"]["entity"]["kind"],
                                        source["misuse"]["entity"]["id"])
-        for hit in all_hits(es, settings.index("accounts")):
+        accounts = all_hits(es, settings.index("accounts"))
+        for hit in accounts:
             misuse = hit["_source"].get("misuse", {})
             seen.account_statuses[hit["_id"]] = misuse.get("status", "")
             reasons = misuse.get("reasons", [])
@@ -78,10 +84,14 @@ def observe(settings: Settings) -> Observation:
                 r["alert_id"] for r in reasons if r.get("alert_id")]
             seen.account_reason_rules[hit["_id"]] = sorted({r.get("rule_id", "")
                                                             for r in reasons})
-        for hit in all_hits(es, settings.index("campaigns")):
+        campaigns = all_hits(es, settings.index("campaigns"))
+        for hit in campaigns:
             misuse = hit["_source"].get("misuse", {})
             seen.campaigns[misuse.get("campaign_id", hit["_id"])] = frozenset(
                 misuse.get("accounts", []))
+        seen.findings = Findings.of(sent_alerts(settings),
+                                    [hit["_source"]["misuse"] for hit in campaigns],
+                                    [hit["_source"] for hit in accounts])
     finally:
         es.close()
     return seen

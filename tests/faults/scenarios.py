@@ -41,4 +41,7 @@ def scenarios(es_down_s: float, kafka_down_s: float) -> tuple[Scenario, ...]:
                                        Step(0.55, "kill", on="ingested"),
                                        Step(1.0, "kill", on="ingested"))),
         Scenario("crafted-event storm", storm=True),
+        # No fault: the same input must give the same findings (evidence, risk scores), not
+        # only the same ids.
+        Scenario("fault-free again"),
     )

@@ -22,9 +22,12 @@ pytestmark = pytest.mark.integration
 # About 5,500 events at 400/s (12 minutes of event time: the campaigns form), outages long
 # enough for the worker to notice and retry, every run side by side (the two cores shared by
 # five workers: a run may take a few minutes to drain).
+# The fault-free run again (findings compared) is `make faults`'s: under the load of five
+# runs side by side it is a timing figure, not something this suite could assert on.
+FAULTS = [s.name for s in scenarios(0, 0) if s.name not in ("baseline", "fault-free again")]
 OPTIONS = SuiteOptions(scale=0.2, rate=400, es_down_seconds=30, kafka_down_seconds=20,
-                       storm_rounds=3, drain_timeout_seconds=400, side_by_side=5)
-FAULTS = [s.name for s in scenarios(0, 0) if s.name != "baseline"]
+                       storm_rounds=3, drain_timeout_seconds=400, side_by_side=5,
+                       only=tuple(FAULTS))
 
 
 @pytest.fixture(scope="module")
