@@ -119,6 +119,7 @@ from functools import cached_property
 from typing import Any, NoReturn, cast
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.exceptions import KeyDecodeError, ValueDecodeError
 from faust.streams import _current_event
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -354,8 +355,16 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return cast(dict[TP, int | None], await self.call_thread(self._positions, tps))
 
     async def _positions(self, tps: list[TP]) -> dict[TP, int | None]:
+        """Only the partitions still assigned: a rebalance may have revoked one since it was
+        asked for (aiokafka raises for it, and the timer asking would crash the worker)."""
         consumer = self._ensure_consumer()
-        return {tp: await consumer.position(tp) for tp in tps}
+        positions: dict[TP, int | None] = {}
+        for tp in tps:
+            try:
+                positions[tp] = await consumer.position(tp)
+            except IllegalStateError:  # not assigned (any more)
+                continue
+        return positions
 
     async def _pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
         consumer = self._ensure_consumer()

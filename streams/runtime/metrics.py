@@ -167,8 +167,12 @@ def register_lag_timer(app: App, settings: Settings, interval_s: float = 5.0) ->
         assigned = [tp for tp in app.consumer.assignment() if tp.topic in inputs]
         now: set[tuple[str, str]] = set()
         if assigned:
-            ends = await app.consumer.highwaters(*assigned)
-            positions = await app.wall_consumer.positions(*assigned)
+            try:
+                ends = await app.consumer.highwaters(*assigned)
+                positions = await app.wall_consumer.positions(*assigned)
+            except Exception as exc:  # a gauge is not worth the worker: a timer's error
+                log.debug("consumer_lag_unknown error=%r", exc)  # crashes the app
+                return
             for tp in assigned:
                 position = positions.get(tp)
                 if position is None or tp not in ends:

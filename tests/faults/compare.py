@@ -139,7 +139,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             "same" if not campaigns["missing"] and not campaigns["extra"] else
             f"{campaigns['same']} same, {len(campaigns['missing'])} missing, "
             f"{len(campaigns['extra'])} extra",
-            f"{len(row['findings_differing'])} differ" if row["findings_differing"] else "same",
+            f"{len(row['findings_differing'])} differ" if row.get("findings_differing")
+            else "same",
             f"{row['drain_seconds']:.0f}" + (" (stalled)" if row["stalls"] else ""),
             log_lines_cell(row.get("log_lines", []))]))
     return "\n".join(lines)
