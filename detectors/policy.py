@@ -174,9 +174,11 @@ class Embedding(_Strict):
     lsh_bits: int = Field(3, ge=1, le=8)
     # A prompt with only a static vector that is this close to a known jailbreak in the static
     # space is confirmed with the model. Static vectors of ordinary prompts sit close to
-    # everything (0.6 escalated four prompts in five); every model-confirmed match on the
-    # development halves was at >= 0.8 in the static space.
-    jailbreak_tripwire: float = Field(0.7, gt=0, le=1)
+    # everything: on the development halves (world, realtext, simulator) 0.7 sent 66-87 % of
+    # other prompts to the model, 0.8 sends 20-45 %, while every prompt the model matched to
+    # a jailbreak (653 sprayer prompts) was at >= 0.856 in the static space (0.9 would miss
+    # 21 of them).
+    jailbreak_tripwire: float = Field(0.8, gt=0, le=1)
 
 
 class Risk(_Strict):

@@ -190,7 +190,9 @@ class PromptEmbedder:
         for prompt, plan, payload_plan, narrative, intent, (source, payload_source) in zip(
                 prompts, plans, payload_plans, narratives, intents, sources, strict=True):
             vector, space = batch.vector(source)
-            jailbreak_match = self.banks[space].best_match(vector)
+            # A jailbreak match is the model's: the static space only decides whether to ask
+            # it (the tripwire above), and ordinary prompts sit close to everything there.
+            jailbreak_match = self.banks[FULL].best_match(vector) if space == FULL else None
             language = UNDETERMINED
             if payload_plan is not None and payload_source is not None:
                 plan = payload_plan

@@ -52,3 +52,22 @@ def test_a_copy_upgraded_later_in_the_batch_leaves_the_earlier_prompt_as_it_was(
     assert summary(batched) == summary(alone)
     for single, together in zip(alone, batched, strict=True):
         assert np.dot(single.vector, together.vector) > 0.9999
+
+
+def test_only_the_model_matches_a_jailbreak(new_embedder) -> None:  # type: ignore[no-untyped-def]
+    """A prompt left with its static vector is no jailbreak match however close it lies to a
+    pattern in the static space, where ordinary prompts sit close to everything (337 benign
+    accounts flagged on the realtext test half when static matches counted); a prompt close
+    to a known jailbreak there goes to the model, whose match counts."""
+    settings = Settings()
+    passed_over, _ = accounts_by_sampling()
+    never = PromptEmbedder(load_encoder(settings.embedding_model, "cpu", "auto", "auto"),
+                           settings.cache_dir, settings.jailbreak_patterns_file,
+                           Policy().embedding.model_copy(update={"jailbreak_tripwire": 1.0}))
+    embedder = new_embedder()
+    pattern = embedder.banks["full"].patterns[0]
+    [static] = never.embed([pattern.text], [passed_over], [False])
+    assert static.space == "static" and static.jailbreak_match is None
+    [confirmed] = embedder.embed([pattern.text], [passed_over], [False])
+    assert confirmed.space == "full" and confirmed.jailbreak_match is not None
+    assert confirmed.jailbreak_match[1] > 0.9
