@@ -42,7 +42,9 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   handed out, and fetching it again on resume.
 - `ConsumerThread.seek_back`, `positions` (`call_thread`, `_ensure_consumer`): the reread of
   a hole, and the lag gauge's positions in one call into the consumer's thread (each call
-  waits behind the fetches there). Relies on the aiokafka consumer living in Faust's thread.
+  waits behind the fetches there), leaving out a partition revoked meanwhile. Relies on the
+  aiokafka consumer living in Faust's thread, and on its `position` raising
+  `IllegalStateError` for a partition not assigned.
 - `ConsumerThread.seek_to_committed` (override): a partition its group never committed
   rewinds to its beginning after a rebalance, or the records fetched while partitions moved
   (dropped by Faust's flow control) are never processed nor committed. Relies on Faust's
