@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import binom
 from sklearn.feature_extraction.text import TfidfVectorizer
 
 from detectors.alerts import Alert, Entity
@@ -38,6 +37,7 @@ from detectors.clustering import (
     merge_snapshots,
 )
 from detectors.network import network_range
+from detectors.tails import binomial_sf
 from detectors.text import normalise
 
 RULE_ID = "campaign.coordinated_narrative"
@@ -642,7 +642,7 @@ def _surprise(share: float, n: int, chance: float, tries: int = 1,
     all with fresh keys mean nothing when nine keys in ten are fresh, and a lot when one is."""
     if n == 0 or share <= chance:
         return 0.0
-    tail = float(binom.sf(round(share * n) - 1, n, min(max(chance, 1e-9), 1.0)))
+    tail = binomial_sf(round(share * n) - 1, n, min(max(chance, 1e-9), 1.0))
     return float(np.clip(-math.log10(max(min(1.0, tail * tries), 1e-300)) / certain, 0.0, 1.0))
 
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import hypergeom
 
 from detectors.clustering import ClusterSummary
+from detectors.tails import hypergeometric_sf
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +66,7 @@ class ClusterLinker:
         population = max(active_accounts, *(len(a) for a in accounts), 1)
         for (i, j), count in candidates:
             # P(at least `count` shared) if j's members were drawn at random from everyone.
-            luck = hypergeom.sf(count - 1, population, len(accounts[i]), len(accounts[j]))
+            luck = hypergeometric_sf(count - 1, population, len(accounts[i]), len(accounts[j]))
             if luck * len(candidates) > self.max_p:
                 continue
             overlap = count / min(len(accounts[i]), len(accounts[j]))
