@@ -23,6 +23,7 @@ import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -358,16 +359,28 @@ class CampaignJudge:
         """Share of sample pairs (from different accounts) that share most of their words: how
         templated the prompts are. Evidence only: one operation may fill one template."""
         recent = sorted(points, key=lambda p: (p.ts_ms, p.event_id))[-self.max_text_samples:]
-        words = [(p.account_id, set(normalise(p.prompt_sample).split())) for p in recent]
-        pairs = similar = 0
-        for i, (account_i, words_i) in enumerate(words):
-            for account_j, words_j in words[i + 1:]:
-                if account_i == account_j or not words_i or not words_j:
-                    continue
-                pairs += 1
-                overlap = len(words_i & words_j) / len(words_i | words_j)
-                similar += overlap >= self.template_jaccard
-        return similar / pairs if pairs else 0.0
+        samples = [(p.account_id, _words(p.prompt_sample)) for p in recent]
+        samples = [(account, words) for account, words in samples if words]
+        if len(samples) < 2:
+            return 0.0
+        # Every pair's Jaccard at once: word incidence, shared words by a matrix product.
+        vocabulary: dict[str, int] = {}
+        rows, columns = [], []
+        for row, (_, words) in enumerate(samples):
+            for word in words:
+                rows.append(row)
+                columns.append(vocabulary.setdefault(word, len(vocabulary)))
+        incidence = np.zeros((len(samples), len(vocabulary)), dtype=np.float64)
+        incidence[rows, columns] = 1.0
+        shared = incidence @ incidence.T
+        sizes = incidence.sum(axis=1)
+        accounts = np.array([account for account, _ in samples])
+        counted = np.triu(accounts[:, None] != accounts[None, :], k=1)
+        pairs = int(counted.sum())
+        if not pairs:
+            return 0.0
+        overlap = shared / (sizes[:, None] + sizes[None, :] - shared)
+        return int((overlap[counted] >= self.template_jaccard).sum()) / pairs
 
     def _timing_sync(self, core: list[str], snapshot: ClusterSnapshot) -> float:
         """How much more the core accounts' active time bins overlap than independent accounts
@@ -632,6 +645,12 @@ def _cohesion(parts: Sequence[ClusterSnapshot]) -> float:
         total += float(sizes @ (centres @ common))
         weight += float(sizes.sum())
     return total / weight if weight else 0.0
+
+
+@lru_cache(maxsize=8192)
+def _words(prompt_sample: str) -> frozenset[str]:
+    """A sample's canonical words: samples come back in every judging round of their cluster."""
+    return frozenset(normalise(prompt_sample).split())
 
 
 def _surprise(share: float, n: int, chance: float, tries: int = 1,

@@ -318,3 +318,15 @@ def test_label_terms_pick_the_shared_subject():
     terms = label_terms(prompts)
     assert "springfield" in terms and len(terms) == 5
     assert label_terms(["the and of", ""]) == ()
+
+
+def test_template_share_counts_the_cross_account_pairs_that_share_most_words():
+    """Pairs of one account, and samples with no words, are not counted; a pair shares most
+    words at Jaccard >= 0.5 (here 3 of 5 words)."""
+    texts = [("a", "Vote for X today"), ("a", "vote for x today!"), ("b", "vote for Y today"),
+             ("c", "cats are nice"), ("d", "...")]
+    points = [ClusterPoint(f"e{n}", n, np.zeros(DIM), account, "k", "198.51.100.1", "", text,
+                           text) for n, (account, text) in enumerate(texts)]
+    # Cross-account pairs among the four with words: a-b twice, a-c twice, b-c; similar: a-b.
+    assert CampaignJudge()._template_share(points) == 2 / 5
+    assert CampaignJudge()._template_share(points[:2]) == 0.0  # one account: no pair
