@@ -34,7 +34,6 @@ CONSUMED_TOPICS = (
 )
 
 
-
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MISUSE_", env_file=".env", extra="ignore")
 

@@ -237,7 +237,6 @@ class PromptEmbedder:
                 for n in narratives]
 
 
-
 @dataclass(frozen=True)
 class Source:
     """A prompt's vector: `vector` when it was cached before its batch, else the batch's own

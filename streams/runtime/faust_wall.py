@@ -57,7 +57,7 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
 - `App._new_transport`, `Transport.Consumer`, `Consumer._new_consumer_thread`: how the
   consumer and its thread above are put in place of Faust's own. Relies on Faust building
   its consumer from the transport's `Consumer` class, and the thread from that method.
-- `set_current_event` (`faust.streams._current_event`): a table read or write goes to the
+- `make_event_current` (`faust.streams._current_event`): a table read or write goes to the
   store of the current event's partition, the key's changelog partition, or the state is read
   from and written to the wrong partition. Relies on Faust's tables and its RocksDB store
   taking the partition from `current_event()`, and on that context variable holding a weak
@@ -136,12 +136,12 @@ log = logging.getLogger(__name__)
 COMMIT_HOLE_CHECK_SECONDS = 10.0
 
 
-def set_current_event(event: EventT) -> None:
+def make_event_current(event: EventT) -> None:
     """Make `event` the current event of this task, as Faust's tables expect of a write.
 
     The changelog partition of a write is named explicitly (`TableState.flush`), but the
     RocksDB store reads and writes in the partition of the current event (`_get`, `_set`),
-    and faust-streaming 0.15 has no public way to name it; its own Stream._set_current_event
+    and faust-streaming 0.15 has no public way to name it; its own Stream._make_event_current
     is what we must not call (below).
 
     Only the context variable (what faust.current_event() reads), never the stream's own
@@ -162,7 +162,7 @@ def write_table(table: TableT, event: EventT, key: str, raw: bytes | None) -> Aw
     changelog message goes to the same partition, named explicitly. Returns the changelog
     send, which the caller awaits before acknowledging: Faust's own flush before a commit gives
     up after 0.1 s without a delivery."""
-    set_current_event(event)
+    make_event_current(event)
     partition = event.message.partition
     if raw is None:
         sent = table.send_changelog(partition, key, None, value_serializer="raw")
@@ -249,7 +249,6 @@ class HeldMessages:
 def set_producer_buffer(app: AppT, max_messages: int) -> None:
     """How many sends may wait in the producer's buffer before Faust stalls every stream."""
     app.producer.buffer.max_messages = max_messages
-
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from streams.runtime.faust_wall import (
     App,
     HeldMessages,
     batches,
-    set_current_event,
+    make_event_current,
     stop_worker,
 )
 from streams.runtime.messages import (
@@ -188,7 +188,7 @@ class StageAgent:
         settings = self.topics.settings
         self.driver = StageDriver(stage, Outbox(settings.partitions, settings.internal_keys),
                                   value=lambda event: event.message.value,
-                                  activate=set_current_event, policy=policy, state=self.state,
+                                  activate=make_event_current, policy=policy, state=self.state,
                                   source=lambda event: event.message.topic)
         log.info("stage_ready stage=%s reads=%s", self.name, ",".join(spec.reads))
         async for events in batches(stream, spec.batch_size, spec.within):

@@ -46,7 +46,6 @@ def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
     tracker.add(point_of(record), record.space, record.account_prompts, record.key_first_seen)
 
 
-
 def vectors_read_back(settings: Settings, window_seconds: int) -> Iterator[PromptVector]:
     """The window's vectors that this stage had already processed before a restart, read back
     from its input topic up to the committed offsets."""

@@ -32,8 +32,8 @@ from streams.runtime.faust_wall import (
     give_up_message,
     hold_message,
     hole,
+    make_event_current,
     recovering_table,
-    set_current_event,
     set_producer_buffer,
     write_table,
 )
@@ -202,7 +202,7 @@ def test_a_message_held_record_by_record_commits_once_its_last_record_is_process
 
 
 def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
-    """Guards set_current_event and write_table: Faust picks a table
+    """Guards make_event_current and write_table: Faust picks a table
     write's changelog partition, and the RocksDB store the partition it reads and writes, from
     the current event; `streams/runtime/state.py` writes each key under the event that last touched
     it. Relies on the context variable `faust.streams._current_event`."""
@@ -214,7 +214,7 @@ def test_the_current_event_decides_a_table_writes_partition(app: App) -> None:
         assert sent.message.partition == 3  # type: ignore[attr-defined]  # the changelog's
         assert table.partition_for_key("k") == 3
         assert table.data["k"] == b"state"
-        set_current_event(on_1)
+        make_event_current(on_1)
         assert table.partition_for_key("k") == 1
         assert "k" not in table.data  # partition 1's store
         deleted = write_table(table, on_3, "k", None)
@@ -270,7 +270,7 @@ def test_recovery_skips_undecodable_records_and_passes_their_offsets(app: App) -
     db = table.data._db_for_partition(0)
     assert {key: value for key, value in db.items() if not key.startswith(b"__faust")} == {
         b'"acct-1"': b"one", b'"acct-3"': b"three"}
-    set_current_event(batch[0])  # the store reads the current event's partition
+    make_event_current(batch[0])  # the store reads the current event's partition
     assert table.data["acct-1"] == b"one"
     assert [(name, offset) for name, offset, _ in skipped] == [
         ("wall-recovery", 11), ("wall-recovery", 13)]

@@ -6,7 +6,7 @@ from collections import Counter
 
 from detectors.incidents import Incident
 from detectors.state_codec import decode_state, encode_state
-from streams.runtime.faust_wall import set_current_event
+from streams.runtime.faust_wall import make_event_current
 from streams.runtime.metrics import REGISTRY
 from streams.runtime.sealing import DEVELOPMENT_RING
 from streams.runtime.state import TableState
@@ -39,7 +39,7 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     table = FakeTable()
     event = FakeEvent()
     state = TableState(table, DEVELOPMENT_RING)  # type: ignore[arg-type]
-    set_current_event(event)  # type: ignore[arg-type]
+    make_event_current(event)  # type: ignore[arg-type]
     state["a"] = {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     state["b"] = 7
     assert state.flush() == ["delivery", "delivery"]  # for the caller to await
@@ -51,7 +51,7 @@ def test_changed_state_reaches_the_table_as_codec_bytes_and_comes_back():
     restarted = TableState(table, DEVELOPMENT_RING)  # type: ignore[arg-type]
     assert restarted["a"] == {"incident": Incident(1, 2, 3), "keys": Counter({"k": 2})}
     assert restarted["b"] == 7
-    set_current_event(event)  # type: ignore[arg-type]
+    make_event_current(event)  # type: ignore[arg-type]
     del restarted["b"]
     restarted.flush()
     assert list(table) == ["a"]
