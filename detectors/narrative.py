@@ -22,6 +22,11 @@ from dataclasses import dataclass
 from detectors.text import normalise, text_key
 
 MIN_PAYLOAD_WORDS = 4  # "The vaccine doesn't work" is a claim; "sorts a list" is not
+# Three words carry a claim when they are long ones: Spanish drops subjects and articles
+# ("vacunarse causa enfermedades"), English headlines too ("vaccines cause autism"), while a
+# request's object ("sorts a list", "returns the sum") is short words.
+MIN_SHORT_PAYLOAD_WORDS = 3
+MIN_SHORT_PAYLOAD_LETTERS = 18
 MAX_PAYLOAD_WORDS = 48
 MAX_INSTRUCTION_WORDS = 24  # a colon after a longer text is punctuation, not a hand-over
 _SCAN_CHARS = 4_000  # wrappers sit at the start; the scan stays linear and short
@@ -81,8 +86,8 @@ class Narrative:
 
 
 def split_narrative(prompt: str) -> Narrative:
-    """The payload by the first rule that yields one of at least MIN_PAYLOAD_WORDS words:
-    quoted text, text after an instruction's colon, the clause after a reporting word."""
+    """The payload by the first rule that yields one long enough to carry a claim: quoted text,
+    text after an instruction's colon, the clause after a reporting word."""
     head = prompt[:_SCAN_CHARS]
     for how, find in (("quote", _quoted), ("colon", _after_colon), ("clause", _after_clause)):
         span = find(head)
@@ -126,7 +131,7 @@ def _after_clause(text: str, conjunctions: bool = True) -> tuple[int, int] | Non
         if conjunctions:
             found += [m.end() for m in _CONJUNCTION.finditer(text, sentence_start, sentence_end)]
         for start in found:
-            if len(text[start:sentence_end].split()) >= MIN_PAYLOAD_WORDS:
+            if _carries_a_claim(text[start:sentence_end].split()):
                 return start, sentence_end
         sentence_start = sentence_end + 1
     return None
@@ -141,6 +146,12 @@ def _sentence_end(text: str, start: int) -> int:
 
 def _clean(span: str) -> str | None:
     words = _LEADING_FILLER.sub("", span.strip(" \t\n'\"“”«»„¿¡\u2013\u2014-:")).split()
-    if len(words) < MIN_PAYLOAD_WORDS:
+    if not _carries_a_claim(words):
         return None
     return " ".join(words[:MAX_PAYLOAD_WORDS]).rstrip(".!?;,")
+
+
+def _carries_a_claim(words: list[str]) -> bool:
+    return len(words) >= MIN_PAYLOAD_WORDS or (
+        len(words) >= MIN_SHORT_PAYLOAD_WORDS
+        and sum(char.isalpha() for word in words for char in word) >= MIN_SHORT_PAYLOAD_LETTERS)
