@@ -22,6 +22,13 @@ Two mechanisms, as in Flink's watermark alignment and Kafka Streams' timestamp s
   next's, and a stage slow to read (the model's) held a partition's records past that age
   before the other partitions' reached it, so the embed stage's output ran a partition
   several minutes of event time at a time (measured on `misuse eval`, world preset).
+- A partition read to its end still holds the watermark for `idle_seconds` after it last
+  delivered (or was first assigned), as Flink's idleness timeout does: the end a stage knows
+  is the broker's answer of up to a second before, while the stage before it writes on. Let
+  go at once, a partition that looked read to its end while its next records were on their
+  way let the others' later records pass them: in a replay, where a second of wall time is
+  minutes of event time, the campaign stage got points up to 90 s late in one replay of two
+  (`misuse eval`, simulator test half), and two replays of one file found different clusters.
 
 `InputOrder` puts the two together for a stage's input. Pure bookkeeping: the worker
 (`streams/runtime/stage_agent.py`) pauses, holds and acknowledges; the in-process pipeline
@@ -44,20 +51,23 @@ V = TypeVar("V")
 @dataclass
 class Alignment(Generic[P]):
     max_skew_ms: int
+    idle_seconds: float = 0.0  # read to its end this long (wall time), a partition is idle
     latest_ms: dict[P, int] = field(default_factory=dict)  # newest event time read, per partition
     next_offset: dict[P, int] = field(default_factory=dict)  # offset after the last one read
+    last_read_s: dict[P, float] = field(default_factory=dict)  # or when first assigned
 
-    def observe(self, partition: P, offset: int, event_ms: int) -> None:
+    def observe(self, partition: P, offset: int, event_ms: int, now_s: float = 0.0) -> None:
         if event_ms > self.latest_ms.get(partition, 0):
             self.latest_ms[partition] = event_ms
-        self.read(partition, offset)
+        self.read(partition, offset, now_s)
 
-    def read(self, partition: P, offset: int) -> None:
+    def read(self, partition: P, offset: int, now_s: float = 0.0) -> None:
         """A message read, whatever it held (a dead letter holds no event time)."""
         if offset >= self.next_offset.get(partition, 0):
             self.next_offset[partition] = offset + 1
+        self.last_read_s[partition] = max(self.last_read_s.get(partition, now_s), now_s)
 
-    def seed(self, partition: P, offset: int) -> None:
+    def seed(self, partition: P, offset: int, now_s: float = 0.0) -> None:
         """Where reading a partition starts (its committed offset): until a record of it is
         read, a partition with records left holds the watermark back. Raised to each start
         given, not set once: the first start known may be none yet (0: the worker's records
@@ -65,23 +75,26 @@ class Alignment(Generic[P]):
         partition already read to its end would then look behind for good, with nothing left
         to read that could move it (all held, seen after a SIGKILL)."""
         self.next_offset[partition] = max(self.next_offset.get(partition, offset), offset)
+        self.last_read_s.setdefault(partition, now_s)
 
-    def watermark_ms(self, assigned: Iterable[P], end_offset: Callable[[P], int | None]
-                     ) -> int | None:
+    def watermark_ms(self, assigned: Iterable[P], end_offset: Callable[[P], int | None],
+                     now_s: float = float("inf")) -> int | None:
         """The event time every partition still being read has reached (by `end_offset`, the
-        partition's high watermark as last fetched); -1 while one of them has not delivered a
-        record yet; None when none is being read: all that is assigned has been read (live
-        traffic between fetches, or the end of a replay)."""
+        partition's end as last known, or read from less than `idle_seconds` ago); -1 while
+        one of them has not delivered a record yet; None when none is being read: all that
+        is assigned has been read (live traffic between fetches, or the end of a replay)."""
         behind = [self.latest_ms.get(p, -1) for p in assigned if p in self.next_offset
-                  and (end_offset(p) or 0) > self.next_offset[p]]
+                  and ((end_offset(p) or 0) > self.next_offset[p]
+                       or now_s - self.last_read_s.get(p, now_s) < self.idle_seconds)]
         return min(behind) if behind else None
 
-    def ahead(self, assigned: Iterable[P], end_offset: Callable[[P], int | None]) -> set[P]:
+    def ahead(self, assigned: Iterable[P], end_offset: Callable[[P], int | None],
+              now_s: float = float("inf")) -> set[P]:
         """The partitions to pause now: those more than `max_skew_ms` ahead of the watermark.
-        The slowest is never paused, so reading always goes on; a partition read to its end is
-        not waited for."""
+        The slowest is never paused, so reading always goes on; an idle partition is not
+        waited for."""
         observed = [p for p in assigned if p in self.latest_ms]  # a new one is not waited for
-        floor = self.watermark_ms(observed, end_offset)
+        floor = self.watermark_ms(observed, end_offset, now_s)
         if floor is None:
             return set()
         return {p for p in observed if self.latest_ms[p] > floor + self.max_skew_ms}
@@ -89,7 +102,7 @@ class Alignment(Generic[P]):
     def forget(self, keep: Iterable[P]) -> None:
         """Drop partitions no longer assigned (after a rebalance): their new owner aligns them."""
         kept = set(keep)
-        for table in (self.latest_ms, self.next_offset):
+        for table in (self.latest_ms, self.next_offset, self.last_read_s):
             for partition in [p for p in table if p not in kept]:
                 del table[partition]
 
@@ -152,14 +165,15 @@ class InputOrder(Generic[P, V]):
     reorder: Reorder[tuple[P, int, int], V]
 
     @classmethod
-    def within(cls, max_skew_ms: int, max_hold_seconds: float) -> InputOrder[P, V]:
-        return cls(Alignment(max_skew_ms), Reorder(max_hold_seconds))
+    def within(cls, max_skew_ms: int, max_hold_seconds: float, idle_seconds: float = 0.0
+               ) -> InputOrder[P, V]:
+        return cls(Alignment(max_skew_ms, idle_seconds), Reorder(max_hold_seconds))
 
     def take(self, partition: P, offset: int, times: list[int], tie: str, value: V,
              now_s: float) -> bool:
         """A message read and held whole, with its records' event times; False when it is
         already held."""
-        self.alignment.observe(partition, offset, max(times, default=0))
+        self.alignment.observe(partition, offset, max(times, default=0), now_s)
         return self.reorder.hold((partition, offset, 0), min(times, default=0), tie, value, now_s)
 
     def take_records(self, partition: P, offset: int, items: Sequence[tuple[Any, Any]],
@@ -172,7 +186,7 @@ class InputOrder(Generic[P, V]):
         event time at a time (`misuse eval`, world preset)."""
         if not items:
             return self.take(partition, offset, [], "", cast(V, (message, [])), now_s)
-        self.alignment.observe(partition, offset, max(event_ms(r) for r, _ in items))
+        self.alignment.observe(partition, offset, max(event_ms(r) for r, _ in items), now_s)
         taken = [self.reorder.hold((partition, offset, index), event_ms(record),
                                    record_id(record), cast(V, (message, [(record, item)])), now_s)
                  for index, (record, item) in enumerate(items)]
@@ -181,5 +195,6 @@ class InputOrder(Generic[P, V]):
     def release(self, assigned: list[P], start_offset: Callable[[P], int],
                 end_offset: Callable[[P], int | None], now_s: float) -> list[V]:
         for partition in assigned:
-            self.alignment.seed(partition, start_offset(partition))
-        return self.reorder.release(self.alignment.watermark_ms(assigned, end_offset), now_s)
+            self.alignment.seed(partition, start_offset(partition), now_s)
+        return self.reorder.release(self.alignment.watermark_ms(assigned, end_offset, now_s),
+                                    now_s)

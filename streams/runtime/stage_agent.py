@@ -175,7 +175,8 @@ class StageAgent:
         self.driver: StageDriver[EventT] | None = None  # once built, in `run`
         self.turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
         self.aligned = AlignedInput(app, self.name, self.topic_names, spec.align_seconds,
-                                    max_hold_seconds=10.0) if spec.align_seconds else None
+                                    max_hold_seconds=10.0, idle_seconds=2.0) \
+            if spec.align_seconds else None
         metrics.stage_pending_records.labels(self.name).set(0)  # on /metrics from the start
 
     async def run(self, stream: StreamT) -> None:
@@ -297,10 +298,10 @@ class AlignedInput:
     neither loses anything."""
 
     def __init__(self, app: App, stage: str, topic_names: set[str], max_skew_seconds: float,
-                 max_hold_seconds: float) -> None:
+                 max_hold_seconds: float, idle_seconds: float) -> None:
         self.app, self.stage, self.topic_names = app, stage, topic_names
         self.input: InputOrder[TP, tuple[EventT, list[tuple[Record, Any]]]] = \
-            InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds)
+            InputOrder.within(int(max_skew_seconds * 1000), max_hold_seconds, idle_seconds)
         self.paused: set[TP] = set()
         # Each partition's end as the broker last said (asked before a batch is ordered, in
         # the background at most once a second). The consumer's own highwater is as of its
@@ -318,7 +319,7 @@ class AlignedInput:
         processed now."""
         now_s = time.monotonic()
         for event in events:  # dead letters too: read, they hold no partition back
-            self.input.alignment.read(event.message.tp, event.message.offset)
+            self.input.alignment.read(event.message.tp, event.message.offset, now_s)
         for dead in prepared.dead_letters:
             # Acknowledged with the records before it in its partition, not ahead of them:
             # acknowledgements in offset order never let a commit pass a held record.
@@ -369,7 +370,7 @@ class AlignedInput:
     async def realign(self) -> None:
         assigned = self.assigned()
         self.input.alignment.forget(assigned)
-        ahead = self.input.alignment.ahead(assigned, self.end_offset)
+        ahead = self.input.alignment.ahead(assigned, self.end_offset, time.monotonic())
         if ahead != self.paused:  # a call into the consumer's thread: only for a change
             await self.app.pause_partitions(ahead, self.paused - ahead)
             log.debug("input_aligned paused=%s held=%d",

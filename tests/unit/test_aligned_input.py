@@ -49,7 +49,8 @@ def test_a_start_learnt_after_the_first_records_lets_them_go(app: App) -> None:
     """The worker's first records come before its seek to the committed offsets: partition 1,
     read to its end by the worker before, first looks behind (its start unknown), and must
     stop holding the others back once the seek tells where it starts."""
-    aligned = AlignedInput(app, "test", {TOPIC}, max_skew_seconds=5, max_hold_seconds=60)
+    aligned = AlignedInput(app, "test", {TOPIC}, max_skew_seconds=5, max_hold_seconds=60,
+                           idle_seconds=0)
     assert read(app, aligned, range(0, 10)).messages == []  # held: partition 1 unknown
     app.start_offsets.update({TP0: 0, TP1: 2580})  # the seek
     released = aligned.order([], Prepared())
@@ -64,7 +65,8 @@ def test_the_release_timers_turns_do_not_hide_a_stall(app: App) -> None:
     brought goes once the input has delivered nothing for `max_hold_seconds`, although the
     release timer turns to the stage every moment meanwhile."""
     app.start_offsets.update({TP0: 0, TP1: 80})
-    aligned = AlignedInput(app, "test", {TOPIC}, max_skew_seconds=5, max_hold_seconds=0.2)
+    aligned = AlignedInput(app, "test", {TOPIC}, max_skew_seconds=5, max_hold_seconds=0.2,
+                           idle_seconds=0)
     held = read(app, aligned, range(0, 10))
     aligned.acknowledge(held, read_input=True)
     assert held.messages == []

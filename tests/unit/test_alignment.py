@@ -52,6 +52,34 @@ def test_the_watermark_is_the_slowest_partition_still_being_read_or_none_when_al
     assert alignment.watermark_ms(["a", "b"], lambda p: 10) is None
 
 
+def test_a_partition_read_to_its_end_holds_the_watermark_until_it_has_been_idle_a_while(
+) -> None:
+    """The end a stage knows is the broker's of up to a second before, while the stage before
+    it writes on: "a" read to that end may have its next records on their way, so "b"'s later
+    records wait for them, or for "a" to have delivered nothing for `idle_seconds`."""
+    alignment: Alignment[str] = Alignment(SKEW, idle_seconds=2.0)
+    alignment.observe("a", 9, 100_000, now_s=10.0)
+    alignment.observe("b", 9, 130_000, now_s=10.0)
+    ends = {"a": 10, "b": 50}.get  # a read to its end as last known
+    assert alignment.watermark_ms(["a", "b"], ends, now_s=11.0) == 100_000
+    assert alignment.ahead(["a", "b"], ends, now_s=11.0) == {"b"}
+    alignment.observe("a", 10, 131_000, now_s=11.5)  # its next record came: in order
+    assert alignment.watermark_ms(["a", "b"], ends, now_s=12.0) == 130_000
+    assert alignment.watermark_ms(["a", "b"], ends, now_s=13.6) == 130_000  # a idle now
+    assert alignment.watermark_ms(["a", "b"], {"a": 11, "b": 10}.get, now_s=13.6) is None
+
+
+def test_a_partition_assigned_that_never_delivers_holds_back_only_until_it_is_idle() -> None:
+    order: InputOrder[str, str] = InputOrder.within(SKEW, max_hold_seconds=60.0,
+                                                    idle_seconds=2.0)
+    order.take("a", 0, [100_000], "a0", "a0", now_s=0.0)
+    ends = {"a": 1, "b": 0}.get  # b has nothing yet, as far as anyone knows
+    assert order.release(["a", "b"], lambda p: 0, ends, now_s=1.0) == []
+    order.take("b", 0, [90_000], "b0", "b0", now_s=1.5)  # it had: written meanwhile
+    assert order.release(["a", "b"], lambda p: 0, {"a": 1, "b": 1}.get, now_s=1.6) == ["b0"]
+    assert order.release(["a", "b"], lambda p: 0, {"a": 1, "b": 1}.get, now_s=3.6) == ["a0"]
+
+
 def test_held_records_come_out_in_event_time_order_once_the_watermark_passes_them() -> None:
     reorder: Reorder[int, str] = Reorder(max_hold_seconds=2.0)
     for key, (event_ms, name) in enumerate([(300, "c"), (100, "a"), (200, "b"), (900, "z")]):
