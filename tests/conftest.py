@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import pytest
 
-# Longest first (seconds each on two cores shared by three files: detection ~350, faults ~300,
-# state ~250, scale-out ~190, the secured broker ~80 alone, then act, poison and policy reload
-# ~50). xdist gives a process another file while it has two tests or fewer left: the process
-# that takes scale-out (one test) takes state with it at once, so the four longest land on
-# three processes.
+# Longest first (seconds each on two cores shared by three files: scale-out ~410, faults ~340,
+# detection ~320, state ~230, the secured broker ~100, then act, poison and policy reload
+# ~60). xdist gives a process another file while it has two tests or fewer left, so the
+# process that takes scale-out (one test) takes the next file with it at once: that is the
+# short sharing file, not state, which after scale-out made that one process the run's tail
+# (~660 s of the 675). State goes to whichever of the other two is free first.
 LONGEST = ("integration/test_detection.py", "integration/test_faults.py",
-           "integration/test_scale_out.py", "integration/test_state.py",
-           "integration/test_secure_broker.py", "integration/test_act.py",
-           "integration/test_poison.py", "integration/test_policy_reload.py",
-           "integration/test_first_hour.py")
+           "integration/test_scale_out.py", "integration/test_sharing.py",
+           "integration/test_state.py", "integration/test_secure_broker.py",
+           "integration/test_act.py", "integration/test_poison.py",
+           "integration/test_policy_reload.py", "integration/test_first_hour.py")
 
 
 def rank(item: pytest.Item) -> int:
