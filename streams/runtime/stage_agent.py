@@ -174,9 +174,9 @@ class StageAgent:
         self.topic_names = {topics.settings.topic(logical) for logical in spec.reads}
         self.driver: StageDriver[EventT] | None = None  # once built, in `run`
         self.turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
-        self.aligned = AlignedInput(app, self.name, self.topic_names, spec.align_seconds,
-                                    max_hold_seconds=10.0, idle_seconds=2.0) \
-            if spec.align_seconds else None
+        self.aligned = None if not spec.align_seconds else AlignedInput(
+            app, self.name, self.topic_names, spec.align_seconds, max_hold_seconds=10.0,
+            idle_seconds=2.0)
         metrics.stage_pending_records.labels(self.name).set(0)  # on /metrics from the start
 
     async def run(self, stream: StreamT) -> None:
