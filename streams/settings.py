@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 if TYPE_CHECKING:
@@ -94,6 +94,11 @@ class Settings(BaseSettings):
     # Downloads and derived files (the distilled static embedding) live outside the checkout.
     cache_dir: Path = Path.home() / ".cache" / "misuse-detector"
     templates_dir: Path = REPO_ROOT / "ops" / "elasticsearch"
+    # How long an aligned stage still waits on a partition read to its end, after its last
+    # record, before letting the others' later records pass (the end it knows is up to a
+    # second old). 0 trades replays that find the same for latency: at 150 events/s, 2 s
+    # measured p50 0.66 s and p99 13.9 s from event to alert, 0 measured 0.41 s and 9.4 s.
+    align_idle_seconds: float = Field(default=2.0, ge=0.0, le=60.0)
     # RocksDB tables, recovered from their changelog topics after a restart.
     store: str = "rocksdb://"
     data_dir: Path = REPO_ROOT / ".stack" / "worker"

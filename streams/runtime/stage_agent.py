@@ -176,7 +176,7 @@ class StageAgent:
         self.turn = asyncio.Lock()  # a batch and a tick never run the stage at the same time
         self.aligned = None if not spec.align_seconds else AlignedInput(
             app, self.name, self.topic_names, spec.align_seconds, max_hold_seconds=10.0,
-            idle_seconds=2.0)
+            idle_seconds=topics.settings.align_idle_seconds)
         metrics.stage_pending_records.labels(self.name).set(0)  # on /metrics from the start
 
     async def run(self, stream: StreamT) -> None:

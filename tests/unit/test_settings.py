@@ -51,6 +51,7 @@ def no_env_file(tmp_path, monkeypatch):
     ("KAFKA_SASL_MECHANISM", "SCRAM-SHA-1", ["'SCRAM-SHA-512'"]),
     ("KAFKA_SSL_CAFILE", "/nonexistent/ca.crt", ["no such file"]),
     ("REVIEW_KEYS", "alice=key", ["not valid JSON"]),
+    ("ALIGN_IDLE_SECONDS", "-1", ["greater than or equal to 0"]),
 ])
 def test_a_malformed_setting_is_one_line_naming_the_variable_and_the_fix(
         monkeypatch, name: str, value: str, parts: list[str]) -> None:
