@@ -141,7 +141,7 @@ def make_event_current(event: EventT) -> None:
 
     The changelog partition of a write is named explicitly (`TableState.flush`), but the
     RocksDB store reads and writes in the partition of the current event (`_get`, `_set`),
-    and faust-streaming 0.15 has no public way to name it; its own Stream._make_event_current
+    and faust-streaming 0.15 has no public way to name it; its own Stream._set_current_event
     is what we must not call (below).
 
     Only the context variable (what faust.current_event() reads), never the stream's own
