@@ -28,13 +28,15 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   they stand at the head of `_acked` and the partition never commits again (a stall after a
   SIGKILL). Relies on `Consumer.ack` accepting any offset while `_committed_offset[tp]` is
   None (before the seek to the committed offsets after a rebalance fills it).
-- `Consumer.commit_holes` and the `_mend_commit_holes` timer (read `_unacked_messages`,
+- `Consumer.commit_holes` and `mend_commit_holes` on a timer (read `_unacked_messages`,
   `_acked`, `_read_offset`; write `_gap`, `_read_offset`; seek in aiokafka): a run of
   offsets never delivered would stop the partition's commit for good (a lag that never
-  drains, and nothing after it committed). Relies on `_unacked_messages` holding every
-  message delivered and not acknowledged; on the fetcher (`_drain_messages`) dropping records
-  below `_read_offset[tp]`, so it is lowered to read again; on `_new_offset` folding `_gap`
-  intervals into the acknowledged offsets.
+  drains, and nothing after it committed); it is read again, and passed only when reading
+  it again proved it holds no record. Relies on `_unacked_messages` holding every message
+  delivered and not acknowledged; on the fetcher (`_drain_messages`) dropping records below
+  `_read_offset[tp]`, so it is lowered to read again, and setting it through `__setitem__`
+  as it hands each record out; on `_new_offset` folding `_gap` intervals into the
+  acknowledged offsets.
 - `Consumer.pause_fetching` / `ConsumerThread.pause_fetching` (`_thread`, `call_thread`,
   `_ensure_consumer`; aiokafka `pause`/`resume`): pausing a partition never loses the records
   already fetched for it. Relies on Faust dropping the fetched records of a partition that
@@ -404,20 +406,36 @@ def hole(acked: Sequence[int], start: int | None, in_flight: Iterable[int]
 class ReadOffsets(defaultdict[TP, int | None]):
     """Faust's read offset of each partition (`Consumer._read_offset`: the offset last handed
     to the streams, moved back by a seek), remembering the highest it has held: every offset
-    up to it was delivered, whatever a seek made of the read offset since."""
+    up to it was delivered, whatever a seek made of the read offset since. A partition read
+    again from a hole (`reread`) also remembers the first offset delivered after it."""
 
     def __init__(self) -> None:
         super().__init__(lambda: None)
         self.highest: dict[TP, int] = {}
+        self.first_reread: dict[TP, int | None] = {}
 
     def __setitem__(self, tp: TP, offset: int | None) -> None:
+        """The fetcher, handing out the record at `offset`."""
+        self._set(tp, offset)
+        if tp in self.first_reread and self.first_reread[tp] is None:
+            self.first_reread[tp] = offset
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """A seek (Faust's to the committed offsets, after a rebalance): no re-read stands."""
+        for tp, offset in dict(*args, **kwargs).items():
+            self._set(tp, offset)
+            self.first_reread.pop(tp, None)
+
+    def reread(self, tp: TP, offset: int) -> None:
+        """`tp` is read again from `offset` (the fetcher hands out only offsets at or above the
+        read offset): the first offset handed out from now on is remembered."""
+        self._set(tp, offset if offset else None)
+        self.first_reread[tp] = None
+
+    def _set(self, tp: TP, offset: int | None) -> None:
         super().__setitem__(tp, offset)
         if offset is not None and offset > self.highest.get(tp, -1):
             self.highest[tp] = offset
-
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        for tp, offset in dict(*args, **kwargs).items():
-            self[tp] = offset
 
 
 class Consumer(faust_aiokafka.Consumer):
@@ -451,7 +469,7 @@ class Consumer(faust_aiokafka.Consumer):
         (to the committed offsets, or back to a hole) while records fetched before it are
         still handed out. Only what lies between the highest offset ever delivered and that
         record is a gap; the rest, never acknowledged, is a hole read again
-        (`_mend_commit_holes`)."""
+        (`mend_commit_holes`)."""
         delivered = self._read_offset.highest.get(tp, -1)
         await super()._add_gap(tp, max(offset_from, delivered + 1), offset_to - 1)
 
@@ -483,35 +501,37 @@ class Consumer(faust_aiokafka.Consumer):
 
     @Service.timer(COMMIT_HOLE_CHECK_SECONDS)
     async def _mend_commit_holes(self) -> None:
+        await self.mend_commit_holes()
+
+    async def mend_commit_holes(self) -> None:
         """Read again what a commit waits on and was never delivered, as often as it takes:
-        without this the partition's commit would stay put for good. Only a hole of one
-        offset that reading again did not fill is skipped: a transaction marker, no record
-        (the one gap Faust's own rule lets a commit pass)."""
+        without this the partition's commit would stay put for good. A hole is skipped only
+        when reading it again proved it holds no record (transaction markers): the first
+        offset handed out after the read offset went back to its start was the one after it.
+        The read offset goes back before the seek, so nothing the seek fetches is dropped as
+        read already; a record fetched before the seek and handed out after it comes first
+        and proves nothing (it lies past every offset delivered), and the hole is read again.
+        Judged from the read offset alone (as before), a hole could be passed over a record:
+        that stale record raised it, the hole's own record was dropped, the hole skipped."""
         holes = self.commit_holes()
         for tp, found in holes.items():
             if self._holes_seen.get(tp) != found:
                 continue  # seen once: records on their way may still fill it
             start, first = found
-            if first - start == 1 and self._holes_reread.get(tp) == found \
-                    and (self._read_offset.get(tp) or 0) >= first:
-                log.warning("commit_hole_skipped topic=%s partition=%d offset=%d: read again, "
-                            "no record there", tp.topic, tp.partition, start)
+            if self._read_offset.first_reread.get(tp) == first:
+                log.warning("commit_hole_skipped topic=%s partition=%d offsets=%d-%d: read "
+                            "again, no record there", tp.topic, tp.partition, start, first - 1)
                 self._gap[tp].addi(start, first)
                 continue
             log.warning("commit_hole topic=%s partition=%d offsets=%d-%d: never delivered, "
                         "reading them again", tp.topic, tp.partition, start, first - 1)
-            self._holes_reread[tp] = found
+            self._read_offset.reread(tp, start)
             await cast(ConsumerThread, self._thread).seek_back(tp, start)
-            self._read_offset[tp] = start if start else None
         self._holes_seen.clear()
         self._holes_seen.update(holes)
 
     @cached_property
     def _holes_seen(self) -> dict[TP, tuple[int, int]]:
-        return {}
-
-    @cached_property
-    def _holes_reread(self) -> dict[TP, tuple[int, int]]:
         return {}
 
     async def positions(self, *tps: TP) -> dict[TP, int | None]:

@@ -12,6 +12,7 @@ import inspect
 import logging
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from aiokafka.structs import ConsumerRecord
@@ -306,6 +307,45 @@ def test_offsets_in_hand_or_acknowledged_at_the_head_are_no_hole() -> None:
     assert hole([22, 23, 25], 22, in_flight=[24]) is None  # the head is done: it commits
     assert hole([], 22, in_flight=[]) is None  # nothing acknowledged: nothing waits
     assert hole([23], None, in_flight=[]) is None  # where reading starts is not known yet
+
+
+def test_a_hole_is_passed_only_when_reading_it_again_proves_it_holds_no_record(
+        app: App, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards Consumer.mend_commit_holes and ReadOffsets: offset 22 was never delivered (the
+    fetcher started before the seek to the committed offsets) while 23-25 were. It is read
+    again; a record fetched before that seek and handed out after it (30) raises the read
+    offset, so the fetcher drops 22 when the seek brings it: the hole stays, and is read again,
+    not passed (the old rule passed it: a record lost). Only a re-read that
+    hands out 23 first proves 22 holds no record (a transaction marker): it is passed then.
+    Relies on the fetcher setting the read offset through `__setitem__` as it hands out each
+    record, and on `_new_offset` folding `_gap` into the acknowledged offsets. The consumer's
+    thread (the broker's side: the assignment, the seek) is stood in for."""
+    consumer = cast(Consumer, app.consumer)
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek_back(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    monkeypatch.setattr(consumer._thread, "seek_back", seek_back)
+    monkeypatch.setattr(consumer._thread, "assignment", lambda: {TP0})
+    consumer._committed_offset[TP0] = 22
+    consumer._read_offset.update({TP0: 22})  # perform_seek
+    for event in delivered(app, [23, 24, 25]):
+        consumer._read_offset[TP0] = event.message.offset  # the fetcher hands it out
+        event.ack()
+    mend = lambda: asyncio.run(consumer.mend_commit_holes())  # noqa: E731
+    mend()  # seen once: records on their way may fill it
+    assert seeks == [] and committable(app) == {}
+    mend()
+    assert seeks == [(TP0, 22)] and consumer._read_offset[TP0] == 22
+    consumer._read_offset[TP0] = 30  # fetched before the seek: 22 will be dropped
+    mend()
+    assert seeks == [(TP0, 22)] * 2 and committable(app) == {}  # read again, not passed
+    consumer._read_offset[TP0] = 23  # this time the re-read hands out 23 first
+    with caplog.at_level(logging.WARNING):
+        mend()
+    assert "commit_hole_skipped" in caplog.text
+    assert committable(app) == {TP0: 26}
 
 
 def test_a_service_crash_is_counted_from_modes_own_report() -> None:
