@@ -65,12 +65,15 @@ class ClusterLinker:
                             if n >= self.min_shared_accounts)
         population = max(active_accounts, *(len(a) for a in accounts), 1)
         for (i, j), count in candidates:
-            # P(at least `count` shared) if j's members were drawn at random from everyone.
-            luck = hypergeometric_sf(count - 1, population, len(accounts[i]), len(accounts[j]))
-            if luck * len(candidates) > self.max_p:
-                continue
+            if root(i) == root(j):
+                continue  # linked already, through other pairs
             overlap = count / min(len(accounts[i]), len(accounts[j]))
-            if overlap >= self.min_overlap or self._same_narrative(ordered[i], ordered[j]):
+            if overlap < self.min_overlap and not self._same_narrative(ordered[i], ordered[j]):
+                continue
+            # P(at least `count` shared) if j's members were drawn at random from everyone:
+            # asked last, the dearest test (most pairs fail the one above).
+            luck = hypergeometric_sf(count - 1, population, len(accounts[i]), len(accounts[j]))
+            if luck * len(candidates) <= self.max_p:
                 parent[root(j)] = root(i)
         groups: dict[int, list[ClusterSummary]] = {}
         for index, snapshot in enumerate(ordered):
