@@ -190,6 +190,10 @@ class CampaignTracker:
             if verdict is not None and verdict[0] == size:
                 judged[signature] = verdict
                 continue
+            if not self.judge.may_find(self.spaces[s.space].account_posts(s.cluster_id)
+                                       for s in group):
+                judged[signature] = (size, None)
+                continue
             window_census = window_census or census(self.spaces.values())
             snapshots = [self.spaces[s.space].snapshot(s.cluster_id) for s in group]
             finding = self.judge.judge(snapshots, activity, key_first_seen_ms=history,

@@ -167,6 +167,18 @@ class CampaignJudge:
         return self.assess(clusters, account_activity, key_first_seen_ms=key_first_seen_ms,
                            census=census).finding
 
+    def may_find(self, account_posts: Iterable[Mapping[str, int]]) -> bool:
+        """Whether clusters with these prompts per account could be a campaign at all: both
+        cores (members, participants) need `min_accounts` accounts posting in them more than
+        once. Most groups of a window have too few and fail on accounts whatever else is
+        measured: they need not be judged, the campaign stage's dearest step (84 % of the
+        groups on the full preset)."""
+        posts: Counter[str] = Counter()
+        for counts in account_posts:
+            posts.update(counts)
+        least = min(self.min_member_prompts, self.min_participation_prompts)
+        return sum(n >= least for n in posts.values()) >= self.min_accounts
+
     def assess(self, clusters: Clusters, account_activity: Mapping[str, int], *,
                key_first_seen_ms: Mapping[str, int] | KeyHistory | None = None,
                census: Census | None = None) -> CampaignAssessment:

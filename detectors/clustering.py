@@ -346,6 +346,15 @@ class OnlineClusterer:
                               frozenset(identity[0] for identity in cluster.total.identities),
                               cluster.centroid())
 
+    def account_posts(self, cluster_id: str) -> Counter[str]:
+        """Points per account in the cluster's window: cheap, to skip judging a cluster that
+        cannot be a campaign."""
+        posts: Counter[str] = Counter()
+        cluster = self._clusters[self._resolve(cluster_id)]
+        for (account, _, _, _), n in cluster.total.identities.items():
+            posts[account] += n
+        return posts
+
     def snapshot(self, cluster_id: str) -> ClusterSnapshot:
         cluster = self._clusters[self._resolve(cluster_id)]
         accounts: Counter[str] = Counter()

@@ -212,6 +212,20 @@ def test_coordinated_group_is_one_campaign_with_its_members_and_no_outsiders(coo
     assert any("network ranges" in reason for reason in finding.reasons)
 
 
+def test_what_the_screen_passes_over_could_never_be_a_campaign(coordinated):
+    """`may_find` lets the tracker skip judging a group from its prompts per account: every
+    cluster it turns away fails on accounts when judged in full, and the campaign passes."""
+    _, clusterer, assessments = coordinated
+    judge = CampaignJudge()
+    ids = clusterer.cluster_ids(min_accounts=judge.min_accounts)
+    screened = [judge.may_find([clusterer.account_posts(cid)]) for cid in ids]
+    assert not all(screened), "the world has clusters of one-off prompts to turn away"
+    for passes, assessment in zip(screened, assessments, strict=True):
+        if not passes:
+            assert assessment.finding is None and "accounts" in assessment.failed
+    assert all(passes for passes, a in zip(screened, assessments, strict=True) if a.finding)
+
+
 def test_the_user_agents_its_members_share_are_in_the_evidence(coordinated):
     """For peers to match on (misuse export stix): only agents mostly the group's own."""
     _, _, assessments = coordinated
