@@ -32,6 +32,9 @@ MIN_TOKENS = 8
 MIN_ODD_SHARE = 0.12
 _SYMBOLS = frozenset('\\{}[]()<>=_*#@$%^&|~`+/"')
 _CAMEL = re.compile(r"[a-z][A-Z]")
+# Most tokens: a word in lower case or capitalised, or a number, never odd (checked first:
+# the tail of every prompt is read, a third of the embedding stage's signal time).
+_PLAIN = re.compile(r"[A-Z]?[a-z]+|[0-9]+")
 _BRACKETS = (("(", ")"), ("[", "]"), ("{", "}"))
 _ANALYSIS_HEAD = 240
 # A many-shot prompt: at least MIN_SHOTS faux exchanges, most "assistant" turns complying.
@@ -81,6 +84,8 @@ def _odd(token: str) -> bool:
     core = token.strip(".,;:!?'")
     if not core:
         return True
+    if _PLAIN.fullmatch(core):
+        return False
     if not any(c.isalpha() for c in core):
         return len(core) > 1 and not core.replace(".", "").replace(",", "").isdigit()
     if any(c in _SYMBOLS for c in core):
