@@ -1,8 +1,9 @@
 import zlib
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, is_dataclass
 
 import msgpack
+import numpy as np
 import pytest
 
 from detectors.credential_stuffing import _RangeState
@@ -67,6 +68,24 @@ def test_a_type_outside_the_registry_is_refused_both_ways():
         decode_state(stored({"$": "os.system", "command": "rm -rf /"}))
     with pytest.raises(StateCodecError, match="not a state type"):
         encode_state(lambda: None)
+
+
+def test_subclasses_of_plain_types_are_stored_as_those_types():
+    """The encoder dispatches on the exact type: what only subclasses a plain type (numpy's
+    float64, a bool, a str or list subclass) takes the slower path, into the same form; a
+    dict or tuple subclass (its order or fields unknown to the format) is refused."""
+    class Name(str):
+        pass
+
+    class Items(list):  # type: ignore[type-arg]
+        pass
+
+    value = {"score": np.float64(0.5), "flag": True, "who": Name("a"), "items": Items([1, 2])}
+    assert decode_state(encode_state(value)) == {"score": 0.5, "flag": True, "who": "a",
+                                                 "items": [1, 2]}
+    assert type(decode_state(encode_state(value))["score"]) is float
+    with pytest.raises(StateCodecError, match="not a state type"):
+        encode_state(OrderedDict(a=1))
 
 
 @pytest.mark.parametrize("plain, fragment", [
