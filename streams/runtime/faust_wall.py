@@ -511,8 +511,8 @@ class Consumer(faust_aiokafka.Consumer):
         The read offset goes back before the seek, so nothing the seek fetches is dropped as
         read already; a record fetched before the seek and handed out after it comes first
         and proves nothing (it lies past every offset delivered), and the hole is read again.
-        Judged from the read offset alone (as before), a hole could be passed over a record:
-        that stale record raised it, the hole's own record was dropped, the hole skipped."""
+        Judged from the read offset alone, a hole can be passed over a record: the stale
+        record raises it, the fetcher drops the hole's own record, and the hole is skipped."""
         holes = self.commit_holes()
         for tp, found in holes.items():
             if self._holes_seen.get(tp) != found:
