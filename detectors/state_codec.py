@@ -138,8 +138,8 @@ def to_plain(value: Any) -> Any:
 
 
 def _to_plain_other(value: Any) -> Any:
-    """Subclasses of the plain types (a numpy float64 is a float, a bool an int)."""
-    if value is None or isinstance(value, bool | int | str | bytes):
+    """Subclasses of the plain types (a numpy float64 is a float, an IntEnum an int)."""
+    if isinstance(value, int | str | bytes):
         return value
     if isinstance(value, float):
         return float(value)  # a numpy float64 is a float: store the plain one
