@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 from elasticsearch import Elasticsearch
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from streams.runtime.broker import connection_options
 from streams.runtime.messages import encode_batch, feedback_batch
@@ -77,11 +77,30 @@ class Pipeline:
                 return hits
             time.sleep(1.0)
 
-    def dead_letters(self, expected: int, timeout_s: float = 60) -> list[Any]:
-        consumer = KafkaConsumer(self.settings.topic("misuse.deadletter"),
-                                 **connection_options(self.settings),
+    def dead_letter_mark(self) -> dict[TopicPartition, int]:
+        """Where the dead-letter topic ends now: a test reading from here sees its own letters
+        only, not those of the files that used this session's pipeline before it."""
+        consumer = KafkaConsumer(**connection_options(self.settings))
+        try:
+            topic = self.settings.topic("misuse.deadletter")
+            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
+            return dict(consumer.end_offsets(parts))
+        finally:
+            consumer.close()
+
+    def dead_letters(self, expected: int, timeout_s: float = 60,
+                     since: dict[TopicPartition, int] | None = None) -> list[Any]:
+        """The dead letters, all of them or those after `since` (`dead_letter_mark`)."""
+        topic = self.settings.topic("misuse.deadletter")
+        consumer = KafkaConsumer(**connection_options(self.settings),
                                  auto_offset_reset="earliest", enable_auto_commit=False,
                                  consumer_timeout_ms=2000)
+        if since:
+            consumer.assign(list(since))
+            for partition, offset in since.items():
+                consumer.seek(partition, offset)
+        else:
+            consumer.subscribe([topic])
         records: list[Any] = []
         deadline = time.monotonic() + timeout_s
         try:
