@@ -52,6 +52,7 @@ def worker(loglevel: str) -> None:
     from streams.runtime import metrics
     from streams.runtime.broker import require_topics
     from streams.runtime.faust_wall import CrashCounter, Worker
+    from streams.runtime.heap import settle_for_streaming
     from streams.runtime.policy import current_policy
     from streams.runtime.sealing import require_key
     from streams.settings import TOPIC_NAMES
@@ -73,7 +74,12 @@ def worker(loglevel: str) -> None:
     # the worker installs the app's log handlers when it sets up logging.
     app.conf.loghandlers = [
         CrashCounter(lambda service: metrics.worker_crashes.labels(service).inc())]
-    Worker(app, loglevel=loglevel, on_ready=lambda: metrics.worker_ready.set(1),
+
+    def ready() -> None:
+        settle_for_streaming()
+        metrics.worker_ready.set(1)
+
+    Worker(app, loglevel=loglevel, on_ready=ready,
            logging_config=worker_logging_config(settings.log_format)).execute_from_commandline()
 
 
