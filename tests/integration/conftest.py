@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from elasticsearch import Elasticsearch
@@ -139,9 +139,21 @@ def close_pipeline(pipeline: Pipeline) -> None:
     remove_run(pipeline.settings)
 
 
-@pytest.fixture(scope="session")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
-    pipeline = open_pipeline("test", tmp_path_factory.mktemp("worker-data"),
-                             tmp_path_factory.mktemp("logs") / "worker.log")
-    yield pipeline
-    close_pipeline(pipeline)
+def pipeline_fixture(name: str, scope: Literal["session", "module"]) -> Any:
+    """A `pipeline` fixture: a worker of its own, for the session or for one test file."""
+
+    @pytest.fixture(scope=scope, name="pipeline")
+    def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pipeline]:
+        pipeline = open_pipeline(name, tmp_path_factory.mktemp(f"{name}-data"),
+                                 tmp_path_factory.mktemp(f"{name}-logs") / "worker.log")
+        yield pipeline
+        close_pipeline(pipeline)
+
+    return pipeline
+
+
+# Shared by the test files that leave the worker running. A file whose tests kill and
+# restart it takes its own (`pipeline = pipeline_fixture(<file>, "module")`): a restarted
+# worker recovers every table and rebuilds the campaign clusters from all its topics hold,
+# which on the session's worker can be the whole full mix of the detection tests.
+pipeline = pipeline_fixture("test", "session")

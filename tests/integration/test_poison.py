@@ -15,8 +15,11 @@ from streams.stages import changelog_topics
 from streams.tooling.progress import worker_metric
 from streams.tooling.simulation import TrafficSimulator
 
-from .conftest import Pipeline
+from .conftest import Pipeline, pipeline_fixture
 from .test_state import account_status, kill_and_restart_elsewhere, signal
+
+# It kills and restarts the worker: a worker of its own (tests/integration/conftest.py).
+pipeline = pipeline_fixture("poison", "module")
 
 
 def unreadable_count(pipeline: Pipeline) -> float | None:

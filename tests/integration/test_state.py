@@ -16,7 +16,10 @@ from streams.sinks.documents import iso
 from streams.tooling.runner import WorkerProcess
 from streams.tooling.simulation import TrafficSimulator
 
-from .conftest import Pipeline
+from .conftest import Pipeline, pipeline_fixture
+
+# Its tests kill and restart the worker: a worker of its own (tests/integration/conftest.py).
+pipeline = pipeline_fixture("state", "module")
 
 
 def kill_and_restart_elsewhere(pipeline: Pipeline, tmp_path) -> None:
