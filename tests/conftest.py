@@ -9,17 +9,16 @@ import pytest
 
 from streams.runtime.heap import settle_for_streaming
 
-# Longest first (seconds each on two cores shared by three files: scale-out ~410, faults ~340,
-# detection ~320, state ~230, the secured broker ~100, then act, poison and policy reload
-# ~60). xdist gives a process another file while it has two tests or fewer left, so the
-# process that takes scale-out (one test) takes the next file with it at once: that is the
-# short sharing file, not state, which after scale-out made that one process the run's tail
-# (~660 s of the 675). State goes to whichever of the other two is free first.
+# Longest first (seconds each on two cores shared by three files: detection ~300, faults
+# ~300, state ~250 over seven tests, scale-out ~200 in one test, the secured broker ~60, then
+# act, policy reload and poison ~40-65). xdist gives a process another file while it has two
+# tests or fewer left: the process running state's last tests takes scale-out, the next one
+# free takes sharing and the short files, so no long file starts last and runs alone.
 LONGEST = ("integration/test_detection.py", "integration/test_faults.py",
-           "integration/test_scale_out.py", "integration/test_sharing.py",
-           "integration/test_state.py", "integration/test_secure_broker.py",
-           "integration/test_act.py", "integration/test_poison.py",
-           "integration/test_policy_reload.py", "integration/test_first_hour.py")
+           "integration/test_state.py", "integration/test_scale_out.py",
+           "integration/test_sharing.py", "integration/test_secure_broker.py",
+           "integration/test_act.py", "integration/test_policy_reload.py",
+           "integration/test_poison.py", "integration/test_first_hour.py")
 
 
 def rank(item: pytest.Item) -> int:
