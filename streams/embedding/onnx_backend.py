@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.embedding.model import special_ids, token_ids
+from streams.embedding.model import special_ids, token_ids, weights_identity
 
 log = logging.getLogger(__name__)
 # Bump when the exported graph changes: exports are cached under a key that includes it.
@@ -35,10 +35,8 @@ PRECISIONS = ("fp32", "int8")
 
 
 def export_dir(name: str, model_folder: Path, cache_dir: Path) -> Path:
-    """Where a model's exports live: named after its weights file (path, size, time)."""
-    weights = _weights_file(model_folder)
-    stat = weights.stat()
-    key = f"{EXPORT_VERSION}:{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    """Where a model's exports live: named after its files' contents, wherever installed."""
+    key = f"{EXPORT_VERSION}:{weights_identity(model_folder)}"
     digest = hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
     label = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(name).name)
     return cache_dir / "onnx" / f"{label}-{digest}"
@@ -133,13 +131,6 @@ def session(path: Path, threads: int) -> Any:
                                         providers=["CPUExecutionProvider"])
 
 
-def _weights_file(model_folder: Path) -> Path:
-    for name in ("model.safetensors", "pytorch_model.bin", "weights.npz"):
-        if (model_folder / name).exists():
-            return model_folder / name
-    raise FileNotFoundError(f"no model.safetensors in {model_folder}")
-
-
 class OnnxSentenceEncoder:
     """Encodes with an exported graph; the same tokens, pooling and normalisation as the
     sentence-transformers model it was exported from."""
@@ -168,7 +159,7 @@ class OnnxSentenceEncoder:
         self.special_ids = special_ids(self.tokenizer)
 
     def identity(self) -> str:
-        return str(self.model_folder)
+        return weights_identity(self.model_folder)
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         return token_ids(self.tokenizer, texts)

@@ -169,3 +169,25 @@ def test_the_doctor_row_names_backend_precision_drift_and_rate(tmp_path: Path) -
     assert reference.ok and "(numpy fp32, reference)" in reference.detail
     default = model_row(Settings(cache_dir=tmp_path))
     assert default.ok and "(onnx fp32, drift median 1.0000 p1 1.0000)" in default.detail
+
+
+def test_a_model_is_named_by_its_files_not_by_where_it_is_installed(tmp_path: Path) -> None:
+    """The exports, drift checks and static embedding are cached under the model's name: a
+    second virtual environment with the same package finds them; changed weights do not."""
+    from streams.embedding.model import weights_identity
+    from streams.embedding.onnx_backend import export_dir
+
+    first = tmp_path / "venv-a" / "model"
+    (first / "1_Pooling").mkdir(parents=True)
+    (first / "model.safetensors").write_bytes(bytes(range(256)) * 64)
+    (first / "1_Pooling" / "config.json").write_text('{"pooling_mode_mean_tokens": true}')
+    same = tmp_path / "venv-b" / "model"
+    shutil.copytree(first, same)
+    changed = tmp_path / "venv-c" / "model"
+    shutil.copytree(first, changed)
+    (changed / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
+
+    assert weights_identity(first) == weights_identity(same) != weights_identity(changed)
+    cache = tmp_path / "cache"
+    assert export_dir("m", first, cache) == export_dir("m", same, cache) \
+        != export_dir("m", changed, cache)
