@@ -94,7 +94,8 @@ def weights_identity(folder: str | Path) -> str:
     """What names a model wherever it is installed: a digest of every file of its folder (the
     weights, the tokenizer, the pooling), not its path. Keyed by the path, every new virtual
     environment (each CI clone, each deploy) exported, checked and distilled the same weights
-    again: four minutes of CPU on two cores. Hashing them takes about 0.1 s, once a process."""
+    again (18 s of CPU alone; a fresh clone's `make test` wrote its static embedding 4 min
+    after the tests began). Hashing the files takes about 0.1 s, once a process."""
     root = Path(folder)
     digest = hashlib.sha256()
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
