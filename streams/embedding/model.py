@@ -97,8 +97,11 @@ def weights_identity(folder: str | Path) -> str:
     again (18 s of CPU alone; a fresh clone's `make test` wrote its static embedding 4 min
     after the tests began). Hashing the files takes about 0.1 s, once a process."""
     root = Path(folder)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    if not files:  # else every missing model would share one name, and one cache
+        raise ModelLoadError(f"no model files in {root}")
     digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+    for path in files:
         digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         with path.open("rb") as handle:
             digest.update(hashlib.file_digest(handle, "sha256").digest())

@@ -188,6 +188,8 @@ def test_a_model_is_named_by_its_files_not_by_where_it_is_installed(tmp_path: Pa
     (changed / "1_Pooling" / "config.json").write_text('{"pooling_mode_cls_token": true}')
 
     assert weights_identity(first) == weights_identity(same) != weights_identity(changed)
+    with pytest.raises(ModelLoadError, match="no model files"):
+        weights_identity(tmp_path / "venv-d" / "model")
     cache = tmp_path / "cache"
     assert export_dir("m", first, cache) == export_dir("m", same, cache) \
         != export_dir("m", changed, cache)
