@@ -89,13 +89,18 @@ def model_path(name: str) -> str:
     return name
 
 
-@lru_cache(maxsize=8)
 def weights_identity(folder: str | Path) -> str:
     """What names a model wherever it is installed: a digest of every file of its folder (the
     weights, the tokenizer, the pooling), not its path. Keyed by the path, every new virtual
     environment (each CI clone, each deploy) exported, checked and distilled the same weights
     again (18 s of CPU alone; a fresh clone's `make test` wrote its static embedding 4 min
-    after the tests began). Hashing the files takes about 0.1 s, once a process."""
+    after the tests began). Hashing the files takes about 0.1 s, once a process (callers pass
+    the folder as a str or a Path: one cache entry either way)."""
+    return _folder_digest(str(Path(folder)))
+
+
+@lru_cache(maxsize=8)
+def _folder_digest(folder: str) -> str:
     root = Path(folder)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     if not files:  # else every missing model would share one name, and one cache
