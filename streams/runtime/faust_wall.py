@@ -37,6 +37,14 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   `_read_offset[tp]`, so it is lowered to read again, and setting it through `__setitem__`
   as it hands each record out; on `_new_offset` folding `_gap` intervals into the
   acknowledged offsets.
+- `Consumer.callback` (wrapped) and `tail_hole`: the same loss at a partition's tail, where no
+  later record comes to show the hole: the consumer's position stands past the committed
+  offset, yet no record at or past it has reached the streams since the last seek (Faust's
+  `getmany` drops the rest of a batch fetched when a rebalance stops the flow, and cancels the
+  hand-out of the record in hand). Relies on the fetcher handing each record to
+  `Consumer.callback` (the conductor's `on_message`, which puts it in the agents' channels),
+  cancelled when the flow stops, and on aiokafka's `position` being past every record it
+  returned.
 - `Consumer.pause_fetching` / `ConsumerThread.pause_fetching` (`_thread`, `call_thread`,
   `_ensure_consumer`; aiokafka `pause`/`resume`): pausing a partition never loses the records
   already fetched for it. Relies on Faust dropping the fetched records of a partition that
@@ -403,16 +411,35 @@ def hole(acked: Sequence[int], start: int | None, in_flight: Iterable[int]
     return start, first
 
 
+def tail_hole(acked: Iterable[int], start: int | None, in_flight: Iterable[int],
+              reached: int | None, position: int | None) -> tuple[int, int] | None:
+    """The offsets [start, position) the consumer has fetched past while none of them, nor any
+    later one, reached the streams since the last seek (`reached`: the highest that did), and
+    none is in hand or acknowledged: the records were fetched and dropped (a rebalance stopping
+    the flow mid-batch). `hole` cannot see this at a partition's tail, where no later record
+    is acknowledged; the commit would wait for the partition's next record, and a finite
+    input would never drain."""
+    if start is None or position is None or position <= start:
+        return None
+    if reached is not None and reached >= start:
+        return None  # in a channel, on its way to a stream
+    if any(offset >= start for offset in (*acked, *in_flight)):
+        return None
+    return start, position
+
+
 class ReadOffsets(defaultdict[TP, int | None]):
     """Faust's read offset of each partition (`Consumer._read_offset`: the offset last handed
     to the streams, moved back by a seek), remembering the highest it has held: every offset
     up to it was delivered, whatever a seek made of the read offset since. A partition read
-    again from a hole (`reread`) also remembers the first offset delivered after it."""
+    again from a hole (`reread`) also remembers the first offset delivered after it, and each
+    partition the highest offset that reached the streams since its last seek (`reached`)."""
 
     def __init__(self) -> None:
         super().__init__(lambda: None)
         self.highest: dict[TP, int] = {}
         self.first_reread: dict[TP, int | None] = {}
+        self.reached: dict[TP, int] = {}
 
     def __setitem__(self, tp: TP, offset: int | None) -> None:
         """The fetcher, handing out the record at `offset`."""
@@ -425,12 +452,19 @@ class ReadOffsets(defaultdict[TP, int | None]):
         for tp, offset in dict(*args, **kwargs).items():
             self._set(tp, offset)
             self.first_reread.pop(tp, None)
+            self.reached.pop(tp, None)
+
+    def reached_streams(self, tp: TP, offset: int) -> None:
+        """The record at `offset` was put in the streams' channels."""
+        if offset > self.reached.get(tp, -1):
+            self.reached[tp] = offset
 
     def reread(self, tp: TP, offset: int) -> None:
         """`tp` is read again from `offset` (the fetcher hands out only offsets at or above the
         read offset): the first offset handed out from now on is remembered."""
         self._set(tp, offset if offset else None)
         self.first_reread[tp] = None
+        self.reached.pop(tp, None)
 
     def _set(self, tp: TP, offset: int | None) -> None:
         super().__setitem__(tp, offset)
@@ -442,6 +476,21 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset: ReadOffsets = ReadOffsets()
+        self.handing_out = 0  # records being handed to the streams now
+        self.callback = self._handing_out(self.callback)
+
+    def _handing_out(self, callback: Callable[[Message], Awaitable[None]]
+                     ) -> Callable[[Message], Awaitable[None]]:
+        """The fetcher's hand-out of a record to the streams, noting the records that reach
+        them: one whose hand-out is cancelled (the flow stopped) never did."""
+        async def hand_out(message: Message) -> None:
+            self.handing_out += 1
+            try:
+                await callback(message)
+            finally:
+                self.handing_out -= 1
+            self._read_offset.reached_streams(message.tp, message.offset)
+        return hand_out
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -481,15 +530,23 @@ class Consumer(faust_aiokafka.Consumer):
         and fetches it again on resume."""
         await cast(ConsumerThread, self._thread).pause_fetching(pause, resume)
 
-    def commit_holes(self) -> dict[TP, tuple[int, int]]:
-        """The partitions whose commit waits on offsets no record in hand holds (`hole`)."""
+    async def commit_holes(self) -> dict[TP, tuple[int, int]]:
+        """The partitions whose commit waits on offsets no record in hand holds (`hole`), or
+        that were fetched and never reached the streams (`tail_hole`). The latter are looked
+        for only while no record is being handed out: the rest of a batch whose hand-out
+        waits (a full channel, the producer's buffer) is fetched and not there yet."""
         in_flight: dict[TP, list[int]] = defaultdict(list)
         for message in list(self._unacked_messages):
             if not message.acked:
                 in_flight[message.tp].append(message.offset)
+        assigned = list(self.assignment())
+        positions = {} if self.handing_out else await self.positions(*assigned)
         holes: dict[TP, tuple[int, int]] = {}
-        for tp in self.assignment():
-            found = hole(self._acked.get(tp, []), self._start(tp), in_flight[tp])
+        for tp in assigned:
+            acked, start = self._acked.get(tp, []), self._start(tp)
+            found = hole(acked, start, in_flight[tp]) or tail_hole(
+                acked, start, in_flight[tp], self._read_offset.reached.get(tp),
+                positions.get(tp))
             if found:
                 holes[tp] = found
         return holes
@@ -513,7 +570,7 @@ class Consumer(faust_aiokafka.Consumer):
         and proves nothing (it lies past every offset delivered), and the hole is read again.
         Judged from the read offset alone, a hole can be passed over a record: the stale
         record raises it, the fetcher drops the hole's own record, and the hole is skipped."""
-        holes = self.commit_holes()
+        holes = await self.commit_holes()
         for tp, found in holes.items():
             if self._holes_seen.get(tp) != found:
                 continue  # seen once: records on their way may still fill it

@@ -15,7 +15,7 @@ from pathlib import Path
 from elasticsearch import Elasticsearch
 from kafka.errors import KafkaError
 
-from streams.runtime.broker import admin_client, consumer_lag
+from streams.runtime.broker import admin_client, consumer_lag, partition_offsets
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
 from streams.tooling.progress import PENDING_RECORDS, WORKER_CRASHES, WORKER_READY, worker_metric
@@ -92,7 +92,21 @@ class WorkerProcess:
             quiet = quiet + 1 if caught_up else 0
             return quiet >= 2
 
-        self._wait(drained, timeout_s, "caught up", poll_s=1.0)
+        self._wait(drained, timeout_s, "caught up", poll_s=1.0, detail=self.lag_report)
+
+    def lag_report(self) -> str:
+        """What the worker has not finished: the partitions with uncommitted messages
+        (committed/end offsets) and its stages' pending records."""
+        topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
+        try:
+            offsets = partition_offsets(self.settings, self.settings.app_id, topics)
+        except (KafkaError, KeyError) as exc:
+            return f"offsets not known ({exc!r})"
+        behind = sorted(f"{tp.topic.removeprefix(self.settings.topic_prefix)}[{tp.partition}] "
+                        f"{committed}/{end}"
+                        for tp, (committed, end) in offsets.items() if committed < end)
+        pending = worker_metric(self.metrics_url, PENDING_RECORDS)
+        return f"{', '.join(behind) or 'no lag'}; pending records {pending}"
 
     def peak_rss_bytes(self) -> int:
         """The worker's peak resident memory so far (Linux VmHWM)."""
@@ -151,7 +165,7 @@ class WorkerProcess:
         return reason
 
     def _wait(self, condition: Callable[[], bool], timeout_s: float, what: str,
-              poll_s: float = 0.5) -> None:
+              poll_s: float = 0.5, detail: Callable[[], str] | None = None) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
             if self.process is None or self.process.poll() is not None:
@@ -163,7 +177,8 @@ class WorkerProcess:
             if condition():
                 return
             if time.monotonic() > deadline:
-                raise WorkerError(f"the worker was not {what} in {timeout_s:.0f} s; log "
+                found = f" ({detail()})" if detail else ""
+                raise WorkerError(f"the worker was not {what} in {timeout_s:.0f} s{found}; log "
                                   f"{self.log_path}:\n{self.log_tail()}", self.log_path)
             time.sleep(poll_s)
 

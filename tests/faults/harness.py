@@ -22,7 +22,6 @@ from streams.runtime.broker import (
     connection_options,
     consumer_lag,
     group_offsets,
-    partition_offsets,
 )
 from streams.settings import CONSUMED_TOPICS, REPO_ROOT, Settings
 from streams.sinks.elasticsearch import client_options
@@ -161,7 +160,7 @@ class FaultRun:
         while group_offsets(self.settings, self.settings.app_id, [topic])[topic][0] < due:
             if time.monotonic() > deadline:
                 self.stalls.append(f"ingest did not commit {step.at:.0%} of the traffic in "
-                                   f"{self.drain_timeout_s:.0f} s: {self.lag_report()}")
+                                   f"{self.drain_timeout_s:.0f} s: {self.worker.lag_report()}")
                 return
             self.check_alive()
             time.sleep(0.2)
@@ -219,7 +218,7 @@ class FaultRun:
                 except WorkerError:
                     if time.monotonic() > deadline:
                         self.stalls.append(f"not drained in {self.drain_timeout_s:.0f} s: "
-                                           f"{self.lag_report()}")
+                                           f"{self.worker.lag_report()}")
                         return time.monotonic()
                     self.check_alive()
                     continue
@@ -230,15 +229,6 @@ class FaultRun:
                     return looked_at
         finally:
             es.close()
-
-    def lag_report(self) -> str:
-        """The partitions with uncommitted messages: committed/end offsets."""
-        topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
-        behind = {f"{tp.topic.removeprefix(self.settings.topic_prefix)}[{tp.partition}]":
-                  f"{committed}/{end}" for tp, (committed, end)
-                  in partition_offsets(self.settings, self.settings.app_id, topics).items()
-                  if committed < end}
-        return ", ".join(f"{k} {v}" for k, v in sorted(behind.items())) or "no lag"
 
     def clean_up(self) -> None:
         """Indices, templates and topics of this run (the stacks are shared by every run)."""

@@ -1,8 +1,8 @@
 """Contract tests of the wall around Faust (`streams/runtime/faust_wall.py`), with Faust's own app,
 consumer, messages, events and tables, and no broker: each fails when the Faust behaviour its
 hook relies on changes. The hooks that need a broker are tested against the real Kafka
-(tests/integration/test_faust_wall.py). The pure helpers of the commit (`drop_done`, `hole`)
-are tested here too."""
+(tests/integration/test_faust_wall.py). The pure helpers of the commit (`drop_done`, `hole`,
+`tail_hole`) are tested here too."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ from streams.runtime.faust_wall import (
     make_event_current,
     recovering_table,
     set_producer_buffer,
+    tail_hole,
     write_table,
 )
 from streams.runtime.faust_wall import Table as WallTable
@@ -326,7 +327,11 @@ def test_a_hole_is_passed_only_when_reading_it_again_proves_it_holds_no_record(
     async def seek_back(tp: TP, offset: int) -> None:
         seeks.append((tp, offset))
 
+    async def positions(tps: list[TP]) -> dict[TP, int]:
+        return {TP0: 26}
+
     monkeypatch.setattr(consumer._thread, "seek_back", seek_back)
+    monkeypatch.setattr(consumer._thread, "positions", positions)
     monkeypatch.setattr(consumer._thread, "assignment", lambda: {TP0})
     consumer._committed_offset[TP0] = 22
     consumer._read_offset.update({TP0: 22})  # perform_seek
@@ -346,6 +351,77 @@ def test_a_hole_is_passed_only_when_reading_it_again_proves_it_holds_no_record(
         mend()
     assert "commit_hole_skipped" in caplog.text
     assert committable(app) == {TP0: 26}
+
+
+def test_offsets_fetched_past_that_never_reached_the_streams_are_a_tail_hole() -> None:
+    """A rebalance stopped the flow mid-batch: offset 42, the partition's last, was fetched
+    (position 43) and dropped; nothing after it comes to show the hole."""
+    assert tail_hole([], 42, in_flight=[], reached=None, position=43) == (42, 43)
+    assert tail_hole([40], 42, in_flight=[41], reached=41, position=45) == (42, 45)
+    assert tail_hole([], 42, in_flight=[], reached=42, position=43) is None  # in a channel
+    assert tail_hole([], 42, in_flight=[42], reached=None, position=43) is None  # in hand
+    assert tail_hole([43], 42, in_flight=[], reached=None, position=44) is None  # `hole`'s
+    assert tail_hole([], 42, in_flight=[], reached=None, position=42) is None  # not fetched
+    assert tail_hole([], None, in_flight=[], reached=None, position=43) is None
+
+
+def test_a_tail_hole_is_read_again_and_only_while_nothing_is_being_handed_out(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guards Consumer.callback (wrapped) and mend_commit_holes at a partition's tail: the
+    fetcher hands each record to `self.callback`, and Faust's getmany drops the rest of a
+    batch when the flow stops (a rebalance): offset 42 was fetched, so the consumer's position
+    is 43, and never reached the streams. Seen twice, it is read again from 42. A record
+    whose hand-out is cancelled (the flow stopped) did not reach them; one whose hand-out
+    ended did. While a hand-out waits, the rest of its batch is fetched and not there yet:
+    no tail hole is looked for then. The consumer's thread is stood in for."""
+    consumer = cast(Consumer, app.consumer)
+    assert "callback = self.callback" in inspect.getsource(FaustConsumer._drain_messages)
+    getmany = inspect.getsource(FaustConsumer.getmany)
+    assert "if not self.flow_active:\n                    break" in getmany
+    seeks: list[tuple[TP, int]] = []
+
+    async def seek_back(tp: TP, offset: int) -> None:
+        seeks.append((tp, offset))
+
+    async def positions(tps: list[TP]) -> dict[TP, int]:
+        return {TP0: 43}
+
+    monkeypatch.setattr(consumer._thread, "seek_back", seek_back)
+    monkeypatch.setattr(consumer._thread, "positions", positions)
+    monkeypatch.setattr(consumer._thread, "assignment", lambda: {TP0})
+    consumer._committed_offset[TP0] = 42
+    consumer._read_offset.update({TP0: 42})  # perform_seek
+    mend = lambda: asyncio.run(consumer.mend_commit_holes())  # noqa: E731
+
+    waiting = asyncio.Event()
+
+    async def hand_out(message: object) -> None:
+        await waiting.wait()
+
+    async def handing_out_and_mending() -> None:
+        [event] = delivered(app, [43], partition=1)  # another partition's hand-out waits
+        task = asyncio.create_task(consumer._handing_out(hand_out)(event.message))
+        await asyncio.sleep(0)
+        assert consumer.handing_out == 1
+        await consumer.mend_commit_holes()
+        await consumer.mend_commit_holes()
+        assert seeks == []  # not looked for while a hand-out waits
+        task.cancel()  # the flow stopped: never reached the streams
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert consumer.handing_out == 0 and TP(TP0.topic, 1) not in consumer._read_offset.reached
+
+    asyncio.run(handing_out_and_mending())
+    mend()  # seen once
+    assert seeks == []
+    mend()
+    assert seeks == [(TP0, 42)]
+    [event] = delivered(app, [42])  # the re-read hands 42 out
+    asyncio.run(consumer._handing_out(lambda message: asyncio.sleep(0))(event.message))
+    assert consumer._read_offset.reached[TP0] == 42
+    mend()
+    mend()
+    assert seeks == [(TP0, 42)]  # in a channel now: no hole
 
 
 def test_a_service_crash_is_counted_from_modes_own_report() -> None:
