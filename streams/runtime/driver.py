@@ -32,7 +32,7 @@ processes, sends and writes state (on the loop, where Faust's tables live).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
@@ -306,21 +306,11 @@ class StageDriver(Generic[M]):
 
 
 def event_ms(record: Any) -> int:
-    """The event time of a record, for housekeeping; 0 when it has none."""
-    for name in ("ts", "ts_ms"):
-        value = getattr(record, name, None)
-        if isinstance(value, int):
-            return value
-    event = getattr(record, "event", None)
-    if isinstance(event, Mapping):  # an event in its plain form (a jailbreak match)
-        value = event.get("ts")
-        return value if isinstance(value, int) else 0
-    return int(getattr(event, "ts_ms", 0) or 0)
+    """The event time of a record (`ts_ms`), for housekeeping; 0 when it has none."""
+    value = getattr(record, "ts_ms", 0)
+    return value if isinstance(value, int) else 0
 
 
 def record_id(record: Any) -> str:
     """What breaks a tie in event time: the event's id, else nothing (the sort is stable)."""
-    event = getattr(record, "event", record)
-    if isinstance(event, Mapping):
-        return str(event.get("event_id", ""))
-    return str(getattr(event, "event_id", ""))
+    return str(getattr(getattr(record, "event", record), "event_id", ""))

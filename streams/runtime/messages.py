@@ -5,7 +5,8 @@ all bound for the same partition of that topic:
 
     msgpack map {"v": 1, "type": "<record type>", "records": [<record>, ...]}
 
-`v` is the wire version of the envelope and of every record type's fields. A record is the
+`v` is the wire version of the envelope and of every record type's fields (a field renamed
+since is still read under its old name: `PromptVector.RENAMED`). A record is the
 plain form of its type (`to_plain`): a msgpack map of str keys and plain values (str, int,
 float, bool, None, bytes, lists and maps of them). Nothing is pickled, so nothing written to a
 topic can run code in the worker. A reader refuses a batch whose version or type it does not
@@ -233,6 +234,10 @@ class EventRecord:
     TYPE: ClassVar[str] = "usage-event"
     event: UsageEvent
 
+    @property
+    def ts_ms(self) -> int:
+        return self.event.ts_ms
+
     def to_plain(self) -> dict[str, Any]:
         return self.event.to_dict()
 
@@ -241,7 +246,7 @@ class EventRecord:
         return cls(forwarded_event(plain))
 
 
-def forwarded_event(plain: Mapping[str, Any]) -> UsageEvent:
+def forwarded_event(plain: Any) -> UsageEvent:
     """A usage event as one stage forwards it to another: validated again (a stage never
     trusts a record it did not make), but not against the clock, which ingest did."""
     event = _read(EventRecord.TYPE, lambda p: event_from_dict(dict(p), _NO_CLOCK_CHECK), plain)
@@ -259,20 +264,25 @@ class AlertRecord:
 
     @classmethod
     def from_plain(cls, plain: Mapping[str, Any]) -> AlertRecord:
-        alert = _read(cls.TYPE, Alert.from_dict, plain)
-        _require_finite(cls.TYPE, plain)
-        for name in ("rule_id", "severity"):
-            _require_id(cls.TYPE, name, getattr(alert, name))
-        _require_id(cls.TYPE, "entity.kind", alert.entity.kind)
-        _require_id(cls.TYPE, "entity.id", alert.entity.id)
-        for account in alert.accounts:
-            _require_id(cls.TYPE, "accounts[]", account)
-        for name in ("incident_start_ms", "window_end_ms"):
-            _require_time(cls.TYPE, name, getattr(alert, name))
-        if not 0 <= alert.window_start_ms <= alert.window_end_ms:  # an empty window starts at 0
-            raise MessageError(f"{cls.TYPE}: window_start_ms = {alert.window_start_ms} is not "
-                               f"in 0..window_end_ms")
-        return cls(alert)
+        return cls(read_alert(cls.TYPE, plain))
+
+
+def read_alert(record_type: str, plain: Mapping[str, Any]) -> Alert:
+    """An alert in its plain form, as a record of `record_type` carries it."""
+    alert = _read(record_type, Alert.from_dict, plain)
+    _require_finite(record_type, plain)
+    for name in ("rule_id", "severity"):
+        _require_id(record_type, name, getattr(alert, name))
+    _require_id(record_type, "entity.kind", alert.entity.kind)
+    _require_id(record_type, "entity.id", alert.entity.id)
+    for account in alert.accounts:
+        _require_id(record_type, "accounts[]", account)
+    for name in ("incident_start_ms", "window_end_ms"):
+        _require_time(record_type, name, getattr(alert, name))
+    if not 0 <= alert.window_start_ms <= alert.window_end_ms:  # an empty window starts at 0
+        raise MessageError(f"{record_type}: window_start_ms = {alert.window_start_ms} is not "
+                           f"in 0..window_end_ms")
+    return alert
 
 
 @dataclass(frozen=True, slots=True)
@@ -341,15 +351,30 @@ class JailbreakMatch(PlainRecord):
     (keyed by pattern id). The event travels without its prompt."""
 
     TYPE: ClassVar[str] = "jailbreak-match"
-    event: dict[str, Any]
+    event: UsageEvent
     similarity: float
     pattern_id: str
     pattern_category: str
     pattern_text: str
 
-    def check(self) -> None:  # its event is read through forwarded_event where it is used
+    @property
+    def ts_ms(self) -> int:
+        return self.event.ts_ms
+
+    def to_plain(self) -> dict[str, Any]:
+        event = self.event.to_dict()
+        event.pop("prompt", None)
+        return {**PlainRecord.to_plain(self), "event": event}
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> JailbreakMatch:
+        return super(JailbreakMatch, cls).from_plain(
+            {**plain, "event": forwarded_event(plain.get("event"))})
+
+    def check(self) -> None:
         _require_id(self.TYPE, "pattern_id", self.pattern_id)
-        if not isinstance(self.similarity, float | int) or not -1.0 <= self.similarity <= 1.0:
+        if not isinstance(self.similarity, float | int) or isinstance(self.similarity, bool) \
+                or not -1.0 <= self.similarity <= 1.0:
             raise MessageError(f"{self.TYPE}: similarity = {self.similarity!r} is not a cosine")
 
 
@@ -379,7 +404,17 @@ class PageRequest(PlainRecord):
     action: str
     group: str
     ts_ms: int
-    alert: dict[str, Any] | None = None
+    alert: Alert | None = None
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"action": self.action, "group": self.group, "ts_ms": self.ts_ms,
+                "alert": None if self.alert is None else self.alert.to_dict()}
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> PageRequest:
+        alert = plain.get("alert")
+        return super(PageRequest, cls).from_plain(
+            {**plain, "alert": None if alert is None else read_alert(cls.TYPE, alert)})
 
     def check(self) -> None:
         _require_id(self.TYPE, "action", self.action)
@@ -446,8 +481,11 @@ class PromptVector(PlainRecord):
     account and key that the campaign stage, keyed by LSH bucket, cannot."""
 
     TYPE: ClassVar[str] = "prompt-vector"
+    # Field names it was written with before every time was named `..._ms`: still read, for
+    # the vectors a restart reads back (`streams/stages/detect_campaigns.py`).
+    RENAMED: ClassVar[dict[str, str]] = {"ts": "ts_ms", "key_first_seen": "key_first_seen_ms"}
     event_id: str
-    ts: int
+    ts_ms: int
     account_id: str
     api_key_id: str
     ip: str
@@ -457,7 +495,7 @@ class PromptVector(PlainRecord):
     space: str
     vector: bytes
     account_prompts: int
-    key_first_seen: int
+    key_first_seen_ms: int
     wrapper_key: str = ""
     wrapper: str = ""
     # The payload's language, when the model embedded it ("und" when not known).
@@ -465,11 +503,21 @@ class PromptVector(PlainRecord):
     disguised: bool = False  # look-alike letters, invisible characters, letters spaced apart
     intent: str = ""  # what its wrapper asks: publish, verify, jailbreak, other; "" if none
 
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> PromptVector:
+        named: dict[str, Any] = {}
+        for name, value in plain.items():
+            current = cls.RENAMED.get(name, name)
+            if current in named:
+                raise MessageError(f"{cls.TYPE}: {current} given under both its names")
+            named[current] = value
+        return super(PromptVector, cls).from_plain(named)
+
     def check(self) -> None:
         for name in ("event_id", "account_id", "api_key_id"):
             _require_id(self.TYPE, name, getattr(self, name))
-        _require_time(self.TYPE, "ts", self.ts)
-        _require_time(self.TYPE, "key_first_seen", self.key_first_seen)
+        _require_time(self.TYPE, "ts_ms", self.ts_ms)
+        _require_time(self.TYPE, "key_first_seen_ms", self.key_first_seen_ms)
         if not isinstance(self.account_prompts, int) or self.account_prompts < 0:
             raise MessageError(f"{self.TYPE}: account_prompts = {self.account_prompts!r} is "
                                "not a count")

@@ -35,7 +35,7 @@ def emit_alert(emit: Emit, alert: Alert, rule: RulePolicy) -> None:
         return
     # The act stage decides whether it pages (policy routing, grouping, rate limit).
     emit(ACTIONS, page_group(alert), PageRequest("trigger", page_group(alert),
-                                                 alert.window_end_ms, alert.to_dict()))
+                                                 alert.window_end_ms, alert))
     if rule.action == "none":
         return
     for signal in signals_from_alert(alert):

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from detectors.actions import QUEUE_BREAKER, SEND, AutomationLedger, PageLedger, severity_at_least
+from detectors.alerts import Alert, Entity
 from detectors.policy import Policy
 from detectors.redaction import redact
 from streams.runtime import clock
@@ -176,15 +177,16 @@ class ActStage(Stage):
             raise ValueError(f"a page request is a trigger with its alert or a resolve, got "
                              f"{page.action!r}")
         paging, alert = self.policy.paging, page.alert
-        if alert["rule_id"] in paging.exclude_rules \
-                or not severity_at_least(str(alert["severity"]), paging.min_severity):
+        if alert.rule_id in paging.exclude_rules \
+                or not severity_at_least(alert.severity, paging.min_severity):
             return
         self.trigger(emit, page.group, alert, now_ms)
 
-    def trigger(self, emit: Emit, group: str, alert: dict[str, Any], now_ms: int) -> None:
+    def trigger(self, emit: Emit, group: str, alert: Alert, now_ms: int) -> None:
         paging = self.policy.paging
         ledger = self.ledgers.get(PAGES) or PageLedger()
-        receivers = paging.routes.get(alert["severity"], [])
+        receivers = next((to for severity, to in paging.routes.items()
+                          if severity == alert.severity), [])
         page = {**page_of(alert), "receivers": receivers}
         pages, held_back = ledger.trigger(group, page, now_ms,
                                           paging.group_window_seconds * 1000,
@@ -196,10 +198,10 @@ class ActStage(Stage):
             page["details"]["pages_held_back"] = held_back
         for receiver in receivers:
             emit(DELIVERIES, group, Delivery(
-                id=message_id("page", receiver, alert["alert_id"], "trigger"),
+                id=message_id("page", receiver, alert.alert_id, "trigger"),
                 receiver=receiver, body=page, action="trigger", ts_ms=now_ms))
-        audit(emit, f"page-{alert['alert_id']}", {"action": "page", "ts_ms": now_ms,
-                                                   "alert_ids": [alert["alert_id"]]}, "sent",
+        audit(emit, f"page-{alert.alert_id}", {"action": "page", "ts_ms": now_ms,
+                                                "alert_ids": [alert.alert_id]}, "sent",
               reason=page["summary"])
 
     def resolve(self, emit: Emit, group: str, now_ms: int) -> None:
@@ -218,33 +220,31 @@ class ActStage(Stage):
 
     def page_breaker(self, emit: Emit, now_ms: int) -> None:
         automation = self.policy.automation
-        alert = {"alert_id": message_id(BREAKER_GROUP, str(now_ms)),
-                 "rule_id": "automation.circuit_breaker", "severity": "critical",
-                 "entity": {"kind": "automation", "id": "suspensions"}, "score": 1.0,
-                 "window_end_ms": now_ms, "accounts": [],
-                 "reasons": [f"over {automation.breaker_multiple:g}x the usual hourly rate of "
-                             f"suspension requests (and at least "
-                             f"{automation.breaker_min_suspensions}): automation is stopped "
-                             "and requests wait for approval until an analyst resumes it"]}
+        # Its id, as every alert's, is its rule, entity and start: one per opening.
+        alert = Alert(rule_id="automation.circuit_breaker", severity="critical", score=1.0,
+                      entity=Entity("automation", "suspensions"), incident_start_ms=now_ms,
+                      window_start_ms=now_ms, window_end_ms=now_ms,
+                      reasons=(f"over {automation.breaker_multiple:g}x the usual hourly rate of "
+                               f"suspension requests (and at least "
+                               f"{automation.breaker_min_suspensions}): automation is stopped "
+                               "and requests wait for approval until an analyst resumes it",))
         log.error("circuit_breaker_open: automated suspensions stopped")
         self.trigger(emit, BREAKER_GROUP, alert, now_ms)
 
 
-def page_of(alert: dict[str, Any]) -> dict[str, Any]:
+def page_of(alert: Alert) -> dict[str, Any]:
     """What a pager needs of an alert: no prompts, reasons redacted (they leave the company)."""
-    reasons = [redact(str(r)) for r in alert.get("reasons", ())][:5]
-    entity = alert.get("entity", {})
-    summary = f"[{alert['severity']}] {alert['rule_id']} on {entity.get('kind')} " \
-              f"{entity.get('id')}: {reasons[0] if reasons else ''}"
-    details = {"rule_id": alert["rule_id"], "severity": alert["severity"],
-               "score": alert.get("score"), "entity_kind": entity.get("kind"),
-               "entity_id": entity.get("id"), "accounts": len(alert.get("accounts", ())),
-               "reasons": reasons}
-    return {"event_action": "trigger", "dedup_key": alert["alert_id"], "summary": summary,
-            "severity": alert["severity"], "rule_id": alert["rule_id"],
-            "entity_kind": entity.get("kind"), "entity_id": entity.get("id"),
-            "ts_ms": alert.get("window_end_ms"), "details": details,
-            "link": f"misuse-alerts/{alert['alert_id']}"}
+    reasons = [redact(str(r)) for r in alert.reasons][:5]
+    entity = alert.entity
+    summary = f"[{alert.severity}] {alert.rule_id} on {entity.kind} " \
+              f"{entity.id}: {reasons[0] if reasons else ''}"
+    details = {"rule_id": alert.rule_id, "severity": alert.severity, "score": alert.score,
+               "entity_kind": entity.kind, "entity_id": entity.id,
+               "accounts": len(alert.accounts), "reasons": reasons}
+    return {"event_action": "trigger", "dedup_key": alert.alert_id, "summary": summary,
+            "severity": alert.severity, "rule_id": alert.rule_id, "entity_kind": entity.kind,
+            "entity_id": entity.id, "ts_ms": alert.window_end_ms, "details": details,
+            "link": f"misuse-alerts/{alert.alert_id}"}
 
 
 def audit(emit: Emit, audit_id: str, action: dict[str, Any], outcome: str,

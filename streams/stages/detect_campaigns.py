@@ -34,7 +34,7 @@ SKIPPED_INTENTS = frozenset({"verify", "jailbreak"})
 
 def point_of(record: PromptVector) -> ClusterPoint:
     return ClusterPoint(
-        event_id=record.event_id, ts_ms=record.ts, vector=vector_from(record.vector),
+        event_id=record.event_id, ts_ms=record.ts_ms, vector=vector_from(record.vector),
         account_id=record.account_id, api_key_id=record.api_key_id, ip=record.ip,
         user_agent=record.user_agent, prompt_sample=record.sample, text_key=record.text_key,
         wrapper_key=record.wrapper_key, wrapper_sample=record.wrapper,
@@ -43,7 +43,8 @@ def point_of(record: PromptVector) -> ClusterPoint:
 
 def add_vector(tracker: CampaignTracker, record: PromptVector) -> None:
     """A vector processed before a restart, added at once (the rebuild judges them all)."""
-    tracker.add(point_of(record), record.space, record.account_prompts, record.key_first_seen)
+    tracker.add(point_of(record), record.space, record.account_prompts,
+                record.key_first_seen_ms)
 
 
 def vectors_read_back(settings: Settings, window_seconds: int) -> Iterator[PromptVector]:
@@ -126,7 +127,7 @@ class DetectCampaigns(Stage):
         # Judged in rounds of event time, never at batch ends or wall-clock moments: a replay
         # finds what live traffic finds, and two replays find the same.
         self._report(emit, self.tracker.offer(point_of(item), item.space, item.account_prompts,
-                                              item.key_first_seen), self.tracker.latest_ms)
+                                              item.key_first_seen_ms), self.tracker.latest_ms)
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         """At a batch end, and at every tick (`tick_seconds`). Once a whole tick has passed

@@ -7,7 +7,7 @@ from typing import Any
 from detectors.jailbreak import Pattern, PatternSpreadDetector
 from detectors.policy import Policy
 from streams.runtime.driver import Emit, Stage, StateStore
-from streams.runtime.messages import JailbreakMatch, forwarded_event
+from streams.runtime.messages import JailbreakMatch
 from streams.runtime.publish import emit_alert
 from streams.runtime.rules import Housekeeping, build, retune
 
@@ -32,9 +32,8 @@ class PatternSpread(Stage):
         rule = self.policy.rules.jailbreak_spread
         if not rule.enabled:
             return
-        event = forwarded_event(item.event)
         pattern = Pattern(item.pattern_id, item.pattern_category, item.pattern_text)
-        for alert in self.detector.observe(event, (pattern, item.similarity)):
+        for alert in self.detector.observe(item.event, (pattern, item.similarity)):
             emit_alert(emit, alert, rule)
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:

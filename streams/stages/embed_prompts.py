@@ -28,7 +28,7 @@ def prompt_vector(event: UsageEvent, embedded: EmbeddedPrompt, activity: int,
     assert event.account_id is not None and event.prompt is not None
     narrative = embedded.narrative
     return PromptVector(
-        event_id=event.event_id, ts=event.ts_ms, account_id=event.account_id,
+        event_id=event.event_id, ts_ms=event.ts_ms, account_id=event.account_id,
         api_key_id=event.api_key_id, ip=event.ip, user_agent=event.user_agent or "",
         sample=redacted_sample(event.prompt),
         # Near duplicates share the key of the text whose vector they reuse: a claim reworded
@@ -39,7 +39,7 @@ def prompt_vector(event: UsageEvent, embedded: EmbeddedPrompt, activity: int,
         # how much the account sent in all tells it how concentrated the account is.
         account_prompts=activity,
         # Fresh keys are a coordination signal; this stage sees every key of its accounts.
-        key_first_seen=key_first_seen_ms,
+        key_first_seen_ms=key_first_seen_ms,
         wrapper_key=narrative.wrapper_key if narrative.payload else "",
         wrapper=redacted_sample(narrative.wrapper) if narrative.payload else "",
         language=embedded.language, disguised=embedded.disguised,
@@ -110,10 +110,8 @@ class EmbedPrompts(Stage):
                 emit_alert(emit, alert, rule)
         if match is not None:
             pattern, similarity = match
-            plain = event.to_dict()
-            plain.pop("prompt", None)
             emit("misuse.jailbreak-matches", pattern.id, JailbreakMatch(
-                plain, float(similarity), pattern.id, pattern.category, pattern.text))
+                event, float(similarity), pattern.id, pattern.category, pattern.text))
 
     def after(self, emit: Emit, latest_event_ms: int) -> None:
         self.housekeeper.run(latest_event_ms)

@@ -112,7 +112,7 @@ def enumerated_keys(who: str) -> list[Record]:
 
 def pattern_matches(who: str) -> list[Record]:
     """Five accounts matching one pattern of the bank: a pattern spread."""
-    return [JailbreakMatch(usage(who, "match", n, account).to_dict(), 0.95, f"{who}-pattern-{RUN}",
+    return [JailbreakMatch(usage(who, "match", n, account), 0.95, f"{who}-pattern-{RUN}",
                            "instruction_override", JAILBREAK)
             for n, account in enumerate(crowd(who, "match"))]
 

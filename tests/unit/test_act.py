@@ -6,6 +6,7 @@ from collections import Counter
 
 from pydantic import SecretStr
 
+from detectors.alerts import Alert, Entity
 from detectors.policy import Automation, Paging, Policy
 from streams.runtime import clock
 from streams.runtime.driver import MemoryState, StageDriver
@@ -145,33 +146,34 @@ def test_clearing_a_suspended_account_sends_the_reversal():
     assert deliveries == [] and list(audits.values()) == ["nothing_to_reverse"]
 
 
-def alert(alert_id: str, account: str, severity: str = "high") -> dict:
-    return {"alert_id": alert_id, "rule_id": "campaign.coordinated", "severity": severity,
-            "score": 0.9, "entity": {"kind": "account", "id": account},
-            "window_end_ms": NOW_MS, "accounts": [account],
-            "reasons": ["one narrative from 300 accounts, mail me at a@b.example"]}
+def alert(account: str, severity: str = "high") -> Alert:
+    return Alert(rule_id="campaign.coordinated", severity=severity, score=0.9,
+                 entity=Entity("account", account), incident_start_ms=NOW_MS - 60_000,
+                 window_start_ms=NOW_MS - 60_000, window_end_ms=NOW_MS, accounts=(account,),
+                 reasons=("one narrative from 300 accounts, mail me at a@b.example",))
 
 
 def test_a_campaign_of_300_accounts_pages_once_and_resolves():
     driver = act_stage(Policy(paging=Paging(max_pages_per_hour=5)))
-    triggers = [PageRequest("trigger", "campaign:c1", NOW_MS, alert(f"a{i}", f"acct-{i}"))
+    triggers = [PageRequest("trigger", "campaign:c1", NOW_MS, alert(f"acct-{i}"))
                 for i in range(300)]
+    first = alert("acct-0").alert_id
     deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, triggers, RING)], NOW_MS))
     assert sorted(d.receiver for d in deliveries) == ["alertmanager", "pagerduty"]
-    assert all(d.body["dedup_key"] == "a0" for d in deliveries)
+    assert all(d.body["dedup_key"] == first for d in deliveries)
     assert "a@b.example" not in str(deliveries[0].body)  # redacted: pages leave the company
     resolve = encode_batch(PageRequest.TYPE, [PageRequest("resolve", "campaign:c1", NOW_MS)], RING)
     deliveries, _ = outputs(driver.run([resolve], NOW_MS))
-    assert {(d.action, d.body["dedup_key"]) for d in deliveries} == {("resolve", "a0")}
+    assert {(d.action, d.body["dedup_key"]) for d in deliveries} == {("resolve", first)}
 
 
 def test_paging_follows_the_policy_routes_and_severity():
     driver = act_stage(Policy(paging=Paging(min_severity="critical")))
-    quiet = PageRequest("trigger", "g1", NOW_MS, alert("a1", "acct-1", "high"))
-    loud = PageRequest("trigger", "g2", NOW_MS, alert("a2", "acct-2", "critical"))
+    quiet = PageRequest("trigger", "g1", NOW_MS, alert("acct-1", "high"))
+    loud = PageRequest("trigger", "g2", NOW_MS, alert("acct-2", "critical"))
     deliveries, _ = outputs(driver.run([encode_batch(PageRequest.TYPE, [quiet, loud], RING)],
                                        NOW_MS))
-    assert {d.body["dedup_key"] for d in deliveries} == {"a2"}
+    assert {d.body["dedup_key"] for d in deliveries} == {alert("acct-2").alert_id}
 
 
 def test_the_act_stage_reads_one_partition_so_its_cap_holds_across_workers():

@@ -167,7 +167,7 @@ def test_the_records_of_messages_spanning_minutes_come_out_interleaved_in_event_
     @dataclass(frozen=True)
     class Rec:
         event_id: str
-        ts: int
+        ts_ms: int
 
     order: InputOrder[str, tuple[str, list]] = InputOrder.within(5_000, max_hold_seconds=10.0)
     a = [(Rec(f"a{n}", n * 60_000), f"item a{n}") for n in range(5)]  # 0..4 min

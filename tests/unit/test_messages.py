@@ -54,6 +54,20 @@ def test_an_unreadable_batch_is_refused_with_its_reason(raw: bytes | None, reaso
         decode_batch(raw, RING)
 
 
+def test_a_prompt_vector_written_under_its_old_field_names_is_still_read() -> None:
+    """The vectors a restart reads back may have been written before `ts` and
+    `key_first_seen` became `ts_ms` and `key_first_seen_ms`; a record naming both is refused."""
+    plain = vector_record(5).to_plain()
+    old = {{"ts_ms": "ts", "key_first_seen_ms": "key_first_seen"}.get(k, k): v
+           for k, v in plain.items()}
+    assert "ts" in old and "ts_ms" not in old
+    [read] = records_of(decode_batch(batch_of("prompt-vector", old), RING), PromptVector)
+    assert read == vector_record(5)
+    for both in (plain | {"ts": plain["ts_ms"]}, {"ts": plain["ts_ms"]} | plain):
+        with pytest.raises(MessageError, match="ts_ms given under both its names"):
+            records_of(decode_batch(batch_of("prompt-vector", both), RING), PromptVector)
+
+
 def test_a_record_that_does_not_fit_its_type_is_refused() -> None:
     plain = vector_record().to_plain()
     wrong_type = decode_batch(encode_batch(PromptVector.TYPE, [vector_record()], RING), RING)
@@ -134,8 +148,8 @@ def batch_of(record_type: str, *plains: dict) -> bytes:
      "account_id must be a non-empty string"),
     ("usage-event", EVENT.to_dict() | {"ts": 10**17}, "ts = 100000000000000000 ms is outside"),
     ("usage-event", EVENT.to_dict() | {"account_id": ""}, "account_id"),
-    ("prompt-vector", vector_record().to_plain() | {"ts": 10**17}, "ts = .* is outside"),
-    ("prompt-vector", vector_record().to_plain() | {"ts": "soon"}, "ts must be epoch millis"),
+    ("prompt-vector", vector_record().to_plain() | {"ts_ms": 10**17}, "ts_ms = .* is outside"),
+    ("prompt-vector", vector_record().to_plain() | {"ts_ms": "soon"}, "ts_ms must be epoch millis"),
     ("prompt-vector", vector_record().to_plain() | {"event_id": ""}, "event_id"),
     ("prompt-vector", vector_record().to_plain() | {"account_prompts": -1}, "not a count"),
     ("page-request", {"action": "trigger", "group": "g", "ts_ms": -5}, "outside"),

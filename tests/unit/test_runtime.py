@@ -18,7 +18,7 @@ class Number(PlainRecord):
     TYPE: ClassVar[str] = "number"
     key: str
     value: int
-    ts: int = 0
+    ts_ms: int = 0
 
 
 class Doubler(Stage):
@@ -44,7 +44,7 @@ class Doubler(Stage):
         if item.value == -1:
             raise OSError("disk gone")
         self.seen.append(item.value)
-        emit("out", item.key, Number(item.key, item.value * self.factor, item.ts))
+        emit("out", item.key, Number(item.key, item.value * self.factor, item.ts_ms))
 
     def reconfigure(self, policy: Policy) -> None:
         self.factor = 3

@@ -192,10 +192,10 @@ def test_the_campaign_stage_holds_points_pending_until_a_judging_round_has_sent_
     sent: list[tuple] = []
     for n in range(3):
         fresh.process(PromptVector(
-            event_id=f"e{n}", ts=NOW_MS + n, account_id=f"acct-{n}", api_key_id=f"key-{n}",
+            event_id=f"e{n}", ts_ms=NOW_MS + n, account_id=f"acct-{n}", api_key_id=f"key-{n}",
             ip="203.0.113.7", user_agent="ua", sample="a claim", text_key=f"k{n}",
             space="full", vector=vector_bytes(vector),
-            account_prompts=1, key_first_seen=NOW_MS), lambda *m: sent.append(m), NOW_MS)
+            account_prompts=1, key_first_seen_ms=NOW_MS), lambda *m: sent.append(m), NOW_MS)
     assert fresh.pending() == 3
     fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # the batch's end: held for the round
     fresh.after(lambda *m: sent.append(m), NOW_MS + 2)  # a tick: input since the last one
@@ -257,10 +257,10 @@ def test_what_a_restart_rebuilt_is_reported_before_what_is_judged_after_it() -> 
 
     later = T0 + 120 * MINUTE  # past the judging lag: the window is judged first
     stage.process(PromptVector(
-        event_id="later", ts=later, account_id="bystander", api_key_id="key-bystander",
+        event_id="later", ts_ms=later, account_id="bystander", api_key_id="key-bystander",
         ip="10.9.9.9", user_agent="", sample="unrelated", text_key="unrelated later",
         space="full", vector=vector_bytes(np.eye(1, DIM, 0, dtype=np.float32)[0]),
-        account_prompts=1, key_first_seen=T0), emit, later)
+        account_prompts=1, key_first_seen_ms=T0), emit, later)
     stage.after(emit, later)
     sizes = [r.source["misuse"]["size"] for r in sent if isinstance(r, DocumentRecord)
              and r.index == "campaigns" and r.id == op.campaign]
