@@ -37,14 +37,15 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   `_read_offset[tp]`, so it is lowered to read again, and setting it through `__setitem__`
   as it hands each record out; on `_new_offset` folding `_gap` intervals into the
   acknowledged offsets.
-- `Consumer.callback` (wrapped) and `tail_hole`: the same loss at a partition's tail, where no
-  later record comes to show the hole: the consumer's position stands past the committed
-  offset, yet no record at or past it has reached the streams since the last seek (Faust's
-  `getmany` drops the rest of a batch fetched when a rebalance stops the flow, and cancels the
-  hand-out of the record in hand). Relies on the fetcher handing each record to
-  `Consumer.callback` (the conductor's `on_message`, which puts it in the agents' channels),
-  cancelled when the flow stops, and on aiokafka's `position` being past every record it
-  returned.
+- `Consumer.callback` (wrapped), `Consumer.getmany` (wrapped) and `tail_hole`: the same loss
+  at a partition's tail, where no later record comes to show the hole: between batches, the
+  consumer's position stands past the committed offset, yet no record at or past it has
+  reached the streams since the last seek (Faust's `getmany` drops the rest of a batch
+  fetched when a rebalance stops the flow, and cancels the hand-out of the record in hand).
+  Relies on the fetcher (`_drain_messages`) taking its batches from `self.getmany` and
+  handing each record to `self.callback` (the conductor's `on_message`, which puts it in the
+  agents' channels), cancelled when the flow stops, and on aiokafka's `position` being past
+  every record it returned.
 - `Consumer.pause_fetching` / `ConsumerThread.pause_fetching` (`_thread`, `call_thread`,
   `_ensure_consumer`; aiokafka `pause`/`resume`): pausing a partition never loses the records
   already fetched for it. Relies on Faust dropping the fetched records of a partition that
@@ -476,7 +477,7 @@ class Consumer(faust_aiokafka.Consumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_offset: ReadOffsets = ReadOffsets()
-        self.handing_out = 0  # records being handed to the streams now
+        self.batch_open = False  # a fetched batch is being handed out
         self.callback = self._handing_out(self.callback)
 
     def _handing_out(self, callback: Callable[[Message], Awaitable[None]]
@@ -484,13 +485,19 @@ class Consumer(faust_aiokafka.Consumer):
         """The fetcher's hand-out of a record to the streams, noting the records that reach
         them: one whose hand-out is cancelled (the flow stopped) never did."""
         async def hand_out(message: Message) -> None:
-            self.handing_out += 1
-            try:
-                await callback(message)
-            finally:
-                self.handing_out -= 1
+            await callback(message)
             self._read_offset.reached_streams(message.tp, message.offset)
         return hand_out
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[TP, Message]]:
+        """Faust's batches as it fetches them, noting while one is handed out: its records
+        are fetched (the consumer's position is past them) and not all handed out yet."""
+        try:
+            async for record in super().getmany(timeout):
+                self.batch_open = True
+                yield record
+        finally:
+            self.batch_open = False
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -533,14 +540,16 @@ class Consumer(faust_aiokafka.Consumer):
     async def commit_holes(self) -> dict[TP, tuple[int, int]]:
         """The partitions whose commit waits on offsets no record in hand holds (`hole`), or
         that were fetched and never reached the streams (`tail_hole`). The latter are looked
-        for only while no record is being handed out: the rest of a batch whose hand-out
-        waits (a full channel, the producer's buffer) is fetched and not there yet."""
+        for only between batches: the rest of a batch being handed out (for seconds, when
+        the fetcher waits on a full channel, the producer's buffer or a commit) is fetched
+        and not there yet; between batches, every record fetched was handed out or
+        dropped."""
         in_flight: dict[TP, list[int]] = defaultdict(list)
         for message in list(self._unacked_messages):
             if not message.acked:
                 in_flight[message.tp].append(message.offset)
         assigned = list(self.assignment())
-        positions = {} if self.handing_out else await self.positions(*assigned)
+        positions = {} if self.batch_open else await self.positions(*assigned)
         holes: dict[TP, tuple[int, int]] = {}
         for tp in assigned:
             acked, start = self._acked.get(tp, []), self._start(tp)

@@ -365,17 +365,19 @@ def test_offsets_fetched_past_that_never_reached_the_streams_are_a_tail_hole() -
     assert tail_hole([], None, in_flight=[], reached=None, position=43) is None
 
 
-def test_a_tail_hole_is_read_again_and_only_while_nothing_is_being_handed_out(
+def test_a_tail_hole_is_read_again_and_only_between_batches(
         app: App, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Guards Consumer.callback (wrapped) and mend_commit_holes at a partition's tail: the
-    fetcher hands each record to `self.callback`, and Faust's getmany drops the rest of a
-    batch when the flow stops (a rebalance): offset 42 was fetched, so the consumer's position
-    is 43, and never reached the streams. Seen twice, it is read again from 42. A record
-    whose hand-out is cancelled (the flow stopped) did not reach them; one whose hand-out
-    ended did. While a hand-out waits, the rest of its batch is fetched and not there yet:
-    no tail hole is looked for then. The consumer's thread is stood in for."""
+    """Guards Consumer.callback and Consumer.getmany (wrapped) and mend_commit_holes at a
+    partition's tail: the fetcher takes its batches from `self.getmany` and hands each record
+    to `self.callback`, and Faust's getmany drops the rest of a batch when the flow stops (a
+    rebalance): offset 42 was fetched, so the consumer's position is 43, and never reached
+    the streams. Seen twice, it is read again from 42. A record whose hand-out is cancelled
+    (the flow stopped) did not reach them; one whose hand-out ended did. While a batch is
+    handed out, the rest of it is fetched and not there yet: no tail hole is looked for then.
+    The consumer's thread and the broker's side of the fetch are stood in for."""
     consumer = cast(Consumer, app.consumer)
-    assert "callback = self.callback" in inspect.getsource(FaustConsumer._drain_messages)
+    fetcher = inspect.getsource(FaustConsumer._drain_messages)
+    assert "callback = self.callback" in fetcher and "getmany = self.getmany" in fetcher
     getmany = inspect.getsource(FaustConsumer.getmany)
     assert "if not self.flow_active:\n                    break" in getmany
     seeks: list[tuple[TP, int]] = []
@@ -386,32 +388,38 @@ def test_a_tail_hole_is_read_again_and_only_while_nothing_is_being_handed_out(
     async def positions(tps: list[TP]) -> dict[TP, int]:
         return {TP0: 43}
 
+    async def fetched(timeout: float) -> tuple[dict[TP, list[ConsumerRecord]], set[TP]]:
+        record = ConsumerRecord(TP0.topic, 1, 43, 0, 0, b"k", b"v", None, 1, 1, [])
+        return {TP(TP0.topic, 1): [record]}, {TP(TP0.topic, 1)}
+
     monkeypatch.setattr(consumer._thread, "seek_back", seek_back)
     monkeypatch.setattr(consumer._thread, "positions", positions)
     monkeypatch.setattr(consumer._thread, "assignment", lambda: {TP0})
+    monkeypatch.setattr(consumer, "_wait_next_records", fetched)
+    monkeypatch.setattr(consumer, "highwater", lambda tp: 44)
     consumer._committed_offset[TP0] = 42
     consumer._read_offset.update({TP0: 42})  # perform_seek
     mend = lambda: asyncio.run(consumer.mend_commit_holes())  # noqa: E731
 
-    waiting = asyncio.Event()
-
-    async def hand_out(message: object) -> None:
-        await waiting.wait()
-
-    async def handing_out_and_mending() -> None:
-        [event] = delivered(app, [43], partition=1)  # another partition's hand-out waits
-        task = asyncio.create_task(consumer._handing_out(hand_out)(event.message))
-        await asyncio.sleep(0)
-        assert consumer.handing_out == 1
+    async def in_a_batch_then_a_cancelled_hand_out() -> None:
+        batch = consumer.getmany(timeout=1.0)
+        tp, message = await anext(batch)  # another partition's batch, being handed out
+        assert consumer.batch_open
         await consumer.mend_commit_holes()
         await consumer.mend_commit_holes()
-        assert seeks == []  # not looked for while a hand-out waits
-        task.cancel()  # the flow stopped: never reached the streams
+        assert seeks == []  # not looked for while a batch is handed out
+        with pytest.raises(StopAsyncIteration):
+            await anext(batch)
+        assert not consumer.batch_open
+
+        async def flow_stopped(message: object) -> None:
+            raise asyncio.CancelledError
+
         with pytest.raises(asyncio.CancelledError):
-            await task
-        assert consumer.handing_out == 0 and TP(TP0.topic, 1) not in consumer._read_offset.reached
+            await consumer._handing_out(flow_stopped)(message)
+        assert tp not in consumer._read_offset.reached  # never reached the streams
 
-    asyncio.run(handing_out_and_mending())
+    asyncio.run(in_a_batch_then_a_cancelled_hand_out())
     mend()  # seen once
     assert seeks == []
     mend()
