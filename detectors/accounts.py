@@ -80,13 +80,6 @@ class StatusChange:
             allowlisted_until_ms=current.allowlisted_until_ms if current else None,
             cleared_at_ms=current.cleared_at_ms if current else None, since_ms=self.ts_ms)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"account_id": self.account_id, "status": self.status,
-                "previous": self.previous, "ts_ms": self.ts_ms, "score": round(self.score, 4),
-                "request_suspension": self.request_suspension, "reasons": list(self.reasons),
-                "detectors": list(self.detectors), "alert_ids": list(self.alert_ids),
-                "evidence_since_ms": self.evidence_since_ms, "set_by": self.set_by}
-
 
 def is_allowlisted(current: AccountStatus | None, now_ms: int) -> bool:
     return current is not None and current.status == "allowlisted" and (

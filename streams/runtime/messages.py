@@ -379,19 +379,77 @@ class JailbreakMatch(PlainRecord):
 
 
 @dataclass(frozen=True, slots=True)
-class ActionRequest(PlainRecord):
+class ActionRequest:
     """An action the risk stage asks for, for the act stage: a suspension, or its reversal
-    (`unsuspend`) after an analyst cleared or allowlisted the account."""
+    (`unsuspend`) after an analyst cleared or allowlisted the account. It travels as
+    {"request": {...}}, the map its audit documents and the approval queue keep (`as_map`)."""
 
     TYPE: ClassVar[str] = "action-request"
-    request: dict[str, Any]
+    # What requests written before this type had fields still carry: `by` (now `analyst`) and
+    # the status change's own flags, which nothing read.
+    FORMER: ClassVar[dict[str, str | None]] = {
+        "by": "analyst", "request_suspension": None, "set_by": None}
+    account_id: str
+    action: str  # suspend, unsuspend
+    ts_ms: int
+    automated: bool = True
+    dry_run: bool | None = None  # a suspension's: carried out only when False
+    reasons: tuple[str, ...] = ()
+    alert_ids: tuple[str, ...] = ()
+    detectors: tuple[str, ...] = ()
+    # The status change behind a suspension
+    score: float | None = None
+    status: str | None = None
+    previous: str | None = None
+    evidence_since_ms: int | None = None
+    # A reversal: the analyst, and the decision it carries out (its audit's id)
+    analyst: str | None = None
+    decision_id: str = ""
 
-    def check(self) -> None:
-        if not isinstance(self.request, dict):
-            raise MessageError(f"{self.TYPE}: request must be a map")
-        _require_id(self.TYPE, "request.account_id", self.request.get("account_id"))
-        _require_id(self.TYPE, "request.action", self.request.get("action"))
-        _require_time(self.TYPE, "request.ts_ms", self.request.get("ts_ms"))
+    @property
+    def dry(self) -> bool:
+        """A suspension only logged: unless the risk stage said it may be carried out."""
+        return self.dry_run is not False
+
+    def as_map(self) -> dict[str, Any]:
+        plain = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: list(value) if isinstance(value, tuple) else value
+                for name, value in plain.items()}
+
+    def to_plain(self) -> dict[str, Any]:
+        return {"request": self.as_map()}
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> ActionRequest:
+        if set(plain) != {"request"} or not isinstance(plain["request"], Mapping):
+            raise MessageError(f"{cls.TYPE}: a map of one field, request, that is a map")
+        return cls.from_map(plain["request"])
+
+    @classmethod
+    def from_map(cls, request: Mapping[str, Any]) -> ActionRequest:
+        """A request from its map (`as_map`, or as a request written before held it)."""
+        names = {f.name for f in fields(cls)}
+        current: dict[str, Any] = {}
+        for name, value in request.items():
+            name_now = cls.FORMER.get(name, name) if name not in names else name
+            if name_now is None:
+                continue
+            if name_now not in names:
+                raise MessageError(f"{cls.TYPE}: unknown field request.{name}")
+            current[name_now] = tuple(value) if isinstance(value, list) else value
+        try:
+            action = cls(**current)
+        except TypeError as exc:  # a required field is missing
+            raise MessageError(f"{cls.TYPE}: {exc}") from None
+        _require_finite(cls.TYPE, request)
+        _require_id(cls.TYPE, "request.account_id", action.account_id)
+        _require_id(cls.TYPE, "request.action", action.action)
+        _require_time(cls.TYPE, "request.ts_ms", action.ts_ms)
+        for name in ("reasons", "alert_ids", "detectors"):
+            items = getattr(action, name)
+            if not isinstance(items, tuple) or not all(isinstance(i, str) for i in items):
+                raise MessageError(f"{cls.TYPE}: request.{name} must be a list of strings")
+        return action
 
 
 @dataclass(frozen=True, slots=True)

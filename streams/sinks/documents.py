@@ -117,7 +117,7 @@ def action_document(action: dict[str, Any], outcome: str, reason: str | None = N
         "user": {"id": action.get("account_id")},
         "misuse": {
             "automated": bool(action.get("automated")), "dry_run": action.get("dry_run"),
-            "actor": actor or action.get("analyst", "misuse-detector"),
+            "actor": actor or action.get("analyst") or "misuse-detector",
             "reason": reason or "; ".join(action.get("reasons", [])) or action.get("note", ""),
             "score": action.get("score"), "detectors": action.get("detectors", []),
             "alert_ids": action.get("alert_ids", []),

@@ -60,7 +60,7 @@ class ActStage(Stage):
 
     def process(self, item: Any, emit: Emit, now_ms: int) -> None:
         if isinstance(item, ActionRequest):
-            self.on_request(item.request, emit, now_ms)
+            self.on_request(item, emit, now_ms)
         elif isinstance(item, PageRequest):
             self.on_page(item, emit, now_ms)
         else:
@@ -76,17 +76,17 @@ class ActStage(Stage):
 
     # Suspensions
 
-    def on_request(self, request: dict[str, Any], emit: Emit, now_ms: int) -> None:
-        account, action = str(request["account_id"]), str(request["action"])
-        audit_id = f"{action}-{account}-{request['ts_ms']}"
-        if request.get("decision_id"):  # an analyst's reversal: the decision's own record
-            audit_id += f"-{request['decision_id']}"
+    def on_request(self, request: ActionRequest, emit: Emit, now_ms: int) -> None:
+        account, action = request.account_id, request.action
+        audit_id = f"{action}-{account}-{request.ts_ms}"
+        if request.decision_id:  # an analyst's reversal: the decision's own record
+            audit_id += f"-{request.decision_id}"
         ledger = self.automation()
         if action == "unsuspend":
             self.reverse(request, ledger, emit, audit_id)
         elif action != "suspend":
             raise ValueError(f"unknown action {action!r}")
-        elif request.get("dry_run", True) or not self.live():
+        elif request.dry or not self.live():
             audit(emit, audit_id, request, "dry_run")
         else:
             verdict, tripped = ledger.admit(audit_id, now_ms, self.policy.automation)
@@ -96,7 +96,7 @@ class ActStage(Stage):
                 self.send_suspension(request, emit, audit_id)
                 ledger.suspended[account] = now_ms
             else:
-                ledger.queue(account, request)
+                ledger.queue(account, request.as_map())
                 reason = ("the circuit breaker is open" if verdict == QUEUE_BREAKER else
                           "the hourly cap is reached")
                 log.warning("suspension_held account=%s reason=%r", account, reason)
@@ -108,27 +108,26 @@ class ActStage(Stage):
         automation = self.policy.automation
         return automation.suspension_enabled and not automation.dry_run
 
-    def send_suspension(self, request: dict[str, Any], emit: Emit, audit_id: str,
+    def send_suspension(self, request: ActionRequest, emit: Emit, audit_id: str,
                         approved_by: str | None = None) -> None:
-        account, action = str(request["account_id"]), str(request["action"])
+        account, action = request.account_id, request.action
         body = {"request_id": audit_id, "account_id": account, "action": action,
-                "reasons": list(request.get("reasons", ())),
-                "alert_ids": list(request.get("alert_ids", ())),
-                "evidence_links": [f"misuse-alerts/{a}" for a in request.get("alert_ids", ())],
-                "detectors": list(request.get("detectors", ())),
+                "reasons": list(request.reasons), "alert_ids": list(request.alert_ids),
+                "evidence_links": [f"misuse-alerts/{a}" for a in request.alert_ids],
+                "detectors": list(request.detectors),
                 "policy_version": self.policy.version, "automated": approved_by is None,
-                "approved_by": approved_by, "requested_at_ms": request["ts_ms"]}
+                "approved_by": approved_by, "requested_at_ms": request.ts_ms}
         emit(DELIVERIES, account, Delivery(id=message_id(audit_id), receiver="suspension",
                                            body=body, account_id=account, action=action,
-                                           ts_ms=int(request["ts_ms"])))
+                                           ts_ms=request.ts_ms))
         audit(emit, audit_id, request, "sent", actor=approved_by)
 
-    def reverse(self, request: dict[str, Any], ledger: AutomationLedger, emit: Emit,
+    def reverse(self, request: ActionRequest, ledger: AutomationLedger, emit: Emit,
                 audit_id: str) -> None:
         """An analyst cleared or allowlisted the account: undo what was done for it."""
-        account = str(request["account_id"])
+        account = request.account_id
         if ledger.suspended.pop(account, None) is not None:
-            self.send_suspension(request, emit, audit_id, approved_by=request.get("by"))
+            self.send_suspension(request, emit, audit_id, approved_by=request.analyst)
         elif ledger.take(account) is not None:
             audit(emit, audit_id, request, "withdrawn", reason="the suspension waiting for "
                   "approval is withdrawn: an analyst cleared the account")
@@ -150,11 +149,12 @@ class ActStage(Stage):
             audit(emit, audit_id, record, "done", actor=decision.analyst)
             self.resolve(emit, BREAKER_GROUP, now_ms)
         else:
-            request = ledger.take(decision.account_id)
+            held = ledger.take(decision.account_id)
+            request = None if held is None else ActionRequest.from_map(held)
             if request is None:
                 audit(emit, audit_id, record, "nothing_waiting", actor=decision.analyst)
             elif decision.decision == "approved":
-                held_id = f"suspend-{decision.account_id}-{request['ts_ms']}"
+                held_id = f"suspend-{decision.account_id}-{request.ts_ms}"
                 self.send_suspension(request, emit, held_id, approved_by=decision.analyst)
                 ledger.suspended[decision.account_id] = now_ms
                 audit(emit, audit_id, record, "done", actor=decision.analyst)
@@ -247,6 +247,8 @@ def page_of(alert: Alert) -> dict[str, Any]:
             "link": f"misuse-alerts/{alert.alert_id}"}
 
 
-def audit(emit: Emit, audit_id: str, action: dict[str, Any], outcome: str,
+def audit(emit: Emit, audit_id: str, action: ActionRequest | dict[str, Any], outcome: str,
           reason: str | None = None, actor: str | None = None) -> None:
+    if isinstance(action, ActionRequest):
+        action = action.as_map()
     emit_document(emit, "actions", audit_id, action_document(action, outcome, reason, actor))

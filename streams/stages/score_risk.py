@@ -129,13 +129,17 @@ class RiskStage(Stage):
     def request_suspension(self, change: StatusChange, emit: Emit) -> None:
         automation = self.policy.automation
         allowed = automation.suspension_enabled and suspension_allowed(self.policy, change)
-        request = {**change.to_dict(), "action": "suspend", "automated": True,
-                   # Dry run unless the policy turns automation on: then the act stage may
-                   # carry it out, within its hourly cap.
-                   "dry_run": automation.dry_run or not allowed}
-        emit(ACTIONS, change.account_id, ActionRequest(request))
+        request = ActionRequest(
+            account_id=change.account_id, action="suspend", ts_ms=change.ts_ms, automated=True,
+            # Dry run unless the policy turns automation on: then the act stage may carry it
+            # out, within its hourly cap.
+            dry_run=automation.dry_run or not allowed, reasons=change.reasons,
+            alert_ids=change.alert_ids, detectors=change.detectors,
+            score=round(change.score, 4), status=change.status, previous=change.previous,
+            evidence_since_ms=change.evidence_since_ms)
+        emit(ACTIONS, change.account_id, request)
         emit_document(emit, "actions", f"suspend-{change.account_id}-{change.ts_ms}",
-                      action_document(request, outcome="requested"))
+                      action_document(request.as_map(), outcome="requested"))
 
     def on_feedback(self, decision: FeedbackRecord, emit: Emit) -> None:
         """An analyst's decision: cleared, allowlisted (optionally until a time) or unlisted,
@@ -148,11 +152,10 @@ class RiskStage(Stage):
         if record.status is not None and record.status.status == "suspended" \
                 and kind in ("cleared", "allowlisted"):
             # The analyst overrules the suspension: the act stage reverses what it did.
-            emit(ACTIONS, account, ActionRequest({
-                "account_id": account, "action": "unsuspend", "ts_ms": ts_ms,
-                "decision_id": decision.decision_id,
-                "automated": False, "by": decision.analyst, "analyst": decision.analyst,
-                "reasons": [f"{kind} by {decision.analyst}"]}))
+            emit(ACTIONS, account, ActionRequest(
+                account_id=account, action="unsuspend", ts_ms=ts_ms, automated=False,
+                analyst=decision.analyst, decision_id=decision.decision_id,
+                reasons=(f"{kind} by {decision.analyst}",)))
         if kind == "cleared":
             record.status = AccountStatus("cleared", "analyst", cleared_at_ms=ts_ms,
                                           since_ms=ts_ms)

@@ -188,9 +188,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pipeline, Re
     try:
         settings, send = pipeline.settings, pipeline.producer.send
         now = clock.now_ms()
-        suspend = ActionRequest({"account_id": FORGED["action"], "action": "suspend",
-                                 "ts_ms": now, "automated": True, "by": "worker",
-                                 "reasons": ["forged"]})
+        suspend = ActionRequest(account_id=FORGED["action"], action="suspend", ts_ms=now,
+                                automated=True, dry_run=False, reasons=("forged",))
         delivery = Delivery(f"forged-{RUN}", "suspension",
                             {"account_id": FORGED["delivery"], "action": "suspend",
                              "automated": True}, FORGED["delivery"], "suspend", now)

@@ -39,10 +39,10 @@ def act_stage(policy: Policy) -> StageDriver:
 
 
 def suspension(account: str, dry_run: bool = False, ts_ms: int = NOW_MS) -> bytes:
-    return encode_batch(ActionRequest.TYPE, [ActionRequest({
-        "account_id": account, "action": "suspend", "ts_ms": ts_ms, "dry_run": dry_run,
-        "automated": True, "reasons": ["two detectors"], "alert_ids": ["alert-1"],
-        "detectors": ["jailbreak", "campaign"]})], RING)
+    return encode_batch(ActionRequest.TYPE, [ActionRequest(
+        account_id=account, action="suspend", ts_ms=ts_ms, dry_run=dry_run, automated=True,
+        reasons=("two detectors",), alert_ids=("alert-1",),
+        detectors=("jailbreak", "campaign"))], RING)
 
 
 def decided(account: str, decision: str) -> bytes:
@@ -136,9 +136,9 @@ def test_the_breaker_holds_every_request_and_pages_once_until_resumed():
 def test_clearing_a_suspended_account_sends_the_reversal():
     driver = act_stage(Policy(automation=LIVE))
     driver.run([suspension("acct-1")], NOW_MS)
-    reversal = encode_batch(ActionRequest.TYPE, [ActionRequest({
-        "account_id": "acct-1", "action": "unsuspend", "ts_ms": NOW_MS + 1, "by": "alice",
-        "automated": False})], RING)
+    reversal = encode_batch(ActionRequest.TYPE, [ActionRequest(
+        account_id="acct-1", action="unsuspend", ts_ms=NOW_MS + 1, analyst="alice",
+        automated=False)], RING)
     deliveries, audits = outputs(driver.run([reversal], NOW_MS))
     assert [(d.action, d.account_id) for d in deliveries] == [("unsuspend", "acct-1")]
     # A second reversal has nothing left to undo.

@@ -68,6 +68,31 @@ def test_a_prompt_vector_written_under_its_old_field_names_is_still_read() -> No
             records_of(decode_batch(batch_of("prompt-vector", both), RING), PromptVector)
 
 
+def test_an_action_request_written_as_a_map_before_it_had_fields_is_still_read() -> None:
+    """Requests a worker wrote before ActionRequest had fields: the status change's whole map,
+    `by` for the analyst. They are read (the approval queue keeps such maps for days), to the
+    same request as one written now."""
+    from streams.runtime.messages import ActionRequest
+    written_before = {"request": {
+        "account_id": "acct-1", "status": "suspended", "previous": "flagged",
+        "ts_ms": 1_790_000_000_000, "score": 0.91, "request_suspension": True,
+        "reasons": ["two detectors"], "detectors": ["jailbreak"], "alert_ids": ["a1"],
+        "evidence_since_ms": None, "set_by": "worker", "action": "suspend",
+        "automated": True, "dry_run": False}}
+    [read] = records_of(decode_batch(batch_of("action-request", written_before), RING),
+                        ActionRequest)
+    assert read == ActionRequest(
+        account_id="acct-1", action="suspend", ts_ms=1_790_000_000_000, automated=True,
+        dry_run=False, reasons=("two detectors",), alert_ids=("a1",), detectors=("jailbreak",),
+        score=0.91, status="suspended", previous="flagged")
+    assert not read.dry
+    assert ActionRequest.from_map({"account_id": "acct-1", "action": "unsuspend",
+                                   "ts_ms": 1_790_000_000_000, "by": "alice"}).analyst == "alice"
+    [again] = records_of(decode_batch(encode_batch(ActionRequest.TYPE, [read], RING), RING),
+                         ActionRequest)
+    assert again == read
+
+
 def test_a_record_that_does_not_fit_its_type_is_refused() -> None:
     plain = vector_record().to_plain()
     wrong_type = decode_batch(encode_batch(PromptVector.TYPE, [vector_record()], RING), RING)
@@ -157,6 +182,16 @@ def batch_of(record_type: str, *plains: dict) -> bytes:
                   "ts_ms": 1_790_000_000_000, "until_ms": 10**17}, "until_ms"),
     ("action-request", {"request": {"account_id": "acct-1", "action": "suspend",
                                     "ts_ms": 10**17}}, "request.ts_ms"),
+    ("action-request", {"request": {"account_id": "acct-1", "action": "suspend",
+                                    "ts_ms": 1_790_000_000_000, "reasons": "one"}},
+     "request.reasons must be a list of strings"),
+    ("action-request", {"request": {"account_id": "acct-1", "action": "suspend",
+                                    "ts_ms": 1_790_000_000_000, "sudo": True}}, "request.sudo"),
+    ("action-request", {"request": [1, 2]}, "a map of one field"),
+    ("page-request", {"action": "trigger", "group": "g", "ts_ms": 1_790_000_000_000,
+                      "alert": {"rule_id": "x"}}, "page-request"),
+    ("jailbreak-match", {"event": {"event_id": "e"}, "similarity": 0.9, "pattern_id": "p",
+                         "pattern_category": "c", "pattern_text": "t"}, "usage-event"),
     ("document", {"index": "accounts", "id": "acct-1", "source": {"score": float("inf")}},
      "non-finite"),
     ("delivery", {"id": "", "receiver": "suspension", "body": {}}, "id must be"),
