@@ -544,12 +544,14 @@ class Consumer(faust_aiokafka.Consumer):
         the fetcher waits on a full channel, the producer's buffer or a commit) is fetched
         and not there yet; between batches, every record fetched was handed out or
         dropped."""
+        assigned = list(self.assignment())
+        positions = {} if self.batch_open else await self.positions(*assigned)
+        if self.batch_open:  # one began while the positions were asked for
+            positions = {}
         in_flight: dict[TP, list[int]] = defaultdict(list)
         for message in list(self._unacked_messages):
             if not message.acked:
                 in_flight[message.tp].append(message.offset)
-        assigned = list(self.assignment())
-        positions = {} if self.batch_open else await self.positions(*assigned)
         holes: dict[TP, tuple[int, int]] = {}
         for tp in assigned:
             acked, start = self._acked.get(tp, []), self._start(tp)
