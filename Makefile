@@ -13,13 +13,17 @@ all: test
 
 venv: $(STAMP)
 
-# uv installs the project: from its cache (~/.cache/uv) a new environment takes about 11 s,
+# uv installs the project: from its cache (~/.cache/uv) a new environment takes about 35 s,
 # where pip downloaded and unpacked its 4 GB of wheels (torch's CUDA libraries) in 109 s on
-# every fresh clone. It trusts the system's certificates, as pip does here.
+# every fresh clone. It compiles the bytecode as pip does (uv does not by default, and this
+# machine's PYTHONDONTWRITEBYTECODE keeps Python from caching it: every worker and test
+# process compiled torch and transformers again, +7 min of CPU in make test). It trusts the
+# system's certificates, as pip does here.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet 'uv>=0.13,<0.14'
-	UV_NATIVE_TLS=1 $(BIN)/uv pip install --python $(BIN)/python --quiet -e '.[dev]'
+	UV_NATIVE_TLS=1 $(BIN)/uv pip install --python $(BIN)/python --quiet --compile-bytecode \
+		-e '.[dev]'
 	touch $(STAMP)
 
 # Command-line tools the tests need (promtool, headless chromium), into the cache.
