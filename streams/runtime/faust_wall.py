@@ -145,6 +145,7 @@ log = logging.getLogger(__name__)
 # How often a partition whose commit cannot move is looked at: a hole must be seen twice in a
 # row, unchanged (10 s apart), before it is read again.
 COMMIT_HOLE_CHECK_SECONDS = 10.0
+HOLE_SIGHTINGS = 2
 # A tail hole (`tail_hole`) must be seen unchanged for a minute: under load, two sightings of
 # one measured twice in a busy worker's make test, for reasons not found; a tail truly dropped
 # stays as it is for good.
@@ -549,8 +550,8 @@ class Consumer(faust_aiokafka.Consumer):
         and not there yet; between batches, every record fetched was handed out or
         dropped. Each with the sightings it needs before it is read again."""
         assigned = list(self.assignment())
-        positions = {} if self.batch_open else await self.positions(*assigned)
-        if self.batch_open:  # one began while the positions were asked for
+        positions = await self.positions(*assigned)
+        if self.batch_open:  # now, or begun while the positions were asked for
             positions = {}
         in_flight: dict[TP, list[int]] = defaultdict(list)
         for message in list(self._unacked_messages):
@@ -560,7 +561,7 @@ class Consumer(faust_aiokafka.Consumer):
         for tp in assigned:
             acked, start = self._acked.get(tp, []), self._start(tp)
             if found := hole(acked, start, in_flight[tp]):
-                holes[tp] = (*found, 2)
+                holes[tp] = (*found, HOLE_SIGHTINGS)
             elif found := tail_hole(acked, start, in_flight[tp],
                                     self._read_offset.reached.get(tp), positions.get(tp)):
                 holes[tp] = (*found, TAIL_HOLE_SIGHTINGS)

@@ -465,7 +465,7 @@ class PageRequest(PlainRecord):
     alert: Alert | None = None
 
     def to_plain(self) -> dict[str, Any]:
-        return {"action": self.action, "group": self.group, "ts_ms": self.ts_ms,
+        return {**PlainRecord.to_plain(self),
                 "alert": None if self.alert is None else self.alert.to_dict()}
 
     @classmethod

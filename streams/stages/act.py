@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import SecretStr
 
 from detectors.actions import QUEUE_BREAKER, SEND, AutomationLedger, PageLedger, severity_at_least
 from detectors.alerts import Alert, Entity
-from detectors.policy import Policy
+from detectors.policy import Policy, Severity
 from detectors.redaction import redact
 from streams.runtime import clock
 from streams.runtime.driver import Emit, Stage, StateStore
@@ -185,8 +185,7 @@ class ActStage(Stage):
     def trigger(self, emit: Emit, group: str, alert: Alert, now_ms: int) -> None:
         paging = self.policy.paging
         ledger = self.ledgers.get(PAGES) or PageLedger()
-        receivers = next((to for severity, to in paging.routes.items()
-                          if severity == alert.severity), [])
+        receivers = paging.routes.get(cast(Severity, alert.severity), [])
         page = {**page_of(alert), "receivers": receivers}
         pages, held_back = ledger.trigger(group, page, now_ms,
                                           paging.group_window_seconds * 1000,

@@ -75,7 +75,7 @@ class WorkerProcess:
         judged yet), twice in a row (a stage may still be sending when another has just
         caught up). `progress` is called on every poll (`streams.tooling.progress.Progress` prints
         every few seconds)."""
-        topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
+        topics = self.consumed_topics
         quiet = 0
 
         def drained() -> bool:
@@ -94,12 +94,16 @@ class WorkerProcess:
 
         self._wait(drained, timeout_s, "caught up", poll_s=1.0, detail=self.lag_report)
 
+    @property
+    def consumed_topics(self) -> list[str]:
+        return [self.settings.topic(name) for name in CONSUMED_TOPICS]
+
     def lag_report(self) -> str:
         """What the worker has not finished: the partitions with uncommitted messages
         (committed/end offsets) and its stages' pending records."""
-        topics = [self.settings.topic(name) for name in CONSUMED_TOPICS]
         try:
-            offsets = partition_offsets(self.settings, self.settings.app_id, topics)
+            offsets = partition_offsets(self.settings, self.settings.app_id,
+                                        self.consumed_topics)
         except (KafkaError, KeyError) as exc:
             return f"offsets not known ({exc!r})"
         behind = sorted(f"{tp.topic.removeprefix(self.settings.topic_prefix)}[{tp.partition}] "
