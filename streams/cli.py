@@ -70,6 +70,9 @@ def worker(loglevel: str) -> None:
     install_rate_limits()
     install_outage_filter()
     app = build_app(settings)
+    # The imports and the app are built: out of every later collection, including the full
+    # one Faust's store runs for each table at each rebalance (14 of them at a start, 2 s).
+    settle_for_streaming()
     # Readiness and crashes on /metrics, for whoever runs the worker (streams/tooling/runner.py);
     # the worker installs the app's log handlers when it sets up logging.
     app.conf.loghandlers = [

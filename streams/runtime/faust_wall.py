@@ -60,7 +60,14 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   rewinds to its beginning after a rebalance, or the records fetched while partitions moved
   (dropped by Faust's flow control) are never processed nor committed. Relies on Faust's
   `perform_seek` calling it after every assignment, and on aiokafka's seek_to_committed
-  seeking only where an offset above 0 was committed.
+  seeking only where an offset above 0 was committed. One call into the consumer's thread
+  for all of it: each call waits there behind a fetch.
+- `ConsumerThread._create_worker_consumer` (override; sets aiokafka's `_fetch_max_wait_ms`):
+  not a loss but a slow start. Every request to the broker waits behind the fetch on its
+  connection, and Faust's fetches wait up to 1.5 s for records: each lookup of a worker's
+  start (high waters, changelog offsets, the seek above) waited that long, 5 of its 12 s.
+  Relies on aiokafka handing the consumer's `_fetch_max_wait_ms` to the fetcher it builds
+  when it starts.
 - `App.before_revoke` and `App._on_partitions_revoked` (override): a stage holding records
   back gives them up before Faust waits for every record read from revoked partitions to be
   acknowledged, or that wait would never end. Relies on Faust's `_on_partitions_revoked`
@@ -150,6 +157,8 @@ HOLE_SIGHTINGS = 2
 # one measured twice in a busy worker's make test, for reasons not found; a tail truly dropped
 # stays as it is for good.
 TAIL_HOLE_SIGHTINGS = 6
+# How long a fetch waits on the broker for records that have not come (Faust's: 1,500 ms).
+FETCH_MAX_WAIT_MS = 250
 
 
 def make_event_current(event: EventT) -> None:
@@ -342,20 +351,33 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     records, which are then never processed nor committed (an alert lost, and a lag that
     never drains). Those partitions go back to their beginning, as `earliest` means."""
 
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        """Faust's consumer, its fetches waiting at most `FETCH_MAX_WAIT_MS` (see above)."""
+        consumer = super()._create_worker_consumer(transport)
+        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # aiokafka gives it to its fetcher
+        return consumer
+
     async def seek_to_committed(self) -> Mapping[TP, int]:
-        committed = await super().seek_to_committed()
+        """In one call into the consumer's thread, where each call waits behind a fetch."""
         app = self.consumer.app
-        changelogs = app.tables.changelog_topics  # recovery positions these
+        committed, starts = await self.call_thread(
+            self._seek_to_committed, app.tables.changelog_topics)  # recovery positions these
+        cast(App, app).start_offsets.update(starts)
+        return committed
+
+    async def _seek_to_committed(self, changelogs: Set[str]
+                                 ) -> tuple[dict[TP, int | None], dict[TP, int]]:
+        consumer = self._ensure_consumer()
+        committed = await consumer.seek_to_committed()
         never = [tp for tp, offset in committed.items()
                  if not offset and tp.topic not in changelogs]
         starts = {tp: offset for tp, offset in committed.items() if offset}
         if never:
-            consumer = self._ensure_consumer()
-            await self.call_thread(consumer.seek_to_beginning, *never)
-            starts.update(await self.call_thread(consumer.beginning_offsets, never))
-        cast(App, app).start_offsets.update(starts)
-        return committed
-
+            beginnings = await consumer.beginning_offsets(never)
+            for tp, offset in beginnings.items():
+                consumer.seek(tp, offset)
+            starts.update(beginnings)
+        return committed, starts
 
     async def pause_fetching(self, pause: Set[TP], resume: Set[TP]) -> None:
         await self.call_thread(self._pause_fetching, pause, resume)

@@ -18,7 +18,13 @@ from kafka import KafkaAdminClient
 
 from streams.runtime.app import create_app
 from streams.runtime.broker import connection_options, producer
-from streams.runtime.faust_wall import App, ConsumerThread, give_up_message, hold_message
+from streams.runtime.faust_wall import (
+    FETCH_MAX_WAIT_MS,
+    App,
+    ConsumerThread,
+    give_up_message,
+    hold_message,
+)
 from streams.settings import Settings
 from streams.tooling.runner import isolated_environment
 from tests.unit.test_faust_wall import delivered
@@ -91,6 +97,23 @@ def test_a_never_committed_partition_rewinds_to_its_beginning(settings: Settings
     positions, starts = run(scenario())
     assert positions == {never: 0, committed: 2}
     assert starts == {never: 0, committed: 2}
+
+
+def test_the_consumer_fetches_with_the_walls_wait(settings: Settings) -> None:
+    """Guards ConsumerThread._create_worker_consumer: aiokafka hands the consumer's
+    `_fetch_max_wait_ms` to the fetcher it builds at start, and Faust's 1,500 ms would hold
+    every lookup a worker's start makes behind a fetch on the same connection."""
+    topic = settings.topic("wall-input")
+
+    async def scenario() -> int:
+        app = create_app(settings)
+        thread = await started(app, [TP(topic, 0)])
+        try:
+            return int(thread._ensure_consumer()._fetcher._fetch_max_wait_ms)
+        finally:
+            await thread.stop()
+
+    assert run(scenario()) == FETCH_MAX_WAIT_MS < 1500
 
 
 def test_revocation_lets_held_records_go_before_faust_waits_for_them(settings: Settings
