@@ -63,11 +63,12 @@ Hooks: name; the loss it prevents; the Faust or aiokafka behaviour it relies on.
   seeking only where an offset above 0 was committed. One call into the consumer's thread
   for all of it: each call waits there behind a fetch.
 - `ConsumerThread._create_worker_consumer` (override; sets aiokafka's `_fetch_max_wait_ms`):
-  not a loss but a slow start. Every request to the broker waits behind the fetch on its
-  connection, and Faust's fetches wait up to 1.5 s for records: each lookup of a worker's
-  start (high waters, changelog offsets, the seek above) waited that long, 5 of its 12 s.
-  Relies on aiokafka handing the consumer's `_fetch_max_wait_ms` to the fetcher it builds
-  when it starts.
+  not a loss but time. A call into the consumer's thread, and a request to the broker on
+  the fetch's connection, waits behind the fetch, and Faust's fetches wait up to 1.5 s for
+  records: each of the three lookups of a worker's start (high waters, changelog offsets,
+  the seek above) waited that long, 4.5 of its 12-15 s, and so did the stage agent's pauses
+  and resumes of partitions. Relies on aiokafka handing the consumer's `_fetch_max_wait_ms`
+  to the fetcher it builds when it starts.
 - `App.before_revoke` and `App._on_partitions_revoked` (override): a stage holding records
   back gives them up before Faust waits for every record read from revoked partitions to be
   acknowledged, or that wait would never end. Relies on Faust's `_on_partitions_revoked`
